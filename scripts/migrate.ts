@@ -1,0 +1,11 @@
+import { ConfigError, loadConfig } from '../src/config.js';
+import { prepareDatabase } from '../src/errand.js';
+
+// Creates the database if missing, applies pending migrations, exits 0; any failure exits 1.
+try {
+  const applied = await prepareDatabase(loadConfig());
+  process.stdout.write(`${JSON.stringify({ applied })}\n`);
+} catch (error) {
+  process.stderr.write(`${error instanceof ConfigError ? error.message : `migration failed: ${(error as Error).message}`}\n`);
+  process.exitCode = 1;
+}

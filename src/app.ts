@@ -1,0 +1,27 @@
+import Fastify from 'fastify';
+import type { Deps } from './deps.js';
+import { errorHandler } from './core/errors.js';
+import { healthRoutes } from './ops/health.routes.js';
+import { signupRoutes } from './signup/routes.js';
+
+/** Builds (never starts) the HTTP app. Public routes only when the role serves them. */
+export async function buildApp(deps: Deps) {
+  const app = Fastify({
+    loggerInstance: deps.log,
+    // The contract wants 400s where Fastify's defaults would coerce types or strip unknown fields.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false } },
+    bodyLimit: 64 * 1024,
+    // Answer 503 to new requests while closing, and let keep-alive clients go.
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+  app.setErrorHandler(errorHandler);
+
+  await app.register(healthRoutes, { db: deps.db, redis: deps.redis });
+  if (deps.config.ROLE !== 'worker') {
+    await app.register(signupRoutes, { db: deps.db, redis: deps.redis, queues: deps.queues, log: deps.log });
+  }
+  return app;
+}
+
+export type App = Awaited<ReturnType<typeof buildApp>>;

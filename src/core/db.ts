@@ -1,0 +1,100 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import pg from 'pg';
+import { Kysely, Migrator, PostgresDialect, sql, type Generated, type Migration, type MigrationProvider } from 'kysely';
+
+export interface UsersTable {
+  id: Generated<string>;
+  email: string;
+  name: string | null;
+  verified_at: Date | null;
+  verification_requested_at: Generated<Date>;
+  created_at: Generated<Date>;
+}
+
+export interface EmailVerificationTokensTable {
+  token_hash: Buffer;
+  user_id: string;
+  expires_at: Date;
+  used_at: Date | null;
+  created_at: Generated<Date>;
+}
+
+export interface OutboxTable {
+  id: Generated<string>;
+  queue: string;
+  job_name: string;
+  payload: unknown;
+  created_at: Generated<Date>;
+  published_at: Date | null;
+}
+
+export interface SentEmailsTable {
+  job_id: string;
+  sent_at: Generated<Date>;
+}
+
+export interface Database {
+  users: UsersTable;
+  email_verification_tokens: EmailVerificationTokensTable;
+  outbox: OutboxTable;
+  sent_emails: SentEmailsTable;
+}
+
+export type Db = Kysely<Database>;
+
+// bigint ids come back as strings; keep them strings (they never do arithmetic).
+export function createDb(databaseUrl: string, poolMax = 10): Db {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: poolMax, connectionTimeoutMillis: 3000 });
+  // An idle client losing its server must not crash the process; the next query reports it.
+  pool.on('error', () => {});
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+}
+
+/** Creates the database named in `databaseUrl` if it is missing (so `npm start` works on a bare server). */
+export async function ensureDatabase(databaseUrl: string): Promise<void> {
+  const url = new URL(databaseUrl);
+  const name = decodeURIComponent(url.pathname.slice(1));
+  if (!name) return;
+  url.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 3000 });
+  await client.connect();
+  try {
+    const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (found.rowCount) return;
+    // Identifiers cannot be parameters; escape it as PostgreSQL does.
+    await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`);
+  } catch (error) {
+    // Two processes starting at once: the loser sees duplicate_database (42P04) or a unique violation.
+    const code = (error as { code?: string }).code;
+    if (code !== '42P04' && code !== '23505') throw error;
+  } finally {
+    await client.end();
+  }
+}
+
+export const migrationsDir = fileURLToPath(new URL('../../migrations', import.meta.url));
+
+/** Plain `.sql` files, applied in name order; each runs in Kysely's migration transaction. */
+class SqlFileMigrationProvider implements MigrationProvider {
+  constructor(private readonly dir: string) {}
+
+  async getMigrations(): Promise<Record<string, Migration>> {
+    const files = (await readdir(this.dir)).filter((file) => file.endsWith('.sql')).sort();
+    const migrations: Record<string, Migration> = {};
+    for (const file of files) {
+      const text = await readFile(path.join(this.dir, file), 'utf8');
+      migrations[file.replace(/\.sql$/, '')] = { up: async (db) => void (await sql.raw(text).execute(db)) };
+    }
+    return migrations;
+  }
+}
+
+/** Applies pending migrations; Kysely's lock table makes concurrent callers wait their turn. */
+export async function migrateToLatest(db: Db, dir = migrationsDir): Promise<string[]> {
+  const migrator = new Migrator({ db, provider: new SqlFileMigrationProvider(dir) });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) throw error instanceof Error ? error : new Error(String(error));
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}

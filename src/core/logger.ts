@@ -1,0 +1,39 @@
+import { pino, type DestinationStream } from 'pino';
+import type { FastifyBaseLogger } from 'fastify';
+
+// Fastify's logger interface, which a pino logger satisfies: request loggers and the root logger are interchangeable.
+export type Logger = FastifyBaseLogger;
+
+/** `alice@example.com` → `a***@example.com`: enough to correlate, not enough to identify. */
+export function maskEmail(email: string): string {
+  const at = email.lastIndexOf('@');
+  if (at < 1) return '***';
+  return `${email[0]}***${email.slice(at)}`;
+}
+
+/** Drops the query string: verification and tracking tokens travel there. */
+export function pathOnly(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      base: { pid: process.pid, service: 'errand' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      // Belt and braces: these keys never reach a log line even if someone logs them.
+      redact: {
+        paths: ['token', '*.token', 'email', '*.email', 'link', '*.link', 'password', 'secret', 'req.headers.authorization', 'req.headers["webhook-signature"]'],
+        censor: '[redacted]',
+      },
+      serializers: {
+        req: (req: { id: string; method: string; url: string }) => ({ reqId: req.id, method: req.method, url: pathOnly(req.url) }),
+        res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
+        err: pino.stdSerializers.err,
+      },
+    },
+    destination,
+  );
+}

@@ -1,0 +1,44 @@
+import type { DestinationStream } from 'pino';
+import type { Redis } from 'ioredis';
+import type { Config } from './config.js';
+import { createDb, type Db } from './core/db.js';
+import { createLogger, type Logger } from './core/logger.js';
+import { createQueues, type Queues } from './core/queues.js';
+import { createProducerRedis } from './core/redis.js';
+import { createMailer, type Mailer } from './email/mailer.js';
+
+export interface Deps {
+  config: Config;
+  log: Logger;
+  db: Db;
+  /** Fail-fast producer connection shared by every Queue (and the readiness check). */
+  redis: Redis;
+  queues: Queues;
+  mailer: Mailer;
+  close(): Promise<void>;
+}
+
+/** Opens what every role needs; nothing here connects at import time. */
+export function createDeps(config: Config, options: { logDestination?: DestinationStream; log?: Logger } = {}): Deps {
+  const log = options.log ?? createLogger(config.LOG_LEVEL, options.logDestination);
+  const db = createDb(config.DATABASE_URL, config.PG_POOL_MAX);
+  const redis = createProducerRedis(config.REDIS_URL);
+  redis.on('error', (err) => log.debug({ err }, 'producer redis connection error'));
+  const queues = createQueues(redis, config, log);
+  const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR });
+
+  return {
+    config,
+    log,
+    db,
+    redis,
+    queues,
+    mailer,
+    async close() {
+      mailer.close();
+      await Promise.allSettled(Object.values(queues).map((queue) => queue.close()));
+      redis.disconnect();
+      await db.destroy();
+    },
+  };
+}

@@ -1,0 +1,91 @@
+import type { DestinationStream } from 'pino';
+import { QueueEvents, type Worker } from 'bullmq';
+import type { Config } from './config.js';
+import { createDeps, type Deps } from './deps.js';
+import { buildApp, type App } from './app.js';
+import { createDb, ensureDatabase, migrateToLatest } from './core/db.js';
+import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
+import { EMAIL_QUEUE, QUEUE_NAMES } from './core/queues.js';
+import { warnUnlessNoEviction, workerConnectionOptions } from './core/redis.js';
+import { createEmailWorker } from './email/worker.js';
+import { EMAIL_VERIFICATION_JOB } from './email/jobs.js';
+import { startOutboxRelay, type OutboxRelay } from './outbox/outbox.js';
+import { composeVerificationEmail } from './signup/verification-email.js';
+
+export interface Errand {
+  deps: Deps;
+  app: App;
+  workers: Worker[];
+  /** Stops in reverse order of start: HTTP, workers (bounded), relay, queue events, queues, Redis, pool. */
+  close(): Promise<void>;
+}
+
+/** Creates the database if missing and applies migrations, on a short-lived pool of its own. */
+export async function prepareDatabase(config: Config): Promise<string[]> {
+  await ensureDatabase(config.DATABASE_URL);
+  const db = createDb(config.DATABASE_URL, 1);
+  try {
+    return await migrateToLatest(db);
+  } finally {
+    await db.destroy();
+  }
+}
+
+function sleep(ms: number): Promise<'timeout'> {
+  return new Promise((resolve) => setTimeout(() => resolve('timeout'), ms).unref());
+}
+
+/** `worker.close()` waits for active jobs with no deadline of its own (and can hang without Redis). */
+async function closeWorkerWithin(worker: Worker, graceMs: number, deps: Deps): Promise<void> {
+  const outcome = await Promise.race([worker.close().then(() => 'closed' as const), sleep(graceMs)]);
+  if (outcome === 'timeout') {
+    deps.log.warn({ queue: worker.name, graceMs }, 'active jobs did not finish within the grace period; forcing the worker closed');
+    await Promise.race([worker.close(true), sleep(1000)]);
+  }
+}
+
+/** Wires one errand process for its role. The caller listens and handles signals. */
+export async function startErrand(config: Config, options: { logDestination?: DestinationStream } = {}): Promise<Errand> {
+  await prepareDatabase(config);
+  const deps = createDeps(config, options);
+  const runsWorkers = config.ROLE !== 'api';
+  void warnUnlessNoEviction(deps.redis, deps.log);
+
+  const workers: Worker[] = [];
+  const queueEvents: QueueEvents[] = [];
+  let relay: OutboxRelay | undefined;
+  if (runsWorkers) {
+    const emailWorker = createEmailWorker(deps, {
+      [EMAIL_VERIFICATION_JOB]: composeVerificationEmail(deps),
+    });
+    logWorkerEvents(emailWorker, deps.queues[EMAIL_QUEUE], deps.log);
+    workers.push(emailWorker);
+
+    for (const name of QUEUE_NAMES) {
+      const events = new QueueEvents(name, { connection: workerConnectionOptions(config.REDIS_URL), prefix: config.QUEUE_PREFIX });
+      logQueueEvents(events, deps.queues[name], deps.log);
+      queueEvents.push(events);
+    }
+    relay = startOutboxRelay(deps, { intervalMs: config.OUTBOX_RELAY_INTERVAL_MS, graceMs: config.OUTBOX_RELAY_GRACE_MS });
+  }
+
+  const app = await buildApp(deps);
+  deps.log.info({ role: config.ROLE, queuePrefix: config.QUEUE_PREFIX }, 'errand started');
+
+  let closing: Promise<void> | undefined;
+  return {
+    deps,
+    app,
+    workers,
+    close() {
+      closing ??= (async () => {
+        await app.close();
+        await Promise.all(workers.map((worker) => closeWorkerWithin(worker, config.SHUTDOWN_GRACE_MS, deps)));
+        await relay?.stop();
+        await Promise.allSettled(queueEvents.map((events) => events.close()));
+        await deps.close();
+      })();
+      return closing;
+    },
+  };
+}

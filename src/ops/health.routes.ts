@@ -1,0 +1,32 @@
+import type { FastifyPluginAsync } from 'fastify';
+import { sql } from 'kysely';
+import type { Redis } from 'ioredis';
+import type { Db } from '../core/db.js';
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function check(probe: () => Promise<unknown>): Promise<string> {
+  try {
+    await withTimeout(probe(), 1000);
+    return 'ok';
+  } catch (error) {
+    return `error: ${(error as Error).message}`;
+  }
+}
+
+export const healthRoutes: FastifyPluginAsync<{ db: Db; redis: Redis }> = async (app, deps) => {
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_request, reply) => {
+    const [postgres, redis] = await Promise.all([check(() => sql`select 1`.execute(deps.db)), check(() => deps.redis.ping())]);
+    const checks = { postgres, redis };
+    if (postgres === 'ok' && redis === 'ok') return { status: 'ready', checks };
+    return reply.code(503).send({ status: 'unavailable', checks });
+  });
+};

@@ -1,0 +1,26 @@
+import { Value } from 'typebox/value';
+import { UnrecoverableError } from 'bullmq';
+import type { Config } from '../config.js';
+import type { Db } from '../core/db.js';
+import { EmailVerificationPayloadSchema } from '../email/jobs.js';
+import type { EmailComposer } from '../email/worker.js';
+import { verificationEmail } from '../email/templates.js';
+import { findUserById, insertVerificationToken } from './repository.js';
+import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from './tokens.js';
+
+/**
+ * Minted at send time, so the raw token exists only inside the email: never in
+ * Redis, the outbox or a log. A retry mints a new one; older ones stay valid.
+ */
+export function composeVerificationEmail(deps: { db: Db; config: Config }): EmailComposer {
+  return async (data) => {
+    if (!Value.Check(EmailVerificationPayloadSchema, data)) throw new UnrecoverableError('invalid email-verification payload');
+    const user = await findUserById(deps.db, data.userId);
+    if (!user || user.verified_at) return null;
+    const token = mintVerificationToken();
+    await insertVerificationToken(deps.db, { userId: user.id, hash: token.hash, expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS) });
+    const link = new URL('/auth/verify-email', deps.config.PUBLIC_BASE_URL);
+    link.searchParams.set('token', token.raw);
+    return verificationEmail(user, link.toString());
+  };
+}

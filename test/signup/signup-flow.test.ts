@@ -1,0 +1,81 @@
+import t from 'tap';
+import { sql } from 'kysely';
+import { hashToken } from '../../src/signup/tokens.js';
+import { extractLink, sleep, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+
+const smtp = await startSmtpServer(t);
+const errand = await startTestErrand(t, testEnv(t, { SMTP_URL: smtp.url }));
+const { app, deps } = errand;
+
+async function signup(body: unknown) {
+  return app.inject({ method: 'POST', url: '/auth/signup', payload: body as object });
+}
+
+t.test('signup sends one verification email whose link verifies once', async (t) => {
+  const res = await signup({ email: 'Alice@Example.com', name: 'Alice' });
+  t.equal(res.statusCode, 202);
+  t.same(res.json(), { status: 'accepted' });
+
+  const [email] = await smtp.waitForEmails(1);
+  t.same(email!.to, ['alice@example.com'], 'delivered to the normalised address');
+  t.match(email!.text, /Hello Alice/);
+  const link = new URL(extractLink(email!.text, '/auth/verify-email?token='));
+  t.equal(link.origin, 'http://errand.test', 'link built from PUBLIC_BASE_URL');
+  const token = link.searchParams.get('token')!;
+  t.ok(token.length >= 43, 'token carries at least 32 random bytes');
+  t.ok(email!.html.includes(link.pathname), 'html part carries the link too');
+
+  const stored = await deps.db.selectFrom('email_verification_tokens').selectAll().execute();
+  t.equal(stored.length, 1);
+  t.same(stored[0]!.token_hash, hashToken(token), 'only the hash is stored');
+
+  const verify = await app.inject({ method: 'GET', url: `${link.pathname}${link.search}` });
+  t.equal(verify.statusCode, 200);
+  t.same(verify.json(), { status: 'verified' });
+  const user = await deps.db.selectFrom('users').select('verified_at').where('email', '=', 'alice@example.com').executeTakeFirstOrThrow();
+  t.ok(user.verified_at, 'user marked verified');
+
+  const again = await app.inject({ method: 'GET', url: `${link.pathname}${link.search}` });
+  t.equal(again.statusCode, 400, 'token is single use');
+  t.match(again.json(), { statusCode: 400, error: 'Bad Request' });
+
+  // A verified address still gets 202, and no email.
+  const verifiedAgain = await signup({ email: 'alice@example.com' });
+  t.equal(verifiedAgain.statusCode, 202);
+  t.same(verifiedAgain.json(), { status: 'accepted' });
+  await sleep(500);
+  t.equal(smtp.received.filter((e) => e.to[0] === 'alice@example.com').length, 1, 'no email for a verified address');
+});
+
+t.test('an unknown or expired token answers 400', async (t) => {
+  const unknown = await app.inject({ method: 'GET', url: '/auth/verify-email?token=nope' });
+  t.equal(unknown.statusCode, 400);
+
+  await signup({ email: 'late@example.com' });
+  const emails = await waitFor(() => smtp.received.filter((e) => e.to[0] === 'late@example.com').at(0), 10000, 'late email');
+  const link = new URL(extractLink(emails.text, '/auth/verify-email?token='));
+  await deps.db.updateTable('email_verification_tokens').set({ expires_at: sql`now() - interval '1 second'` }).where('token_hash', '=', hashToken(link.searchParams.get('token')!)).execute();
+  const expired = await app.inject({ method: 'GET', url: `${link.pathname}${link.search}` });
+  t.equal(expired.statusCode, 400, 'expired token refused');
+  const user = await deps.db.selectFrom('users').select('verified_at').where('email', '=', 'late@example.com').executeTakeFirstOrThrow();
+  t.equal(user.verified_at, null, 'user stays unverified');
+});
+
+t.test('an unverified address gets at most one email per 60 s; a newer token leaves the older one valid', async (t) => {
+  const address = 'twice@example.com';
+  const [first, second] = await Promise.all([signup({ email: address }), signup({ email: address })]);
+  t.equal(first.statusCode, 202);
+  t.equal(second.statusCode, 202);
+  t.equal((await signup({ email: address })).statusCode, 202);
+  const firstEmail = await waitFor(() => smtp.received.find((e) => e.to[0] === address), 10000, 'first email');
+  await sleep(600);
+  t.equal(smtp.received.filter((e) => e.to[0] === address).length, 1, 'one email within 60 s');
+
+  // Past the throttle window a new email (and token) is sent.
+  await deps.db.updateTable('users').set({ verification_requested_at: sql`now() - interval '61 seconds'` }).where('email', '=', address).execute();
+  t.equal((await signup({ email: address })).statusCode, 202);
+  await waitFor(() => smtp.received.filter((e) => e.to[0] === address).length === 2 || undefined, 10000, 'second email');
+  const olderLink = new URL(extractLink(firstEmail.text, '/auth/verify-email?token='));
+  const verify = await app.inject({ method: 'GET', url: `${olderLink.pathname}${olderLink.search}` });
+  t.equal(verify.statusCode, 200, 'the older, unexpired token still verifies');
+});
