@@ -68,6 +68,10 @@ export interface TestSmtp {
   /** Messages attempted (accepted or refused). */
   attempts: number;
   respondWith(responder: SmtpResponder | undefined): void;
+  /** Holds each message this long before answering (a slow server). */
+  delayReplies(ms: number): void;
+  /** Messages whose data has arrived but which are not answered yet. */
+  readonly inFlight: number;
   waitForEmails(count: number, timeoutMs?: number): Promise<ReceivedEmail[]>;
 }
 
@@ -75,7 +79,7 @@ export interface TestSmtp {
 export async function startSmtpServer(t: T): Promise<TestSmtp> {
   let responder: SmtpResponder | undefined;
   const received: ReceivedEmail[] = [];
-  const state = { attempts: 0 };
+  const state = { attempts: 0, delayMs: 0, inFlight: 0 };
   const server = new SMTPServer({
     authOptional: true,
     // Its bundled certificate has expired: no STARTTLS.
@@ -86,6 +90,9 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
       stream.on('end', async () => {
         state.attempts += 1;
+        state.inFlight += 1;
+        if (state.delayMs > 0) await sleep(state.delayMs);
+        state.inFlight -= 1;
         const to = (session.envelope.rcptTo as SMTPServerAddress[]).map((a) => a.address);
         const refusal = responder?.(to);
         if (refusal) {
@@ -100,6 +107,8 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  // A killed client may leave a socket behind; don't let it hold the test open.
+  server.server.unref();
   const { port } = server.server.address() as { port: number };
   return {
     url: `smtp://127.0.0.1:${port}`,
@@ -109,6 +118,12 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
     },
     respondWith(next) {
       responder = next;
+    },
+    delayReplies(ms) {
+      state.delayMs = ms;
+    },
+    get inFlight() {
+      return state.inFlight;
     },
     waitForEmails: (count, timeoutMs = 15000) => waitFor(() => (received.length >= count ? received.slice() : undefined), timeoutMs, `${count} email(s)`),
   };
@@ -177,4 +192,57 @@ export function extractLink(text: string, path: string): string {
   const match = new RegExp(`https?://\\S+${path.replace(/[/?]/g, '\\$&')}\\S*`).exec(text);
   if (!match) throw new Error(`no ${path} link in email`);
   return match[0];
+}
+
+/** A free TCP port on 127.0.0.1 (for servers we start as child processes). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface PrivateRedis {
+  url: string;
+  start(): Promise<void>;
+  /** SIGKILL, like a crash: nothing is flushed. */
+  kill(): Promise<void>;
+}
+
+/** A redis-server owned by one test, on its own port, so the test may kill it. Never the shared one. */
+export async function startPrivateRedis(t: T): Promise<PrivateRedis> {
+  const { spawn } = await import('node:child_process');
+  const port = await freePort();
+  let child: import('node:child_process').ChildProcess | undefined;
+  const redis: PrivateRedis = {
+    url: `redis://127.0.0.1:${port}`,
+    async start() {
+      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+      await waitFor(async () => {
+        const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+        try {
+          await probe.connect();
+          return (await probe.ping()) === 'PONG' || undefined;
+        } catch {
+          return undefined;
+        } finally {
+          probe.disconnect();
+        }
+      }, 10000, `redis-server on port ${port}`);
+    },
+    async kill() {
+      if (!child || child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child!.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+  await redis.start();
+  t.teardown(() => redis.kill());
+  return redis;
 }

@@ -1,0 +1,28 @@
+import t from 'tap';
+import { classifySmtpError, parseRetryAfterMs } from '../../src/email/mailer.js';
+import { maskEmail } from '../../src/core/logger.js';
+
+t.test('SMTP failures are classified as the contract says', async (t) => {
+  t.same(classifySmtpError({ responseCode: 550, response: '550 5.1.1 no such user' }), { kind: 'permanent' });
+  t.same(classifySmtpError({ responseCode: 554, response: '554 rejected' }), { kind: 'permanent' });
+  t.same(classifySmtpError({ responseCode: 451, response: '451 4.3.0 local error' }), { kind: 'transient' });
+  t.same(classifySmtpError({ responseCode: 450, response: '450 mailbox busy' }), { kind: 'transient' });
+  t.same(classifySmtpError({ code: 'ECONNECTION', message: 'connect ECONNREFUSED' }), { kind: 'transient' });
+  t.same(classifySmtpError(new Error('socket hang up')), { kind: 'transient' });
+  t.same(classifySmtpError({ responseCode: 421, response: '421 4.7.0 Try again later' }), { kind: 'throttle' });
+  t.same(classifySmtpError({ responseCode: 451, response: '451 4.7.1 Rate limit exceeded, retry after 30 seconds' }), { kind: 'throttle', retryAfterMs: 30000 });
+  t.same(classifySmtpError({ responseCode: 450, response: '450 Too many messages, slow down' }), { kind: 'throttle' });
+  t.same(classifySmtpError({ responseCode: 429, response: 'Too Many Requests, retry in 2 minutes' }), { kind: 'throttle', retryAfterMs: 120000 });
+});
+
+t.test('retry-after hints', async (t) => {
+  t.equal(parseRetryAfterMs('try again in 5 seconds'), 5000);
+  t.equal(parseRetryAfterMs('retry after 250 ms'), 250);
+  t.equal(parseRetryAfterMs('try again in 1 minute'), 60000);
+  t.equal(parseRetryAfterMs('please try again later'), undefined);
+});
+
+t.test('masked email keeps first letter and domain only', async (t) => {
+  t.equal(maskEmail('alice@example.com'), 'a***@example.com');
+  t.equal(maskEmail('broken'), '***');
+});
