@@ -6,7 +6,7 @@ import { buildApp, type App } from './app.js';
 import { createDb, ensureDatabase, migrateToLatest } from './core/db.js';
 import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
 import { EMAIL_QUEUE, QUEUE_NAMES } from './core/queues.js';
-import { warnUnlessNoEviction, workerConnectionOptions } from './core/redis.js';
+import { waitUntilConnected, warnUnlessNoEviction, workerConnectionOptions } from './core/redis.js';
 import { createEmailWorker } from './email/worker.js';
 import { EMAIL_VERIFICATION_JOB } from './email/jobs.js';
 import { startOutboxRelay, type OutboxRelay } from './outbox/outbox.js';
@@ -49,6 +49,8 @@ export async function startErrand(config: Config, options: { logDestination?: De
   await prepareDatabase(config);
   const deps = createDeps(config, options);
   const runsWorkers = config.ROLE !== 'api';
+  // Serving without Redis is fine (the outbox keeps jobs), but give it a moment so a normal start is ready at once.
+  if (!(await waitUntilConnected(deps.redis, 3000))) deps.log.warn('Redis not reachable yet; jobs stay in the outbox until it is');
   void warnUnlessNoEviction(deps.redis, deps.log);
 
   const workers: Worker[] = [];

@@ -24,6 +24,22 @@ export function workerConnectionOptions(redisUrl: string): RedisOptions {
   return { url: redisUrl, maxRetriesPerRequest: null, retryStrategy: reconnectDelay };
 }
 
+/** Resolves when the connection is ready or after `ms`, whichever comes first: start-up need not fail without Redis. */
+export async function waitUntilConnected(redis: Redis, ms: number): Promise<boolean> {
+  if (redis.status === 'ready') return true;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      redis.off('ready', onReady);
+      resolve(false);
+    }, ms);
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    redis.once('ready', onReady);
+  });
+}
+
 /** BullMQ loses jobs if Redis evicts keys; say so loudly at start (or at first connect). */
 export async function warnUnlessNoEviction(redis: Redis, log: Logger): Promise<void> {
   if (redis.status !== 'ready') {

@@ -246,3 +246,62 @@ export async function startPrivateRedis(t: T): Promise<PrivateRedis> {
   t.teardown(() => redis.kill());
   return redis;
 }
+
+export interface ChildErrand {
+  child: import('node:child_process').ChildProcess;
+  baseUrl: string;
+  stdout: string[];
+  stderr: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  waitForLog(predicate: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+/** `node --import tsx src/main.ts` as a real child process (one process: signals reach errand itself). */
+export async function spawnErrand(t: T, env: Record<string, string | undefined>, options: { waitReady?: boolean; killAtTeardown?: boolean } = {}): Promise<ChildErrand> {
+  const { spawn } = await import('node:child_process');
+  const port = env.PORT ?? String(await freePort());
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: new URL('../..', import.meta.url).pathname,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env, PORT: port },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  let partial = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    const text = partial + chunk.toString();
+    const lines = text.split('\n');
+    partial = lines.pop()!;
+    stdout.push(...lines.filter(Boolean));
+  });
+  child.stderr!.on('data', (chunk: Buffer) => stderr.push(...chunk.toString().split('\n').filter(Boolean)));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  if (options.killAtTeardown !== false) {
+    t.teardown(async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    });
+  }
+  const handle: ChildErrand = {
+    child,
+    baseUrl: `http://127.0.0.1:${port}`,
+    stdout,
+    stderr,
+    exited,
+    waitForLog: (predicate, timeoutMs = 15000) =>
+      waitFor(() => stdout.map((line) => { try { return JSON.parse(line) as Record<string, unknown>; } catch { return undefined; } }).find((l) => l && predicate(l)), timeoutMs, 'log line'),
+  };
+  if (options.waitReady !== false) {
+    await waitFor(async () => {
+      if (child.exitCode !== null) throw new Error(`errand exited early: ${stderr.join('\n')}`);
+      try {
+        return (await fetch(`${handle.baseUrl}/readyz`)).status === 200 || undefined;
+      } catch {
+        return undefined;
+      }
+    }, 30000, 'errand /readyz');
+  }
+  return handle;
+}

@@ -1,0 +1,40 @@
+import t from 'tap';
+import { extractLink, sleep, startSmtpServer, startTestErrand, testEnv } from '../support/helpers.js';
+
+t.test('job lifecycle lines carry the contract fields; no line leaks an address, token or link', async (t) => {
+  const smtp = await startSmtpServer(t);
+  const errand = await startTestErrand(t, testEnv(t, { SMTP_URL: smtp.url, LOG_LEVEL: 'trace' }));
+  const address = 'secret.person@example.org';
+
+  const res = await errand.app.inject({ method: 'POST', url: '/auth/signup', payload: { email: address, name: 'Secret' } });
+  t.equal(res.statusCode, 202);
+  const [email] = await smtp.waitForEmails(1);
+  const link = extractLink(email!.text, '/auth/verify-email?token=');
+  const token = new URL(link).searchParams.get('token')!;
+  const url = new URL(link);
+  t.equal((await errand.app.inject({ method: 'GET', url: `${url.pathname}${url.search}` })).statusCode, 200);
+  t.equal((await errand.app.inject({ method: 'GET', url: `${url.pathname}${url.search}` })).statusCode, 400);
+  await sleep(500); // let the QueueEvents lines for completion arrive
+
+  const raw = errand.logs.raw;
+  const lines = errand.logs.lines();
+  t.ok(lines.length > 5, `captured ${lines.length} lines`);
+
+  for (const line of raw) {
+    t.notOk(line.toLowerCase().includes(address), 'no full email address');
+    t.notOk(line.includes(token), 'no token');
+    t.notOk(line.includes('verify-email?'), 'no verification link');
+  }
+  t.ok(lines.some((l) => l.recipient === 's***@example.org'), 'the masked address is logged instead');
+
+  const jobLines = lines.filter((l) => typeof l.event === 'string');
+  const events = new Set(jobLines.map((l) => l.event));
+  for (const event of ['added', 'waiting', 'active', 'completed']) t.ok(events.has(event), `saw ${event}`);
+  for (const line of jobLines) {
+    t.match(line, { queue: 'email', jobId: /^outbox-\d+$/, jobName: 'email-verification', attempt: Number, event: String }, `${line.event} line has the fields`);
+  }
+
+  const httpLines = lines.filter((l) => l.req || l.res);
+  t.ok(httpLines.length >= 6, 'request lines logged');
+  for (const line of httpLines) t.match(line.reqId, /\S/, 'HTTP lines carry reqId');
+});

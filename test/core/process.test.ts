@@ -1,0 +1,45 @@
+import t from 'tap';
+import { spawnErrand, startSmtpServer, testEnv, waitFor } from '../support/helpers.js';
+
+t.test('a bad config value stops start-up with one line naming it', async (t) => {
+  const errand = await spawnErrand(t, { ...testEnv(t), EMAIL_RATE_MAX: 'lots' }, { waitReady: false });
+  const { code } = await errand.exited;
+  t.equal(code, 1);
+  t.equal(errand.stderr.length, 1, 'one line');
+  t.match(errand.stderr[0], /EMAIL_RATE_MAX/);
+});
+
+t.test('SIGTERM during an active job: the job completes, then the process exits 0', async (t) => {
+  const smtp = await startSmtpServer(t);
+  smtp.delayReplies(1500);
+  const errand = await spawnErrand(t, testEnv(t, { SMTP_URL: smtp.url, LOG_LEVEL: 'info' }));
+
+  const res = await fetch(`${errand.baseUrl}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'busy@example.com' }) });
+  t.equal(res.status, 202);
+  await res.text();
+  // The email's data has reached the server, which is holding its answer: the job is mid-flight.
+  await waitFor(() => smtp.inFlight > 0 || undefined, 15000, 'email in flight');
+  errand.child.kill('SIGTERM');
+
+  const { code, signal } = await errand.exited;
+  t.equal(code, 0, 'exit 0');
+  t.equal(signal, null);
+  t.equal(smtp.received.length, 1, 'the active email was delivered');
+  t.ok(errand.stdout.some((line) => line.includes('"event":"completed"') && line.includes('"source":"worker"')), 'the job completed before exit');
+  t.ok(errand.stdout.some((line) => line.includes('"msg":"stopped"')), 'logged the stop');
+});
+
+t.test('SIGTERM with a job that outlives the grace period still exits, within the bound', async (t) => {
+  const smtp = await startSmtpServer(t);
+  smtp.delayReplies(20000);
+  const errand = await spawnErrand(t, testEnv(t, { SMTP_URL: smtp.url, LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000' }));
+  const res = await fetch(`${errand.baseUrl}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'slow@example.com' }) });
+  await res.text();
+  await waitFor(() => smtp.inFlight > 0 || undefined, 15000, 'email in flight');
+  const started = Date.now();
+  errand.child.kill('SIGTERM');
+  const { code } = await errand.exited;
+  t.equal(code, 0, 'exit 0 after forcing the worker closed');
+  t.ok(Date.now() - started < 15000, 'did not wait for the 20 s job');
+  t.ok(errand.stdout.some((line) => line.includes('forcing the worker closed')), 'said so in the log');
+});
