@@ -44,10 +44,8 @@ t.test('SMTP 550 fails at once, without burning retries, reason kept', async (t)
   const email = 'nobody@example.com';
   scripts.set(email, [{ code: 550, message: '5.1.1 Mailbox does not exist' }, undefined, undefined]);
   const jobId = await signupJob(email);
-  const job = await waitFor(async () => {
-    const j = await queue.getJob(jobId);
-    return j && (await j.getState()) === 'failed' ? j : undefined;
-  }, 15000, 'job to fail');
+  await waitFor(async () => ((await queue.getJobState(jobId)) === 'failed' ? true : undefined), 15000, 'job to fail');
+  const job = (await queue.getJob(jobId))!;
   t.equal(job.attemptsMade, 1, 'one attempt only');
   t.match(job.failedReason, /550/, 'reason names the SMTP reply');
   await sleep(500);
