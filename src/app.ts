@@ -3,6 +3,8 @@ import type { Deps } from './deps.js';
 import { errorHandler } from './core/errors.js';
 import { healthRoutes } from './ops/health.routes.js';
 import { signupRoutes } from './signup/routes.js';
+import { orderRoutes } from './payments/orders.routes.js';
+import { webhookRoutes } from './payments/webhook.routes.js';
 
 /** Builds (never starts) the HTTP app. Public routes only when the role serves them. */
 export async function buildApp(deps: Deps) {
@@ -20,6 +22,8 @@ export async function buildApp(deps: Deps) {
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis });
   if (deps.config.ROLE !== 'worker') {
     await app.register(signupRoutes, { db: deps.db, redis: deps.redis, queues: deps.queues, log: deps.log });
+    await app.register(orderRoutes, { db: deps.db, webhookSecret: deps.config.PAYMENT_WEBHOOK_SECRET });
+    await app.register(webhookRoutes, { db: deps.db, redis: deps.redis, queues: deps.queues, log: deps.log, webhookSecret: deps.config.PAYMENT_WEBHOOK_SECRET });
   }
   return app;
 }

@@ -8,9 +8,10 @@ import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
 import { EMAIL_QUEUE, QUEUE_NAMES } from './core/queues.js';
 import { waitUntilConnected, warnUnlessNoEviction, workerConnectionOptions } from './core/redis.js';
 import { createEmailWorker } from './email/worker.js';
-import { EMAIL_VERIFICATION_JOB } from './email/jobs.js';
+import { EMAIL_VERIFICATION_JOB, ORDER_TRACKING_LINK_JOB } from './email/jobs.js';
 import { startOutboxRelay, type OutboxRelay } from './outbox/outbox.js';
 import { composeVerificationEmail } from './signup/verification-email.js';
+import { composeOrderTrackingEmail } from './payments/tracking-email.js';
 
 export interface Errand {
   deps: Deps;
@@ -59,6 +60,7 @@ export async function startErrand(config: Config, options: { logDestination?: De
   if (runsWorkers) {
     const emailWorker = createEmailWorker(deps, {
       [EMAIL_VERIFICATION_JOB]: composeVerificationEmail(deps),
+      [ORDER_TRACKING_LINK_JOB]: composeOrderTrackingEmail(deps),
     });
     logWorkerEvents(emailWorker, deps.queues[EMAIL_QUEUE], deps.log);
     workers.push(emailWorker);

@@ -2,7 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import pg from 'pg';
-import { Kysely, Migrator, PostgresDialect, sql, type Generated, type Migration, type MigrationProvider } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, sql, type ColumnType, type Generated, type Migration, type MigrationProvider } from 'kysely';
 
 export interface UsersTable {
   id: Generated<string>;
@@ -35,11 +35,37 @@ export interface SentEmailsTable {
   sent_at: Generated<Date>;
 }
 
+export type OrderStatus = 'pending' | 'paid' | 'failed' | 'expired';
+
+export interface OrdersTable {
+  id: Generated<string>;
+  email: string;
+  // bigint arrives as a string; repositories convert it (amounts stay below 2^53).
+  amount: ColumnType<string, number, number>;
+  currency: string;
+  status: ColumnType<OrderStatus, OrderStatus | undefined, OrderStatus>;
+  provider_ref: string;
+  paid_at: Date | null;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface PaymentEventsTable {
+  event_id: string;
+  type: string;
+  provider_ref: string;
+  order_id: string | null;
+  transitioned: boolean;
+  received_at: Generated<Date>;
+}
+
 export interface Database {
   users: UsersTable;
   email_verification_tokens: EmailVerificationTokensTable;
   outbox: OutboxTable;
   sent_emails: SentEmailsTable;
+  orders: OrdersTable;
+  payment_events: PaymentEventsTable;
 }
 
 export type Db = Kysely<Database>;

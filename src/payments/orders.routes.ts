@@ -1,0 +1,88 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyPluginAsync } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import type { Db } from '../core/db.js';
+import { maskEmail } from '../core/logger.js';
+import { findOrderById, insertOrder } from './repository.js';
+import { deriveTrackingKey, isUuid, isValidTrackingToken } from './tracking.js';
+
+export const CreateOrderBodySchema = Type.Object(
+  {
+    email: Type.String({ format: 'email', maxLength: 254 }),
+    // minor units (cents); stays exact in a JSON number
+    amount: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
+    currency: Type.String({ pattern: '^[A-Z]{3}$' }),
+  },
+  { additionalProperties: false },
+);
+
+const OrderStatusSchema = Type.Union([Type.Literal('pending'), Type.Literal('paid'), Type.Literal('failed'), Type.Literal('expired')]);
+
+const OrderCreatedSchema = Type.Object({
+  id: Type.String(),
+  status: Type.Literal('pending'),
+  amount: Type.Integer(),
+  currency: Type.String(),
+  providerRef: Type.String(),
+  createdAt: Type.String(),
+});
+
+const OrderTrackingSchema = Type.Object({
+  id: Type.String(),
+  status: OrderStatusSchema,
+  amount: Type.Integer(),
+  currency: Type.String(),
+  paidAt: Type.Union([Type.String(), Type.Null()]),
+});
+
+const ErrorSchema = Type.Object({ statusCode: Type.Integer(), error: Type.String(), message: Type.String() });
+
+// Not `format: uuid`: a malformed id is just another wrong id (404), not a 400 that tells ids apart.
+const TrackingParamsSchema = Type.Object({ id: Type.String({ maxLength: 100 }) });
+const TrackingQuerySchema = Type.Object({ token: Type.Optional(Type.String({ maxLength: 200 })) });
+
+export interface OrderRoutesOptions {
+  db: Db;
+  webhookSecret: string;
+}
+
+/** What the payment provider knows the order by. */
+function newProviderRef(): string {
+  return `pay_${randomBytes(12).toString('hex')}`;
+}
+
+export const orderRoutes: FastifyPluginAsync<OrderRoutesOptions> = async (fastify, deps) => {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const trackingKey = deriveTrackingKey(deps.webhookSecret);
+
+  app.post(
+    '/orders',
+    { bodyLimit: 16 * 1024, schema: { body: CreateOrderBodySchema, response: { 201: OrderCreatedSchema } } },
+    async (request, reply) => {
+      const email = request.body.email.trim().toLowerCase();
+      const order = await insertOrder(deps.db, { email, amount: request.body.amount, currency: request.body.currency, providerRef: newProviderRef() });
+      request.log.info({ orderId: order.id, recipient: maskEmail(email) }, 'order created');
+      return reply.code(201).send({
+        id: order.id,
+        status: 'pending' as const,
+        amount: order.amount,
+        currency: order.currency,
+        providerRef: order.providerRef,
+        createdAt: order.createdAt.toISOString(),
+      });
+    },
+  );
+
+  app.get(
+    '/orders/:id/tracking',
+    { schema: { params: TrackingParamsSchema, querystring: TrackingQuerySchema, response: { 200: OrderTrackingSchema, 404: ErrorSchema } } },
+    async (request, reply) => {
+      const { id } = request.params;
+      // The token is checked first, without touching the database; every failure gets the same answer.
+      const order = isValidTrackingToken(trackingKey, id, request.query.token) && isUuid(id) ? await findOrderById(deps.db, id) : undefined;
+      if (!order) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'order not found' });
+      return { id: order.id, status: order.status, amount: order.amount, currency: order.currency, paidAt: order.paidAt?.toISOString() ?? null };
+    },
+  );
+};
