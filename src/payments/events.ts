@@ -6,7 +6,7 @@ import { settleOrder, type PaymentOutcome } from './transitions.js';
 
 export const PAYMENT_EVENT_TYPES = ['payment.succeeded', 'payment.failed', 'payment.expired'] as const;
 
-// Types are strict (no coercion); extra properties are tolerated, so a provider adding a field never breaks delivery.
+// Strict like every body (CONTRACT.md): no coercion, unknown properties rejected.
 export const PaymentEventSchema = Type.Object({
   id: Type.String({ minLength: 1, maxLength: 255 }),
   type: Type.Union(PAYMENT_EVENT_TYPES.map((type) => Type.Literal(type))),
@@ -14,8 +14,8 @@ export const PaymentEventSchema = Type.Object({
     providerRef: Type.String({ minLength: 1, maxLength: 255 }),
     amount: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
     currency: Type.String({ pattern: '^[A-Z]{3}$' }),
-  }),
-});
+  }, { additionalProperties: false }),
+}, { additionalProperties: false });
 export type PaymentEvent = Static<typeof PaymentEventSchema>;
 
 export type PaymentEventResult =

@@ -75,6 +75,8 @@ t.test('malformed JSON and schema errors answer 400; big bodies 413', async (t) 
     { ...paymentEvent(order), data: { ...paymentEvent(order).data, currency: 'usd' } },
     { type: 'payment.succeeded', data: paymentEvent(order).data },
     [paymentEvent(order)],
+    { ...paymentEvent(order), extra: true },
+    { ...paymentEvent(order), data: { ...paymentEvent(order).data, extra: true } },
   ];
   for (const body of invalid) {
     const res = await sendWebhook(app, body);
