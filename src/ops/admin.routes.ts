@@ -19,13 +19,15 @@ export interface AdminRoutesOptions {
 
 const QueueParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }) });
 const JobParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }), id: Type.String({ minLength: 1, maxLength: 256 }) });
+// Query strings are strings, and the app's Ajv does not coerce: digits, range-checked in the handler.
 const FailedQuerySchema = Type.Object(
   {
-    start: Type.Optional(Type.Integer({ minimum: 0, default: 0 })),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+    start: Type.Optional(Type.String({ pattern: '^[0-9]{1,9}$' })),
+    limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,4}$' })),
   },
   { additionalProperties: false },
 );
+const MAX_FAILED_PAGE = 1000;
 
 function notFound(reply: FastifyReply, message: string) {
   return reply.code(404).send({ statusCode: 404, error: 'Not Found', message });
@@ -62,8 +64,11 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastif
     const { queue: name } = request.params;
     if (!isQueueName(name)) return notFound(reply, `unknown queue ${name}`);
     const queue = deps.queues[name];
-    const start = request.query.start ?? 0;
-    const limit = request.query.limit ?? 100;
+    const start = Number(request.query.start ?? 0);
+    const limit = Number(request.query.limit ?? 100);
+    if (limit < 1 || limit > MAX_FAILED_PAGE) {
+      return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `querystring/limit must be between 1 and ${MAX_FAILED_PAGE}` });
+    }
     const [total, jobs] = await Promise.all([queue.getFailedCount(), queue.getFailed(start, start + limit - 1)]);
     return {
       queue: name,

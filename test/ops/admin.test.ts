@@ -77,6 +77,13 @@ t.test('admin API and board', async (t) => {
     t.type(job!.finishedOn, 'number');
     t.notOk('data' in job!, 'no job data');
     t.equal(smtp.received.length, 0);
+    const page = await app.inject({ method: 'GET', url: '/admin/queues/email/failed?start=0&limit=10', headers: bearer });
+    t.equal(page.statusCode, 200, 'paging parameters');
+    t.equal((page.json() as { jobs: unknown[] }).jobs.length, 1);
+    t.equal((await app.inject({ method: 'GET', url: '/admin/queues/email/failed?start=1', headers: bearer })).json().jobs.length, 0, 'start skips');
+    for (const query of ['limit=0', 'limit=5000', 'limit=abc', 'start=-1', 'other=1']) {
+      t.equal((await app.inject({ method: 'GET', url: `/admin/queues/email/failed?${query}`, headers: bearer })).statusCode, 400, query);
+    }
 
     t.equal((await app.inject({ method: 'POST', url: '/admin/queues/nope/jobs/1/retry', headers: bearer })).statusCode, 404, 'unknown queue');
     t.equal((await app.inject({ method: 'POST', url: '/admin/queues/email/jobs/missing/retry', headers: bearer })).statusCode, 404, 'unknown job');

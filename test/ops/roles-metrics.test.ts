@@ -55,10 +55,12 @@ t.test('role api: serves HTTP and publishes, but runs no worker', async (t) => {
 
   t.test('HTTP durations are labelled by route pattern, process metrics present', async (t) => {
     await errand.app.inject({ method: 'GET', url: '/auth/verify-email?token=nope' });
+    await errand.app.inject({ method: 'GET', url: '/no/such/path/123' });
     const samples = await scrape(errand);
     t.equal(sampleValue(samples, 'errand_http_request_duration_seconds_count', { route: '/auth/signup', method: 'POST', status_code: '202' }), 1);
     t.equal(sampleValue(samples, 'errand_http_request_duration_seconds_count', { route: '/auth/verify-email', status_code: '400' }), 1);
-    t.notOk(samples.some((s) => s.labels.route?.includes('token=')), 'never the raw URL');
+    t.equal(sampleValue(samples, 'errand_http_request_duration_seconds_count', { route: 'unmatched', status_code: '404' }), 1, 'unknown paths share one label');
+    t.notOk(samples.some((s) => s.labels.route?.includes('token=') || s.labels.route?.includes('/no/such')), 'never the raw URL');
     t.ok(sampleValue(samples, 'process_cpu_user_seconds_total') !== undefined, 'default process metrics');
     t.ok(sampleValue(samples, 'nodejs_heap_size_used_bytes') !== undefined, 'default node metrics');
   });
