@@ -47,6 +47,7 @@ t.test('role api: serves HTTP and publishes, but runs no worker', async (t) => {
       .insertInto('outbox')
       .values({ queue: EMAIL_QUEUE, job_name: 'email-verification', payload: JSON.stringify({ userId: '1' }), created_at: sql<Date>`now() - interval '10 minutes'` })
       .execute();
+    await sleep(1000); // ten relay intervals: a relay, if one ran, would have published it
     samples = await scrape(errand);
     t.equal(sampleValue(samples, 'errand_outbox_unpublished_rows'), 1);
     const age = sampleValue(samples, 'errand_outbox_oldest_unpublished_age_seconds')!;
