@@ -2,6 +2,9 @@ import Fastify from 'fastify';
 import type { Deps } from './deps.js';
 import { errorHandler } from './core/errors.js';
 import { healthRoutes } from './ops/health.routes.js';
+import { instrumentHttp, metricsRoutes } from './ops/metrics.js';
+import { adminRoutes } from './ops/admin.routes.js';
+import { boardRoutes } from './ops/board.js';
 import { signupRoutes } from './signup/routes.js';
 import { orderRoutes } from './payments/orders.routes.js';
 import { webhookRoutes } from './payments/webhook.routes.js';
@@ -19,11 +22,19 @@ export async function buildApp(deps: Deps) {
   });
   app.setErrorHandler(errorHandler);
 
+  instrumentHttp(app, deps.metrics);
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis });
+  await app.register(metricsRoutes, { metrics: deps.metrics });
   if (deps.config.ROLE !== 'worker') {
     await app.register(signupRoutes, { db: deps.db, redis: deps.redis, queues: deps.queues, log: deps.log });
     await app.register(orderRoutes, { db: deps.db, webhookSecret: deps.config.PAYMENT_WEBHOOK_SECRET });
     await app.register(webhookRoutes, { db: deps.db, redis: deps.redis, queues: deps.queues, log: deps.log, webhookSecret: deps.config.PAYMENT_WEBHOOK_SECRET });
+  }
+  // Unset ADMIN_TOKEN: the admin routes do not exist (404), rather than exist unprotected.
+  const adminToken = deps.config.ADMIN_TOKEN;
+  if (deps.config.ROLE !== 'worker' && adminToken) {
+    await app.register(adminRoutes, { config: deps.config, redis: deps.redis, queues: deps.queues, adminToken });
+    await app.register(boardRoutes, { queues: deps.queues, adminToken });
   }
   return app;
 }

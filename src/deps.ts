@@ -6,6 +6,7 @@ import { createLogger, type Logger } from './core/logger.js';
 import { createQueues, type Queues } from './core/queues.js';
 import { createProducerRedis } from './core/redis.js';
 import { createMailer, type Mailer } from './email/mailer.js';
+import { createMetrics, type Metrics } from './ops/metrics.js';
 
 export interface Deps {
   config: Config;
@@ -15,6 +16,8 @@ export interface Deps {
   redis: Redis;
   queues: Queues;
   mailer: Mailer;
+  /** Prometheus registry and errand's metrics (served at /metrics). */
+  metrics: Metrics;
   close(): Promise<void>;
 }
 
@@ -26,6 +29,7 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
   redis.on('error', (err) => log.debug({ err }, 'producer redis connection error'));
   const queues = createQueues(redis, config, log);
   const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR });
+  const metrics = createMetrics({ db, redis, queues, log });
 
   return {
     config,
@@ -34,6 +38,7 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
     redis,
     queues,
     mailer,
+    metrics,
     async close() {
       mailer.close();
       await Promise.allSettled(Object.values(queues).map((queue) => queue.close()));

@@ -10,6 +10,7 @@ import { waitUntilConnected, warnUnlessNoEviction, workerConnectionOptions } fro
 import { createEmailWorker } from './email/worker.js';
 import { EMAIL_VERIFICATION_JOB, ORDER_TRACKING_LINK_JOB } from './email/jobs.js';
 import { startOutboxRelay, type OutboxRelay } from './outbox/outbox.js';
+import { instrumentWorker } from './ops/metrics.js';
 import { composeVerificationEmail } from './signup/verification-email.js';
 import { composeOrderTrackingEmail } from './payments/tracking-email.js';
 
@@ -72,6 +73,8 @@ export async function startErrand(config: Config, options: { logDestination?: De
     }
     relay = startOutboxRelay(deps, { intervalMs: config.OUTBOX_RELAY_INTERVAL_MS, graceMs: config.OUTBOX_RELAY_GRACE_MS });
   }
+
+  for (const worker of workers) instrumentWorker(worker, deps.metrics);
 
   const app = await buildApp(deps);
   deps.log.info({ role: config.ROLE, queuePrefix: config.QUEUE_PREFIX }, 'errand started');

@@ -1,0 +1,110 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyPluginAsync, FastifyReply } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import type { Redis } from 'ioredis';
+import type { Config } from '../config.js';
+import { PAYMENTS_RECONCILE_QUEUE, QUEUE_NAMES, isQueueName, type Queues } from '../core/queues.js';
+import { requireBearer } from './auth.js';
+
+/** Job name of a payments sweep (its worker lives with reconciliation). */
+export const PAYMENTS_SWEEP_JOB = 'payments-sweep';
+
+export interface AdminRoutesOptions {
+  config: Config;
+  redis: Redis;
+  queues: Queues;
+  adminToken: string;
+}
+
+const QueueParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }) });
+const JobParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }), id: Type.String({ minLength: 1, maxLength: 256 }) });
+// Query strings are strings, and the app's Ajv does not coerce: digits, range-checked in the handler.
+const FailedQuerySchema = Type.Object(
+  {
+    start: Type.Optional(Type.String({ pattern: '^[0-9]{1,9}$' })),
+    limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,4}$' })),
+  },
+  { additionalProperties: false },
+);
+const MAX_FAILED_PAGE = 1000;
+
+function notFound(reply: FastifyReply, message: string) {
+  return reply.code(404).send({ statusCode: 404, error: 'Not Found', message });
+}
+
+/** `/admin/*` behind `Authorization: Bearer $ADMIN_TOKEN`. Registered only when ADMIN_TOKEN is set. */
+export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastify, deps) => {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  app.addHook('onRequest', requireBearer(deps.adminToken));
+  // Queue reads go over the fail-fast producer connection: answer 503 rather than wait for Redis.
+  app.addHook('preHandler', async (_request, reply) => {
+    if (deps.redis.status !== 'ready') {
+      return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'redis unavailable, try again later' });
+    }
+  });
+
+  app.get('/admin/queues', async () => {
+    const queues = await Promise.all(
+      QUEUE_NAMES.map(async (name) => {
+        const queue = deps.queues[name];
+        const [counts, schedulers] = await Promise.all([queue.getJobCounts(), queue.getJobSchedulers(0, -1, true)]);
+        return {
+          name,
+          counts,
+          // The template's data is left out on purpose: it may carry payloads.
+          schedulers: schedulers.map((s) => ({ id: s.key, name: s.name, pattern: s.pattern ?? null, every: s.every ?? null, tz: s.tz ?? null, next: s.next ?? null })),
+        };
+      }),
+    );
+    return { queues };
+  });
+
+  app.get('/admin/queues/:queue/failed', { schema: { params: QueueParamsSchema, querystring: FailedQuerySchema } }, async (request, reply) => {
+    const { queue: name } = request.params;
+    if (!isQueueName(name)) return notFound(reply, `unknown queue ${name}`);
+    const queue = deps.queues[name];
+    const start = Number(request.query.start ?? 0);
+    const limit = Number(request.query.limit ?? 100);
+    if (limit < 1 || limit > MAX_FAILED_PAGE) {
+      return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `querystring/limit must be between 1 and ${MAX_FAILED_PAGE}` });
+    }
+    const [total, jobs] = await Promise.all([queue.getFailedCount(), queue.getFailed(start, start + limit - 1)]);
+    return {
+      queue: name,
+      total,
+      // Never job.data: payloads stay in Redis.
+      jobs: jobs.filter(Boolean).map((job) => ({
+        id: job.id ?? null,
+        name: job.name,
+        failedReason: job.failedReason ?? null,
+        attemptsMade: job.attemptsMade,
+        timestamp: job.timestamp,
+        processedOn: job.processedOn ?? null,
+        finishedOn: job.finishedOn ?? null,
+      })),
+    };
+  });
+
+  app.post('/admin/queues/:queue/jobs/:id/retry', { schema: { params: JobParamsSchema } }, async (request, reply) => {
+    const { queue: name, id } = request.params;
+    if (!isQueueName(name)) return notFound(reply, `unknown queue ${name}`);
+    const job = await deps.queues[name].getJob(id);
+    if (!job) return notFound(reply, `no job ${id} in queue ${name}`);
+    const state = await job.getState();
+    if (state !== 'failed') {
+      return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: `job ${id} is ${state}, not failed` });
+    }
+    // A manual retry gets a fresh set of attempts.
+    await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    return { queue: name, jobId: id, status: 'retried' };
+  });
+
+  app.post('/admin/sweeps', async (_request, reply) => {
+    const jobId = `sweep-${Date.now()}-${randomBytes(4).toString('hex')}`;
+    const data = { windowHours: deps.config.PAYMENTS_RECONCILE_WINDOW_HOURS, limit: deps.config.PAYMENTS_RECONCILE_LIMIT };
+    // One attempt: a failed sweep is visible in the failed list, and the next tick sweeps again.
+    await deps.queues[PAYMENTS_RECONCILE_QUEUE].add(PAYMENTS_SWEEP_JOB, data, { jobId, attempts: 1 });
+    return reply.code(202).send({ jobId });
+  });
+};

@@ -1,0 +1,166 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Job, Worker } from 'bullmq';
+import type { FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import { sql } from 'kysely';
+import type { Db } from '../core/db.js';
+import type { Logger } from '../core/logger.js';
+import { QUEUE_NAMES, type Queues } from '../core/queues.js';
+
+export interface Metrics {
+  /** errand's own registry: never prom-client's global one, so several apps can live in one process (tests). */
+  registry: Registry;
+  jobsCompleted: Counter<'queue' | 'name'>;
+  jobsFailed: Counter<'queue' | 'name'>;
+  jobDuration: Histogram<'queue' | 'name' | 'status'>;
+  httpDuration: Histogram<'method' | 'route' | 'status_code'>;
+}
+
+export interface MetricsSources {
+  db: Db;
+  redis: Redis;
+  queues: Queues;
+  log: Logger;
+}
+
+const JOB_DURATION_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+const HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * Creates the registry and every metric. Queue depth and outbox backlog are
+ * read on scrape; job and HTTP metrics are fed by `instrumentWorker` and
+ * `instrumentHttp`.
+ */
+export function createMetrics(sources: MetricsSources): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  // A Gauge rather than BullMQ's exportPrometheusMetrics(): that returns a text
+  // block per queue whose HELP/TYPE lines repeat, which cannot be joined into
+  // one valid exposition nor into this registry.
+  new Gauge({
+    name: 'errand_queue_jobs',
+    help: 'Jobs in each BullMQ queue by state (getJobCounts), read on scrape',
+    labelNames: ['queue', 'state'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      // Before the first connect BullMQ would wait for Redis; a scrape must not hang.
+      if (sources.redis.status !== 'ready') return;
+      await Promise.all(
+        QUEUE_NAMES.map(async (name) => {
+          try {
+            const counts = await sources.queues[name].getJobCounts();
+            for (const [state, count] of Object.entries(counts)) this.set({ queue: name, state }, count);
+          } catch (err) {
+            sources.log.warn({ queue: name, err }, 'metrics: could not read queue counts');
+          }
+        }),
+      );
+    },
+  });
+
+  // Both backlog gauges come from one query; the registry collects metrics
+  // in parallel, so the second collect joins the query the first started.
+  let backlogQuery: Promise<{ rows: number; ageSeconds: number } | undefined> | undefined;
+  const readBacklog = () =>
+    (backlogQuery ??= sql<{ count: string; age: number | null }>`
+      select count(*) as count, extract(epoch from now() - min(created_at))::float8 as age
+      from outbox where published_at is null`
+      .execute(sources.db)
+      .then(({ rows }) => ({ rows: Number(rows[0]?.count ?? 0), ageSeconds: Math.max(0, rows[0]?.age ?? 0) }))
+      .catch((err: unknown) => {
+        sources.log.warn({ err }, 'metrics: could not read the outbox backlog');
+        return undefined;
+      })
+      .finally(() => {
+        backlogQuery = undefined;
+      }));
+  new Gauge({
+    name: 'errand_outbox_unpublished_rows',
+    help: 'Outbox rows not yet published to BullMQ, read on scrape',
+    registers: [registry],
+    async collect() {
+      const backlog = await readBacklog();
+      if (backlog) this.set(backlog.rows);
+      else this.reset();
+    },
+  });
+  new Gauge({
+    name: 'errand_outbox_oldest_unpublished_age_seconds',
+    help: 'Age of the oldest unpublished outbox row (0 when none), read on scrape',
+    registers: [registry],
+    async collect() {
+      const backlog = await readBacklog();
+      if (backlog) this.set(backlog.ageSeconds);
+      else this.reset();
+    },
+  });
+
+  return {
+    registry,
+    jobsCompleted: new Counter({
+      name: 'errand_jobs_completed_total',
+      help: 'Jobs completed by this process, per queue and job name',
+      labelNames: ['queue', 'name'] as const,
+      registers: [registry],
+    }),
+    jobsFailed: new Counter({
+      name: 'errand_jobs_failed_total',
+      help: 'Failed job attempts in this process (retried or final), per queue and job name',
+      labelNames: ['queue', 'name'] as const,
+      registers: [registry],
+    }),
+    jobDuration: new Histogram({
+      name: 'errand_job_duration_seconds',
+      help: 'Processing time of job attempts in this process, per queue, job name and outcome',
+      labelNames: ['queue', 'name', 'status'] as const,
+      buckets: JOB_DURATION_BUCKETS,
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: 'errand_http_request_duration_seconds',
+      help: 'HTTP request duration by method, route pattern and status code',
+      labelNames: ['method', 'route', 'status_code'] as const,
+      buckets: HTTP_DURATION_BUCKETS,
+      registers: [registry],
+    }),
+  };
+}
+
+function attemptSeconds(job: Job): number {
+  const end = job.finishedOn ?? Date.now();
+  return job.processedOn ? Math.max(0, end - job.processedOn) / 1000 : 0;
+}
+
+/** Feeds the job counters and histogram from a worker's own events. */
+export function instrumentWorker(worker: Worker, metrics: Metrics): void {
+  const queue = worker.name;
+  worker.on('completed', (job) => {
+    metrics.jobsCompleted.inc({ queue, name: job.name });
+    metrics.jobDuration.observe({ queue, name: job.name, status: 'completed' }, attemptSeconds(job));
+  });
+  worker.on('failed', (job) => {
+    const name = job?.name ?? 'unknown';
+    metrics.jobsFailed.inc({ queue, name });
+    if (job) metrics.jobDuration.observe({ queue, name, status: 'failed' }, attemptSeconds(job));
+  });
+}
+
+/** Times every response by its route pattern (never the raw URL: ids would explode the label set). */
+export function instrumentHttp(app: FastifyInstance, metrics: Metrics): void {
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.httpDuration.observe(
+      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+}
+
+/** `GET /metrics` in Prometheus text format; served by every role. */
+export const metricsRoutes = async (app: FastifyInstance, options: { metrics: Metrics }) => {
+  app.get('/metrics', async (_request, reply) => {
+    const body = await options.metrics.registry.metrics();
+    return reply.type(options.metrics.registry.contentType).send(body);
+  });
+};
