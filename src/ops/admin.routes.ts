@@ -92,9 +92,8 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastif
     const job = await deps.queues[name].getJob(id);
     if (!job) return notFound(reply, `no job ${id} in queue ${name}`);
     const state = await job.getState();
-    if (state !== 'failed') {
-      return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: `job ${id} is ${state}, not failed` });
-    }
+    // The contract knows 200 and 404 here: a job that is not failed is not a failed job to retry.
+    if (state !== 'failed') return notFound(reply, `job ${id} in queue ${name} is ${state}, not failed`);
     // A manual retry gets a fresh set of attempts.
     await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
     return { queue: name, jobId: id, status: 'retried' };

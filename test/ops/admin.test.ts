@@ -98,7 +98,8 @@ t.test('admin API and board', async (t) => {
     t.equal(await (await deps.queues[EMAIL_QUEUE].getJob(job!.id as string))!.getState(), 'completed');
 
     const again = await app.inject({ method: 'POST', url: `/admin/queues/email/jobs/${job!.id as string}/retry`, headers: bearer });
-    t.equal(again.statusCode, 409, 'a job that is not failed is not retried');
+    t.equal(again.statusCode, 404, 'a job that is not failed is not retried');
+    t.match(again.json().message, /not failed/);
   });
 
   t.test('POST /admin/sweeps queues a one-off sweep', async (t) => {
