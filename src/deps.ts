@@ -6,6 +6,8 @@ import { createLogger, type Logger } from './core/logger.js';
 import { createQueues, type Queues } from './core/queues.js';
 import { createProducerRedis } from './core/redis.js';
 import { createMailer, type Mailer } from './email/mailer.js';
+import { createHttpPaymentProvider, type PaymentProvider } from './reconcile/provider.js';
+import { ProviderSimulator } from './reconcile/simulator.js';
 
 export interface Deps {
   config: Config;
@@ -15,6 +17,8 @@ export interface Deps {
   redis: Redis;
   queues: Queues;
   mailer: Mailer;
+  /** The payment provider's read API (the built-in simulator when PAYMENT_PROVIDER_URL is unset). */
+  provider: PaymentProvider;
   close(): Promise<void>;
 }
 
@@ -26,6 +30,9 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
   redis.on('error', (err) => log.debug({ err }, 'producer redis connection error'));
   const queues = createQueues(redis, config, log);
   const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR });
+  const provider = config.PAYMENT_PROVIDER_URL
+    ? createHttpPaymentProvider({ baseUrl: config.PAYMENT_PROVIDER_URL, timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS })
+    : new ProviderSimulator().client({ timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS });
 
   return {
     config,
@@ -34,6 +41,7 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
     redis,
     queues,
     mailer,
+    provider,
     async close() {
       mailer.close();
       await Promise.allSettled(Object.values(queues).map((queue) => queue.close()));
