@@ -1,13 +1,14 @@
 import { Type, type Static } from 'typebox';
 import { Value } from 'typebox/value';
 
-export const PROVIDER_PAYMENT_STATUSES = ['pending', 'succeeded', 'failed', 'expired'] as const;
-export type ProviderPaymentStatus = (typeof PROVIDER_PAYMENT_STATUSES)[number];
+// Spelled out: a union built with `.map()` is an array type, and its Static<> would be `never`.
+export const ProviderPaymentStatusSchema = Type.Union([Type.Literal('pending'), Type.Literal('succeeded'), Type.Literal('failed'), Type.Literal('expired')]);
+export type ProviderPaymentStatus = Static<typeof ProviderPaymentStatusSchema>;
 
 // What `GET /v1/payments/{providerRef}` answers with 200. Extra properties are tolerated (a provider may add fields); types are not coerced.
 export const ProviderPaymentSchema = Type.Object({
   providerRef: Type.String({ minLength: 1 }),
-  status: Type.Union(PROVIDER_PAYMENT_STATUSES.map((status) => Type.Literal(status))),
+  status: ProviderPaymentStatusSchema,
   amount: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
   currency: Type.String({ pattern: '^[A-Z]{3}$' }),
 });

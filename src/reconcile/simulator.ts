@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Type, type Static, type TSchema } from 'typebox';
 import { Value } from 'typebox/value';
-import { PROVIDER_PAYMENT_STATUSES, type PaymentLookup, type PaymentProvider, type ProviderPaymentStatus } from './provider.js';
+import { ProviderPaymentStatusSchema, type PaymentLookup, type PaymentProvider } from './provider.js';
 
 export const SIM_FAILURES = [429, 500, 503, 'timeout'] as const;
 export type SimFailure = (typeof SIM_FAILURES)[number];
@@ -10,7 +10,7 @@ const SimFailureSchema = Type.Union([Type.Literal(429), Type.Literal(500), Type.
 
 export const SimPaymentSchema = Type.Object(
   {
-    status: Type.Union(PROVIDER_PAYMENT_STATUSES.map((status) => Type.Literal(status))),
+    status: ProviderPaymentStatusSchema,
     amount: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
     currency: Type.String({ pattern: '^[A-Z]{3}$' }),
   },
@@ -139,7 +139,7 @@ export class ProviderSimulator {
         ]);
         switch (answer.status) {
           case 200:
-            return { kind: 'found', status: answer.payment.status as ProviderPaymentStatus, amount: answer.payment.amount, currency: answer.payment.currency };
+            return { kind: 'found', status: answer.payment.status, amount: answer.payment.amount, currency: answer.payment.currency };
           case 404:
             return { kind: 'unknown' };
           case 'timeout':
