@@ -34,21 +34,34 @@ export type SchedulerSyncResult =
 
 const RUNNABLE_STATES = new Set(['delayed', 'waiting', 'prioritized', 'active', 'waiting-children']);
 
+/** BullMQ 6 refuses (instead of silently skipping) an iteration whose job id is taken. */
+function isIterationCollision(error: unknown): boolean {
+  return /job scheduler iteration/i.test((error as Error)?.message ?? '');
+}
+
 /**
- * The job the scheduler will run next, if it can still run. Removing a
- * scheduler and upserting it again soon after can leave `next` pointing at a
- * job id that already completed (BullMQ issue 3063): nothing would ever run again.
+ * Whether the scheduler's next run can still happen. Removing a scheduler and
+ * upserting it again soon after can leave the next run's job id taken by a job
+ * that already finished (BullMQ issue 3063): nothing would ever run again.
  */
-async function nextJobProblem(queue: Queue, id: string): Promise<{ problem: string; staleJobId?: string } | undefined> {
+async function nextJobProblem(queue: Queue, id: string): Promise<string | undefined> {
   const scheduler = await queue.getJobScheduler(id);
-  if (!scheduler) return { problem: 'scheduler missing after upsert' };
-  if (!scheduler.next) return { problem: 'scheduler has no next time' };
-  const jobId = `repeat:${id}:${scheduler.next}`;
-  const job = await queue.getJob(jobId);
-  if (!job) return { problem: 'next job missing' };
+  if (!scheduler) return 'scheduler missing after upsert';
+  if (!scheduler.next) return 'scheduler has no next time';
+  const job = await queue.getJob(`repeat:${id}:${scheduler.next}`);
+  if (!job) return 'next job missing';
   const state = await job.getState();
-  if (RUNNABLE_STATES.has(state)) return undefined;
-  return { problem: `next job is ${state}`, staleJobId: jobId };
+  return RUNNABLE_STATES.has(state) ? undefined : `next job is ${state}`;
+}
+
+/** Finished jobs of this scheduler dated in the future can only be squatters on a coming run's id. */
+async function removeFinishedFutureJobs(queue: Queue, id: string, log: Logger): Promise<void> {
+  const prefix = `repeat:${id}:`;
+  const now = Date.now();
+  for (const job of await queue.getJobs(['completed', 'failed'])) {
+    if (!job?.id?.startsWith(prefix) || Number(job.id.slice(prefix.length)) <= now) continue;
+    await queue.remove(job.id).catch((err: unknown) => log.warn({ err, jobId: job.id }, 'could not remove a finished scheduler job'));
+  }
 }
 
 async function upsertAndVerify(queue: Queue, definition: SchedulerDefinition, config: Config, log: Logger): Promise<SchedulerSyncResult> {
@@ -56,19 +69,23 @@ async function upsertAndVerify(queue: Queue, definition: SchedulerDefinition, co
   const job = definition.job(config);
   let repaired = false;
   for (let attempt = 1; ; attempt += 1) {
-    await queue.upsertJobScheduler(definition.id, repeat, job);
-    const trouble = await nextJobProblem(queue, definition.id);
-    if (!trouble) break;
+    let problem: string | undefined;
+    try {
+      await queue.upsertJobScheduler(definition.id, repeat, job);
+    } catch (error) {
+      if (!isIterationCollision(error)) throw error;
+      problem = (error as Error).message;
+    }
+    problem ??= await nextJobProblem(queue, definition.id);
+    if (!problem) break;
+    const fields = { schedulerId: definition.id, queue: definition.queue, problem, attempt };
     if (attempt >= 3) {
-      log.error({ schedulerId: definition.id, queue: definition.queue, problem: trouble.problem }, 'job scheduler has no runnable next job after repeated upserts');
+      log.error(fields, 'job scheduler has no runnable next job after repeated upserts');
       break;
     }
-    log.warn({ schedulerId: definition.id, queue: definition.queue, problem: trouble.problem }, 'job scheduler has no runnable next job; upserting again');
+    log.warn(fields, 'job scheduler has no runnable next job; clearing finished jobs in its way and upserting again');
     repaired = true;
-    if (trouble.staleJobId) {
-      // A finished job squatting on the next id: remove it so the upsert can create the real one.
-      await queue.remove(trouble.staleJobId).catch((err: unknown) => log.warn({ err, jobId: trouble.staleJobId }, 'could not remove stale scheduler job'));
-    }
+    await removeFinishedFutureJobs(queue, definition.id, log);
   }
   const scheduler = await queue.getJobScheduler(definition.id);
   return { id: definition.id, action: 'upserted', ...repeat, next: scheduler?.next ?? null, repaired };

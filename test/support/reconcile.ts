@@ -140,7 +140,9 @@ export async function spawnErrand(t: T, env: Record<string, string | undefined>)
     },
     60000,
     'errand /readyz',
-  );
+  ).catch((error: Error) => {
+    throw new Error(`${error.message}; stderr: ${stderr.slice(-5).join(' | ')}; stdout: ${stdout.slice(-3).join(' | ')}`);
+  });
   return handle;
 }
 
