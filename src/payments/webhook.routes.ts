@@ -36,7 +36,9 @@ function fail(reply: FastifyReply, statusCode: 400 | 401 | 422, error: string, m
  */
 export const webhookRoutes: FastifyPluginAsync<WebhookRoutesOptions> = async (app, deps) => {
   // Encapsulated in this plugin: the signature needs the exact bytes; every other route keeps Fastify's JSON parser.
-  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+  // Any content type (or none) is read the same way, so a signed body is judged by its bytes, not its label.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
 
   app.post('/payments/webhook', { bodyLimit: WEBHOOK_BODY_LIMIT }, async (request, reply) => {
     const rawBody = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);

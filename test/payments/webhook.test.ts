@@ -52,6 +52,9 @@ t.test('signature failures answer 401 and change nothing', async (t) => {
   await assertUntouched(t, order);
 
   // The same bytes, signed properly, pass: the refusals above were about the signature alone.
+  // Verified over the raw bytes whatever the content type says.
+  const relabelled = await app.inject({ method: 'POST', url: '/payments/webhook', headers: { 'content-type': 'text/plain', 'webhook-signature': good }, payload: `${raw} ` });
+  t.equal(relabelled.statusCode, 401, 'text/plain body altered after signing');
   const ok = await sendWebhook(app, raw, { timestamp: now - 290 });
   t.equal(ok.statusCode, 200, 'a 290 s old signature is still accepted');
   t.equal((await orderState(order.id)).status, 'paid');
@@ -63,6 +66,8 @@ t.test('malformed JSON and schema errors answer 400; big bodies 413', async (t) 
   t.equal(malformed.statusCode, 400, 'malformed JSON');
   t.match(malformed.json(), { statusCode: 400, error: 'Bad Request', message: /JSON/ });
   t.equal((await sendWebhook(app, '')).statusCode, 400, 'empty body');
+  const form = await app.inject({ method: 'POST', url: '/payments/webhook', headers: { 'content-type': 'application/x-www-form-urlencoded', 'webhook-signature': signatureHeader('a=1') }, payload: 'a=1' });
+  t.equal(form.statusCode, 400, 'a signed non-JSON body is a 400, whatever its content type');
 
   const invalid = [
     { ...paymentEvent(order), type: 'payment.refunded' },
