@@ -7,6 +7,8 @@ import { createQueues, type Queues } from './core/queues.js';
 import { createProducerRedis } from './core/redis.js';
 import { createMailer, type Mailer } from './email/mailer.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
+import { createHttpPaymentProvider, type PaymentProvider } from './reconcile/provider.js';
+import { ProviderSimulator } from './reconcile/simulator.js';
 
 export interface Deps {
   config: Config;
@@ -18,6 +20,8 @@ export interface Deps {
   mailer: Mailer;
   /** Prometheus registry and errand's metrics (served at /metrics). */
   metrics: Metrics;
+  /** The payment provider's read API (the built-in simulator when PAYMENT_PROVIDER_URL is unset). */
+  provider: PaymentProvider;
   close(): Promise<void>;
 }
 
@@ -30,6 +34,9 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
   const queues = createQueues(redis, config, log);
   const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR });
   const metrics = createMetrics({ db, redis, queues, log });
+  const provider = config.PAYMENT_PROVIDER_URL
+    ? createHttpPaymentProvider({ baseUrl: config.PAYMENT_PROVIDER_URL, timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS })
+    : new ProviderSimulator().client({ timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS });
 
   return {
     config,
@@ -39,6 +46,7 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
     queues,
     mailer,
     metrics,
+    provider,
     async close() {
       mailer.close();
       await Promise.allSettled(Object.values(queues).map((queue) => queue.close()));

@@ -5,7 +5,7 @@ import { createDeps, type Deps } from './deps.js';
 import { buildApp, type App } from './app.js';
 import { createDb, ensureDatabase, migrateToLatest } from './core/db.js';
 import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
-import { EMAIL_QUEUE, QUEUE_NAMES } from './core/queues.js';
+import { EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE, QUEUE_NAMES } from './core/queues.js';
 import { waitUntilConnected, warnUnlessNoEviction, workerConnectionOptions } from './core/redis.js';
 import { createEmailWorker } from './email/worker.js';
 import { EMAIL_VERIFICATION_JOB, ORDER_TRACKING_LINK_JOB } from './email/jobs.js';
@@ -13,6 +13,8 @@ import { startOutboxRelay, type OutboxRelay } from './outbox/outbox.js';
 import { instrumentWorker } from './ops/metrics.js';
 import { composeVerificationEmail } from './signup/verification-email.js';
 import { composeOrderTrackingEmail } from './payments/tracking-email.js';
+import { createPaymentsSweepWorker } from './reconcile/worker.js';
+import { startSchedulerSync, type SchedulerSync } from './reconcile/scheduler.js';
 
 export interface Errand {
   deps: Deps;
@@ -58,6 +60,7 @@ export async function startErrand(config: Config, options: { logDestination?: De
   const workers: Worker[] = [];
   const queueEvents: QueueEvents[] = [];
   let relay: OutboxRelay | undefined;
+  let schedulerSync: SchedulerSync | undefined;
   if (runsWorkers) {
     const emailWorker = createEmailWorker(deps, {
       [EMAIL_VERIFICATION_JOB]: composeVerificationEmail(deps),
@@ -66,12 +69,20 @@ export async function startErrand(config: Config, options: { logDestination?: De
     logWorkerEvents(emailWorker, deps.queues[EMAIL_QUEUE], deps.log);
     workers.push(emailWorker);
 
+    const sweepWorker = createPaymentsSweepWorker(deps);
+    logWorkerEvents(sweepWorker, deps.queues[PAYMENTS_RECONCILE_QUEUE], deps.log);
+    workers.push(sweepWorker);
+
     for (const name of QUEUE_NAMES) {
       const events = new QueueEvents(name, { connection: workerConnectionOptions(config.REDIS_URL), prefix: config.QUEUE_PREFIX });
       logQueueEvents(events, deps.queues[name], deps.log);
       queueEvents.push(events);
     }
     relay = startOutboxRelay(deps, { intervalMs: config.OUTBOX_RELAY_INTERVAL_MS, graceMs: config.OUTBOX_RELAY_GRACE_MS });
+
+    // Wait a little for the schedulers (so a started worker has them); with Redis away, keep retrying in the background.
+    schedulerSync = startSchedulerSync(deps.queues, config, deps.log);
+    await Promise.race([schedulerSync.firstAttempt, sleep(5000)]);
   }
 
   for (const worker of workers) instrumentWorker(worker, deps.metrics);
@@ -86,6 +97,7 @@ export async function startErrand(config: Config, options: { logDestination?: De
     workers,
     close() {
       closing ??= (async () => {
+        schedulerSync?.stop();
         await app.close();
         await Promise.all(workers.map((worker) => closeWorkerWithin(worker, config.SHUTDOWN_GRACE_MS, deps)));
         await relay?.stop();

@@ -1,14 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
-import { PAYMENTS_RECONCILE_QUEUE, QUEUE_NAMES, isQueueName, type Queues } from '../core/queues.js';
+import { QUEUE_NAMES, isQueueName, type Queues } from '../core/queues.js';
+import { enqueuePaymentsSweep } from '../reconcile/jobs.js';
 import { requireBearer } from './auth.js';
-
-/** Job name of a payments sweep (its worker lives with reconciliation). */
-export const PAYMENTS_SWEEP_JOB = 'payments-sweep';
 
 export interface AdminRoutesOptions {
   config: Config;
@@ -100,10 +97,8 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastif
   });
 
   app.post('/admin/sweeps', async (_request, reply) => {
-    const jobId = `sweep-${Date.now()}-${randomBytes(4).toString('hex')}`;
-    const data = { windowHours: deps.config.PAYMENTS_RECONCILE_WINDOW_HOURS, limit: deps.config.PAYMENTS_RECONCILE_LIMIT };
-    // One attempt: a failed sweep is visible in the failed list, and the next tick sweeps again.
-    await deps.queues[PAYMENTS_RECONCILE_QUEUE].add(PAYMENTS_SWEEP_JOB, data, { jobId, attempts: 1 });
+    // The same one-off job as `npm run sweep -- --enqueue`, with the configured window and batch.
+    const jobId = await enqueuePaymentsSweep(deps.queues, { windowHours: deps.config.PAYMENTS_RECONCILE_WINDOW_HOURS, limit: deps.config.PAYMENTS_RECONCILE_LIMIT });
     return reply.code(202).send({ jobId });
   });
 };
