@@ -106,7 +106,7 @@ t.test('admin API and board', async (t) => {
     const res = await app.inject({ method: 'POST', url: '/admin/sweeps', headers: bearer });
     t.equal(res.statusCode, 202);
     const { jobId } = res.json() as { jobId: string };
-    t.match(jobId, /^sweep-\d+-[0-9a-f]+$/);
+    t.match(jobId, /^sweep-[0-9TZ]+-[0-9a-f]+$/, 'a custom id: no colon, not all digits');
     const job = await deps.queues[PAYMENTS_RECONCILE_QUEUE].getJob(jobId);
     t.equal(job?.name, 'payments-sweep');
     t.same(job?.data, { windowHours: 24, limit: 200 });
