@@ -1,0 +1,100 @@
+// Scenario 1: POST /auth/signup at fixed rates and flat out, against its floor
+// (the same transaction + publish without HTTP) and a naive baseline (SMTP in the request).
+import { loadConfig } from '../src/config.js';
+import { createDeps } from '../src/deps.js';
+import { prepareDatabase } from '../src/errand.js';
+import { EMAIL_QUEUE } from '../src/core/queues.js';
+import { EMAIL_VERIFICATION_JOB } from '../src/email/jobs.js';
+import { insertOutboxJob, publishAfterCommit } from '../src/outbox/outbox.js';
+import { upsertUserForVerification } from '../src/signup/repository.js';
+import {
+  closedLoop,
+  errandEnv,
+  freePort,
+  freshDatabaseUrl,
+  freshQueuePrefix,
+  machineInfo,
+  nullStream,
+  onCleanup,
+  progress,
+  report,
+  round,
+  runScenario,
+  RUN_SECONDS,
+  signupLoad,
+  spawnServer,
+  startSmtpSink,
+  uniqueEmail,
+  type LoadSummary,
+} from './lib.js';
+
+const FIXED_RATES = [200, 500, 1000];
+/** Connections for the fixed-rate runs: enough that a slow answer does not hold back the schedule. */
+const RATE_CONNECTIONS = 50;
+/** Concurrency of the flat-out runs (HTTP, floor and naive alike). */
+const MAX_CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+
+await runScenario('signup', async () => {
+  const machine = await machineInfo();
+  const sink = await startSmtpSink();
+  const databaseUrl = freshDatabaseUrl();
+  const env = errandEnv({ PORT: String(await freePort()), DATABASE_URL: databaseUrl, QUEUE_PREFIX: freshQueuePrefix(), SMTP_URL: sink.url });
+
+  progress('starting errand (role all)');
+  const errand = await spawnServer('src/main.ts', env);
+  progress(`warm-up ${Math.min(3, RUN_SECONDS)} s`);
+  await signupLoad({ run: 'warm-up', url: errand.url, connections: 10, durationS: Math.min(3, RUN_SECONDS) });
+
+  const runs: LoadSummary[] = [];
+  for (const rate of FIXED_RATES) {
+    progress(`signup at ${rate} req/s for ${RUN_SECONDS} s`);
+    runs.push(await signupLoad({ run: 'signup', url: errand.url, connections: RATE_CONNECTIONS, overallRate: rate }));
+  }
+  progress(`signup flat out, ${MAX_CONNECTIONS} connections`);
+  const signupMax = await signupLoad({ run: 'signup', url: errand.url, connections: MAX_CONNECTIONS });
+  runs.push(signupMax);
+
+  // The floor: what the route does, minus HTTP, from this process, on the same database and pool size.
+  progress(`floor (transaction + publish, no HTTP), concurrency ${MAX_CONNECTIONS}`);
+  const config = loadConfig(env);
+  await prepareDatabase(config);
+  const deps = createDeps(config, { logDestination: nullStream() });
+  onCleanup('close floor deps', () => deps.close());
+  await new Promise<void>((resolve) => (deps.redis.status === 'ready' ? resolve() : deps.redis.once('ready', () => resolve())));
+  const signupOnce = async () => {
+    const rows = await deps.db.transaction().execute(async (trx) => {
+      const userId = await upsertUserForVerification(trx, { email: uniqueEmail(), name: 'Bench' });
+      if (userId === null) return [];
+      return [await insertOutboxJob(trx, { queue: EMAIL_QUEUE, name: EMAIL_VERIFICATION_JOB, data: { userId } })];
+    });
+    await publishAfterCommit(deps, rows);
+  };
+  await closedLoop({ run: 'warm-up', concurrency: 10, durationS: 1, op: signupOnce });
+  const floor = await closedLoop({ run: 'floor', concurrency: MAX_CONNECTIONS, op: signupOnce });
+  runs.push(floor);
+  await deps.close();
+  await errand.stop();
+
+  progress('naive baseline (SMTP inside the request, sink delays 100 ms)');
+  const slowSink = await startSmtpSink({ delayMs: 100 });
+  const naive = await spawnServer('bench/naive-server.ts', { ...env, PORT: String(await freePort()), SMTP_URL: slowSink.url }, { readyPath: '/healthz' });
+  await signupLoad({ run: 'warm-up', url: naive.url, connections: 10, durationS: 1 });
+  const naiveMax = await signupLoad({ run: 'naive', url: naive.url, connections: MAX_CONNECTIONS });
+  runs.push(naiveMax);
+  await naive.stop();
+
+  const at500 = runs.find((r) => r.run === 'signup' && r.targetRate === 500)!;
+  const ratios = {
+    signupToFloor: round(signupMax.rps / floor.rps, 3),
+    signupToNaive: round(signupMax.rps / naiveMax.rps, 1),
+  };
+  const targets = {
+    signupAtLeast70PctOfFloor: ratios.signupToFloor >= 0.7,
+    p99AtMost25msAt500: at500.p99 <= 25 && at500.non2xx === 0 && at500.errors === 0,
+  };
+  report('signup', machine, { runs, ratios, targets, emailsSent: sink.receivedAt.length }, [
+    ...runs.map((r) => ({ ...r })),
+    { run: 'ratio signup/floor', rps: ratios.signupToFloor },
+    { run: 'ratio signup/naive', rps: ratios.signupToNaive },
+  ]);
+});
