@@ -224,18 +224,20 @@ export function errandEnv(overrides: Record<string, string>): Record<string, str
 
 /**
  * Spawns `node [nodeArgs] --import tsx <script>` (one process, so its pid is
- * the server's pid for RSS and profiles) and waits for GET `readyPath` 200.
+ * the server's pid for RSS and profiles; `tsx: false` for built JavaScript)
+ * and waits for GET `readyPath` 200.
  */
 export async function spawnServer(
   script: string,
   env: Record<string, string>,
-  options: { nodeArgs?: string[]; readyPath?: string; readyTimeoutMs?: number } = {},
+  options: { nodeArgs?: string[]; readyPath?: string; readyTimeoutMs?: number; tsx?: boolean } = {},
 ): Promise<Child> {
   const port = Number(env.PORT);
   const url = `http://127.0.0.1:${port}`;
   const output: string[] = [];
   const spawnedAt = performance.now();
-  const proc = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', script], {
+  const loader = options.tsx === false ? [] : ['--import', 'tsx'];
+  const proc = spawn(process.execPath, [...(options.nodeArgs ?? []), ...loader, script], {
     cwd: repoRoot,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
