@@ -1,6 +1,6 @@
 // CPU profile of errand under signup load: `node --cpu-prof` on the `all`-role
 // child, then self time grouped by package and by function.
-// Usage: npm run bench:profile [-- path/to/existing.cpuprofile]
+// Usage: npm run bench:profile [-- path/to/existing.cpuprofile [fromMs toMs]]
 import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -52,6 +52,8 @@ function category(url: string, functionName: string): string {
 /** Self time per frame, counting only samples between `window.fromMs` and `window.toMs` after the profile started. */
 function summariseProfile(profile: CpuProfile, window: { fromMs: number; toMs: number } = { fromMs: 0, toMs: Infinity }) {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
   const self = new Map<number, number>();
   let atUs = 0;
   profile.samples.forEach((id, i) => {
@@ -65,17 +67,27 @@ function summariseProfile(profile: CpuProfile, window: { fromMs: number; toMs: n
   const busyUs = totalUs - idleUs;
   const categories = new Map<string, number>();
   const functions = new Map<string, number>();
+  // Native and node: frames charged to the nearest library or errand frame above them (who asked for the writev?).
+  const callers = new Map<string, number>();
   for (const [id, us] of self) {
     const frame = byId.get(id)!.callFrame;
     if (frame.functionName === '(idle)') continue;
     const cat = category(frame.url, frame.functionName);
+    let owner: string | undefined;
+    for (let at: number | undefined = id; at !== undefined && owner === undefined; at = parent.get(at)) {
+      const f = byId.get(at)!.callFrame;
+      const c = category(f.url, f.functionName);
+      if (f.url && !c.startsWith('node:')) owner = c;
+    }
+    const ownerName = owner ?? (cat.startsWith('(') && cat !== '(native)' ? cat : 'node core (no library frame above)');
+    callers.set(ownerName, (callers.get(ownerName) ?? 0) + us);
     categories.set(cat, (categories.get(cat) ?? 0) + us);
     const fn = `${frame.functionName || '(anonymous)'} ${cat}:${frame.lineNumber + 1}`;
     functions.set(fn, (functions.get(fn) ?? 0) + us);
   }
   const top = (map: Map<string, number>, n: number) =>
     [...map].sort((a, b) => b[1] - a[1]).slice(0, n).map(([name, us]) => ({ name, selfMs: round(us / 1000, 0), pctOfBusy: round((us / busyUs) * 100, 1) }));
-  return { totalMs: round(totalUs / 1000, 0), busyMs: round(busyUs / 1000, 0), idlePct: round((idleUs / totalUs) * 100, 1), byPackage: top(categories, 15), byFunction: top(functions, 20) };
+  return { totalMs: round(totalUs / 1000, 0), busyMs: round(busyUs / 1000, 0), idlePct: round((idleUs / totalUs) * 100, 1), byPackage: top(categories, 15), byCallerPackage: top(callers, 15), byFunction: top(functions, 20) };
 }
 
 /** The main thread's profile of `pid` (CPU.<date>.<time>.<pid>.<thread>.<seq>; thread 0 is main, tsx's loader hooks run in another). */
@@ -92,7 +104,7 @@ await runScenario('profile', async () => {
   let file = process.argv[2];
   let load: unknown;
   // Only the load counts: start-up (module loading) would otherwise dominate the profile.
-  let window = { fromMs: 0, toMs: Infinity };
+  let window = { fromMs: Number(process.argv[3] ?? 0), toMs: Number(process.argv[4] ?? Infinity) };
   if (!file) {
     const dir = path.join(repoRoot, 'var', 'prof');
     mkdirSync(dir, { recursive: true });
@@ -114,5 +126,7 @@ await runScenario('profile', async () => {
   process.stdout.write(`\n### self time by package / file\n\n`);
   const byPackage = summary.byPackage.map((r) => ({ ...r }));
   process.stdout.write(table(byPackage));
+  process.stdout.write(`\n### self time charged to the nearest library / errand frame (native and node: frames included)\n\n`);
+  process.stdout.write(table(summary.byCallerPackage.map((r) => ({ ...r }))));
   report('profile', machine, { file: path.relative(repoRoot, file), load, ...summary }, summary.byFunction.map((r) => ({ ...r })));
 });
