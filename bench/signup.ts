@@ -1,7 +1,7 @@
 // Scenario 1: POST /auth/signup at fixed rates and flat out, against its floor
 // (the same transaction + publish without HTTP) and a naive baseline (SMTP in the request).
 import { loadConfig } from '../src/config.js';
-import { createDeps } from '../src/deps.js';
+import { createDeps, type Deps } from '../src/deps.js';
 import { prepareDatabase } from '../src/errand.js';
 import { EMAIL_QUEUE } from '../src/core/queues.js';
 import { EMAIL_VERIFICATION_JOB } from '../src/email/jobs.js';
@@ -35,6 +35,18 @@ const RATE_CONNECTIONS = 50;
 const MAX_CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
+/** The route's work without HTTP: the same transaction, then the same publish. */
+function signupVia(deps: Deps) {
+  return async () => {
+    const rows = await deps.db.transaction().execute(async (trx) => {
+      const userId = await upsertUserForVerification(trx, { email: uniqueEmail(), name: 'Bench' });
+      if (userId === null) return [];
+      return [await insertOutboxJob(trx, { queue: EMAIL_QUEUE, name: EMAIL_VERIFICATION_JOB, data: { userId } })];
+    });
+    await publishAfterCommit(deps, rows);
+  };
+}
+
 /** The run with the median throughput. */
 function medianByRps(runs: LoadSummary[]): LoadSummary {
   return [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)]!;
@@ -62,14 +74,7 @@ await runScenario('signup', async () => {
   const deps = createDeps(config, { logDestination: nullStream() });
   onCleanup('close floor deps', () => deps.close());
   await new Promise<void>((resolve) => (deps.redis.status === 'ready' ? resolve() : deps.redis.once('ready', () => resolve())));
-  const signupOnce = async () => {
-    const rows = await deps.db.transaction().execute(async (trx) => {
-      const userId = await upsertUserForVerification(trx, { email: uniqueEmail(), name: 'Bench' });
-      if (userId === null) return [];
-      return [await insertOutboxJob(trx, { queue: EMAIL_QUEUE, name: EMAIL_VERIFICATION_JOB, data: { userId } })];
-    });
-    await publishAfterCommit(deps, rows);
-  };
+  const signupOnce = signupVia(deps);
   await closedLoop({ run: 'warm-up', concurrency: 10, durationS: 1, op: signupOnce });
 
   // Flat out and floor alternate, ROUNDS times each: on a shared machine the background load drifts, and the
@@ -86,6 +91,21 @@ await runScenario('signup', async () => {
   const floor = medianByRps(floorRuns);
   runs.push(...maxRuns, ...floorRuns);
   await deps.close();
+
+  // Diagnostic, not a target: the floor again with PostgreSQL's commit fsync taken out of the wait,
+  // to show how much of the floor is the WAL flush per commit.
+  progress('diagnostic: floor with synchronous_commit=off');
+  const asyncConfig = loadConfig({ ...env, DATABASE_URL: `${databaseUrl}?options=${encodeURIComponent('-c synchronous_commit=off')}` });
+  const asyncDeps = createDeps(asyncConfig, { logDestination: nullStream() });
+  onCleanup('close diagnostic deps', () => asyncDeps.close());
+  await new Promise<void>((resolve) => (asyncDeps.redis.status === 'ready' ? resolve() : asyncDeps.redis.once('ready', () => resolve())));
+  const asyncFloor = await closedLoop({
+    run: 'floor, synchronous_commit=off (diagnostic)',
+    concurrency: MAX_CONNECTIONS,
+    op: signupVia(asyncDeps),
+  });
+  runs.push(asyncFloor);
+  await asyncDeps.close();
   await errand.stop();
 
   progress('naive baseline (SMTP inside the request, sink delays 100 ms)');
