@@ -109,15 +109,21 @@ export async function deleteRedisKeys(url: string, pattern: string): Promise<voi
   }
 }
 
+/**
+ * A free port below the kernel's ephemeral range (32768+ by default): other
+ * processes on the machine that listen on port 0 then cannot take it between
+ * this check and the bench's child binding it.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const free = await new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
 }
 
 export interface PrivateRedis {
@@ -275,6 +281,9 @@ export async function spawnServer(
     }
     if (readyMs < 0) await sleep(10);
   }
+  // A 200 from someone else on that port would look like readiness; our child would then die on EADDRINUSE.
+  await sleep(200);
+  if (proc.exitCode !== null) throw new Error(`${script} exited with ${proc.exitCode} right after ready:\n${output.join('\n')}`);
   return { proc, url, port, spawnedAt, readyMs, output, rssMb: () => rssMb(proc.pid!), stop };
 }
 
