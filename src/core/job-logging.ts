@@ -1,4 +1,5 @@
 import type { Job, Queue, QueueEvents, Worker } from 'bullmq';
+import { pino } from 'pino';
 import type { Logger } from './logger.js';
 
 type JobEvent = 'added' | 'waiting' | 'active' | 'progress' | 'completed' | 'failed' | 'stalled' | 'error';
@@ -34,6 +35,8 @@ export function logWorkerEvents(worker: Worker, queue: Queue, log: Logger): void
 export function logQueueEvents(events: QueueEvents, queue: Queue, log: Logger): void {
   const name = queue.name;
   const logWithJob = (event: JobEvent, jobId: string, extra: Record<string, unknown> = {}) => {
+    // Each of these lines costs a Redis round trip (getJob) per job and event: skip it when info is off.
+    if ((pino.levels.values[log.level] ?? Infinity) > pino.levels.values.info!) return;
     void queue.getJob(jobId).then(
       (job) => log.info({ ...jobFields(name, event, job, jobId), source: 'queue-events', ...extra }, `job ${event}`),
       () => log.info({ ...jobFields(name, event, undefined, jobId), source: 'queue-events', ...extra }, `job ${event}`),

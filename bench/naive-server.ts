@@ -1,0 +1,55 @@
+// Bench-only baseline, never deployed: the same signup, but the verification
+// email goes out over SMTP inside the request, as a naive service would do it.
+// It reuses errand's schema, repository, token, template and mailer code so the
+// only difference from errand is where the slow work happens.
+import Fastify from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { loadConfig } from '../src/config.js';
+import { createDb } from '../src/core/db.js';
+import { createLogger } from '../src/core/logger.js';
+import { createMailer } from '../src/email/mailer.js';
+import { verificationEmail } from '../src/email/templates.js';
+import { insertVerificationToken, upsertUserForVerification } from '../src/signup/repository.js';
+import { SignupBodySchema } from '../src/signup/routes.js';
+import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from '../src/signup/tokens.js';
+
+const config = loadConfig(process.env);
+if (!config.SMTP_URL) throw new Error('naive-server needs SMTP_URL');
+const db = createDb(config.DATABASE_URL, config.PG_POOL_MAX);
+const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR });
+
+const app = Fastify({
+  loggerInstance: createLogger(config.LOG_LEVEL),
+  ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false } },
+}).withTypeProvider<TypeBoxTypeProvider>();
+
+app.get('/healthz', async () => ({ status: 'ok' }));
+
+app.post('/auth/signup', { bodyLimit: 16 * 1024, schema: { body: SignupBodySchema } }, async (request, reply) => {
+  const email = request.body.email.trim().toLowerCase();
+  const name = request.body.name ?? null;
+  const token = mintVerificationToken();
+  const due = await db.transaction().execute(async (trx) => {
+    const userId = await upsertUserForVerification(trx, { email, name });
+    if (userId === null) return null;
+    await insertVerificationToken(trx, { userId, hash: token.hash, expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS) });
+    return userId;
+  });
+  if (due !== null) {
+    const link = new URL('/auth/verify-email', config.PUBLIC_BASE_URL);
+    link.searchParams.set('token', token.raw);
+    // The naive part: the client waits for the SMTP server.
+    await mailer.send(verificationEmail({ email, name }, link.toString()), due);
+  }
+  return reply.code(202).send({ status: 'accepted' });
+});
+
+const stop = async () => {
+  await app.close();
+  mailer.close();
+  await db.destroy();
+};
+process.once('SIGTERM', () => void stop());
+process.once('SIGINT', () => void stop());
+
+await app.listen({ port: config.PORT, host: config.HOST });
