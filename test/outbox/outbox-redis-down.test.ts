@@ -1,10 +1,11 @@
 import t from 'tap';
+import { createOrder, paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
 import { sleep, startPrivateRedis, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 
 t.test('with Redis down, signup answers 202 fast and the email goes out exactly once when Redis is back', async (t) => {
   const redis = await startPrivateRedis(t);
   const smtp = await startSmtpServer(t);
-  const errand = await startTestErrand(t, testEnv(t, { REDIS_URL: redis.url, SMTP_URL: smtp.url }));
+  const errand = await startTestErrand(t, testEnv(t, { REDIS_URL: redis.url, SMTP_URL: smtp.url, PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET }));
   const { app, deps } = errand;
 
   // Warm up while Redis is up: proves the path works before the outage.
@@ -23,14 +24,23 @@ t.test('with Redis down, signup answers 202 fast and the email goes out exactly 
     // Principled bound: the request must not wait on Redis reconnects (commandTimeout 2 s, retries 100 ms-2 s).
     t.ok(elapsed < 1000, `answered in ${elapsed.toFixed(0)} ms`);
   }
+  // A payment webhook too: 200 at once, its tracking email waits in the outbox.
+  const order = await createOrder(app, { email: 'buyer@example.com' });
+  const webhookStarted = performance.now();
+  const webhook = await sendWebhook(app, paymentEvent(order));
+  const webhookElapsed = performance.now() - webhookStarted;
+  t.equal(webhook.statusCode, 200, 'webhook accepted while Redis is down');
+  t.ok(webhookElapsed < 1000, `answered in ${webhookElapsed.toFixed(0)} ms`);
+
   const pending = await deps.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute();
-  t.equal(pending.length, 3, 'jobs wait in the outbox');
+  t.equal(pending.length, 4, 'jobs wait in the outbox');
 
   await sleep(300);
   await redis.start();
-  const received = await smtp.waitForEmails(4, 30000);
+  const received = await smtp.waitForEmails(5, 30000);
   await sleep(1000);
-  t.equal(smtp.received.length, 4, 'no duplicates after the relay caught up');
+  t.equal(smtp.received.length, 5, 'no duplicates after the relay caught up');
+  t.equal(received.filter((e) => e.to[0] === 'buyer@example.com').length, 1, 'tracking email delivered exactly once');
   for (const email of emails) {
     t.equal(received.filter((e) => e.to[0] === email).length, 1, `${email} delivered exactly once`);
   }
