@@ -1,6 +1,6 @@
 import Fastify from 'fastify';
 import type { Deps } from './deps.js';
-import { errorHandler } from './core/errors.js';
+import { errorHandler, notFoundHandler } from './core/errors.js';
 import { healthRoutes } from './ops/health.routes.js';
 import { instrumentHttp, metricsRoutes } from './ops/metrics.js';
 import { adminRoutes } from './ops/admin.routes.js';
@@ -16,11 +16,14 @@ export async function buildApp(deps: Deps) {
     // The contract wants 400s where Fastify's defaults would coerce types or strip unknown fields.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false } },
     bodyLimit: 64 * 1024,
+    // A long id in /orders/:id/tracking is a wrong id (404 'order not found'), not an unknown route.
+    routerOptions: { maxParamLength: 1000 },
     // Answer 503 to new requests while closing, and let keep-alive clients go.
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   });
   app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler(notFoundHandler);
 
   instrumentHttp(app, deps.metrics);
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis });

@@ -1,4 +1,5 @@
 import envSchema from 'env-schema';
+import { CronExpressionParser } from 'cron-parser';
 import { Type, type Static } from 'typebox';
 
 // `enum` rather than a union of literals: Ajv then reports one readable line.
@@ -38,8 +39,8 @@ export const ConfigSchema = Type.Object({
   PAYMENTS_RECONCILE_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 4 }),
   PAYMENT_PROVIDER_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   PAYMENT_PROVIDER_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000 }),
-  PAYMENT_WEBHOOK_SECRET: Type.Optional(Type.String({ minLength: 16 })),
-  ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
+  PAYMENT_WEBHOOK_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
   OUTBOX_RELAY_INTERVAL_MS: Type.Integer({ minimum: 10, default: 1000 }),
   // Rows younger than this are left to the request that wrote them.
   OUTBOX_RELAY_GRACE_MS: Type.Integer({ minimum: 0, default: 5000 }),
@@ -56,6 +57,15 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Validates `env` against the schema; throws a one-line ConfigError naming the bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   // Empty strings mean "unset", as in most .env files.
@@ -65,6 +75,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     raw = envSchema<RawConfig>({ schema: ConfigSchema, data, env: false, dotenv: false });
   } catch (error) {
     throw new ConfigError(`invalid configuration: ${(error as Error).message.replace(/env\//g, '')}`);
+  }
+  // Checked here, not at the scheduler's first upsert, so a typo stops start-up instead of failing every retry.
+  if (!isTimeZone(raw.PAYMENTS_RECONCILE_TZ)) {
+    throw new ConfigError(`invalid configuration: PAYMENTS_RECONCILE_TZ is not a known time zone`);
+  }
+  try {
+    CronExpressionParser.parse(raw.PAYMENTS_RECONCILE_CRON, { tz: raw.PAYMENTS_RECONCILE_TZ });
+  } catch (error) {
+    throw new ConfigError(`invalid configuration: PAYMENTS_RECONCILE_CRON is not a valid cron pattern (${(error as Error).message})`);
   }
   let secret = raw.PAYMENT_WEBHOOK_SECRET;
   if (secret === undefined) {

@@ -5,7 +5,7 @@ import { createDeps, type Deps } from './deps.js';
 import { buildApp, type App } from './app.js';
 import { createDb, ensureDatabase, migrateToLatest } from './core/db.js';
 import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
-import { EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE, QUEUE_NAMES } from './core/queues.js';
+import { QUEUE_NAMES, type QueueName } from './core/queues.js';
 import { waitUntilConnected, warnUnlessNoEviction, workerConnectionOptions } from './core/redis.js';
 import { createEmailWorker } from './email/worker.js';
 import { EMAIL_VERIFICATION_JOB, ORDER_TRACKING_LINK_JOB } from './email/jobs.js';
@@ -41,11 +41,12 @@ function sleep(ms: number): Promise<'timeout'> {
 
 /** `worker.close()` waits for active jobs with no deadline of its own (and can hang without Redis). */
 async function closeWorkerWithin(worker: Worker, graceMs: number, deps: Deps): Promise<void> {
-  const outcome = await Promise.race([worker.close().then(() => 'closed' as const), sleep(graceMs)]);
+  // pause() takes no new jobs and waits for the active ones; a second close() call would only return the first's promise.
+  const outcome = await Promise.race([worker.pause().then(() => 'drained' as const), sleep(graceMs)]);
   if (outcome === 'timeout') {
     deps.log.warn({ queue: worker.name, graceMs }, 'active jobs did not finish within the grace period; forcing the worker closed');
-    await Promise.race([worker.close(true), sleep(1000)]);
   }
+  await Promise.race([worker.close(outcome === 'timeout'), sleep(1000)]);
 }
 
 /** Wires one errand process for its role. The caller listens and handles signals. */
@@ -66,15 +67,17 @@ export async function startErrand(config: Config, options: { logDestination?: De
       [EMAIL_VERIFICATION_JOB]: composeVerificationEmail(deps),
       [ORDER_TRACKING_LINK_JOB]: composeOrderTrackingEmail(deps),
     });
-    logWorkerEvents(emailWorker, deps.queues[EMAIL_QUEUE], deps.log);
-    workers.push(emailWorker);
-
     const sweepWorker = createPaymentsSweepWorker(deps);
-    logWorkerEvents(sweepWorker, deps.queues[PAYMENTS_RECONCILE_QUEUE], deps.log);
-    workers.push(sweepWorker);
+    workers.push(emailWorker, sweepWorker);
+    // Listeners go on at once: a worker runs from construction, and a job may finish before start-up does.
+    for (const worker of workers) {
+      logWorkerEvents(worker, deps.queues[worker.name as QueueName], deps.log);
+      instrumentWorker(worker, deps.metrics);
+    }
 
     for (const name of QUEUE_NAMES) {
-      const events = new QueueEvents(name, { connection: workerConnectionOptions(config.REDIS_URL), prefix: config.QUEUE_PREFIX });
+      // Read from now, not from whenever the blocking read first runs: jobs added during start-up are logged too.
+      const events = new QueueEvents(name, { connection: workerConnectionOptions(config.REDIS_URL), prefix: config.QUEUE_PREFIX, lastEventId: `${Date.now()}-0` });
       logQueueEvents(events, deps.queues[name], deps.log);
       queueEvents.push(events);
     }
@@ -84,8 +87,6 @@ export async function startErrand(config: Config, options: { logDestination?: De
     schedulerSync = startSchedulerSync(deps.queues, config, deps.log);
     await Promise.race([schedulerSync.firstAttempt, sleep(5000)]);
   }
-
-  for (const worker of workers) instrumentWorker(worker, deps.metrics);
 
   const app = await buildApp(deps);
   deps.log.info({ role: config.ROLE, queuePrefix: config.QUEUE_PREFIX }, 'errand started');

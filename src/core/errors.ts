@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+import { pathOnly } from './logger.js';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 
 const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006', '53300']);
@@ -23,6 +25,10 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
 }
 
 function httpErrorName(statusCode: number): string {
-  const names: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity' };
-  return names[statusCode] ?? 'Error';
+  return STATUS_CODES[statusCode] ?? 'Error';
+}
+
+/** Fastify's own 404 handler logs the raw URL, query string (and so any token) included; this one does not. */
+export function notFoundHandler(request: FastifyRequest, reply: FastifyReply) {
+  return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method}:${pathOnly(request.url)} not found` });
 }

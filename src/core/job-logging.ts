@@ -13,7 +13,7 @@ export function logWorkerEvents(worker: Worker, queue: Queue, log: Logger): void
   const name = worker.name;
   worker.on('active', (job) => log.info({ ...jobFields(name, 'active', job), source: 'worker' }, 'job active'));
   worker.on('progress', (job, progress) =>
-    log.debug({ ...jobFields(name, 'progress', job), source: 'worker', progress }, 'job progress'),
+    log.info({ ...jobFields(name, 'progress', job), source: 'worker', progress }, 'job progress'),
   );
   worker.on('completed', (job) =>
     log.info({ ...jobFields(name, 'completed', job), source: 'worker', durationMs: job.finishedOn && job.processedOn ? job.finishedOn - job.processedOn : null }, 'job completed'),
@@ -31,23 +31,24 @@ export function logWorkerEvents(worker: Worker, queue: Queue, log: Logger): void
   worker.on('error', (err) => log.error({ ...jobFields(name, 'error', undefined), source: 'worker', err }, 'worker error'));
 }
 
-/** The queue-wide view (all workers, all producers), from the events stream. */
+/**
+ * What no worker sees: jobs added (by any producer, the api role included) and
+ * waiting, from the queue's events stream. Active, progress, completed and
+ * failed are logged by the worker that runs the job, so each event is one line.
+ */
 export function logQueueEvents(events: QueueEvents, queue: Queue, log: Logger): void {
   const name = queue.name;
-  const logWithJob = (event: JobEvent, jobId: string, extra: Record<string, unknown> = {}) => {
-    // Each of these lines costs a Redis round trip (getJob) per job and event: skip it when info is off.
+  const logWithJob = (event: JobEvent, jobId: string) => {
+    // Each of these lines costs a Redis round trip (getJob): skip it when info is off.
     if ((pino.levels.values[log.level] ?? Infinity) > pino.levels.values.info!) return;
     void queue.getJob(jobId).then(
-      (job) => log.info({ ...jobFields(name, event, job, jobId), source: 'queue-events', ...extra }, `job ${event}`),
-      () => log.info({ ...jobFields(name, event, undefined, jobId), source: 'queue-events', ...extra }, `job ${event}`),
+      (job) => log.info({ ...jobFields(name, event, job, jobId), source: 'queue-events' }, `job ${event}`),
+      () => log.info({ ...jobFields(name, event, undefined, jobId), source: 'queue-events' }, `job ${event}`),
     );
   };
   events.on('added', ({ jobId, name: jobName }) =>
     log.info({ queue: name, event: 'added', jobId, jobName, attempt: 0, source: 'queue-events' }, 'job added'),
   );
   events.on('waiting', ({ jobId }) => logWithJob('waiting', jobId));
-  events.on('active', ({ jobId }) => logWithJob('active', jobId));
-  events.on('completed', ({ jobId }) => logWithJob('completed', jobId));
-  events.on('failed', ({ jobId, failedReason }) => logWithJob('failed', jobId, { reason: failedReason }));
   events.on('error', (err) => log.error({ queue: name, event: 'error', jobId: null, jobName: null, attempt: 0, source: 'queue-events', err }, 'queue events error'));
 }

@@ -11,6 +11,11 @@ export function maskEmail(email: string): string {
   return `${email[0]}***${email.slice(at)}`;
 }
 
+/** Masks every address inside free text, e.g. an SMTP reply quoting the rejected recipient. */
+export function maskEmailsIn(text: string): string {
+  return text.replace(/[^\s<>()"',;:@]+@[^\s<>()"',;:]+/g, (address) => maskEmail(address));
+}
+
 /** Drops the query string: verification and tracking tokens travel there. */
 export function pathOnly(url: string): string {
   const q = url.indexOf('?');

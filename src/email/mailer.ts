@@ -47,7 +47,8 @@ export type SmtpFailure =
   | { kind: 'permanent' }
   | { kind: 'transient' };
 
-const RATE_WORDING = /rate|too many|throttl|slow down|try again later/i;
+// Words of a rate limit, not of any deferral: greylisting's "try again later" is an ordinary 4xx (retried).
+const RATE_WORDING = /\brate\b|rate[ -]?limit|too many|throttl|slow down/i;
 const RETRY_HINT = /(?:retry|try again)\s+(?:after|in)\s+(\d+)\s*(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?)\b/i;
 
 /** Reads a "try again in N seconds"-style hint from a server reply. */

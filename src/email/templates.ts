@@ -1,5 +1,10 @@
 import type { OutgoingEmail } from './mailer.js';
 
+/** A link under PUBLIC_BASE_URL that keeps its path (`https://x.com/errand` + `auth/…` → `https://x.com/errand/auth/…`). */
+export function publicLink(baseUrl: string, relativePath: string): URL {
+  return new URL(relativePath, baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`);
+}
+
 function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }

@@ -1,7 +1,7 @@
 import { RateLimitError, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Config } from '../config.js';
 import type { Db } from '../core/db.js';
-import type { Logger } from '../core/logger.js';
+import { maskEmailsIn, type Logger } from '../core/logger.js';
 import { COMPLETED_JOBS_KEPT, EMAIL_QUEUE, type Queues } from '../core/queues.js';
 import { workerConnectionOptions } from '../core/redis.js';
 import { classifySmtpError, type Mailer, type OutgoingEmail } from './mailer.js';
@@ -36,7 +36,8 @@ export function processEmailJob(deps: EmailWorkerDeps, composers: EmailComposers
       await deps.mailer.send(email, jobId);
     } catch (error) {
       const failure = classifySmtpError(error);
-      const reason = (error as Error).message;
+      // SMTP replies often quote the recipient; the reason is stored with the job and logged.
+      const reason = maskEmailsIn((error as Error).message);
       if (failure.kind === 'throttle') {
         const pauseMs = Math.min(Math.max(failure.retryAfterMs ?? deps.config.EMAIL_THROTTLE_MS, 1000), 3_600_000);
         deps.log.warn({ queue: EMAIL_QUEUE, jobId, jobName: job.name, attempt: job.attemptsStarted, pauseMs }, 'SMTP server throttled us; pausing the email queue');
@@ -45,7 +46,7 @@ export function processEmailJob(deps: EmailWorkerDeps, composers: EmailComposers
         throw new RateLimitError();
       }
       if (failure.kind === 'permanent') throw new UnrecoverableError(`permanent SMTP failure: ${reason}`);
-      throw error;
+      throw new Error(`SMTP failure (will retry): ${reason}`);
     }
     await deps.db.insertInto('sent_emails').values({ job_id: jobId }).onConflict((oc) => oc.doNothing()).execute();
     return { sent: true };

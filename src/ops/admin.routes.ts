@@ -72,8 +72,13 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastif
       total,
       // Never job.data: payloads stay in Redis.
       jobs: jobs.filter(Boolean).map((job) => ({
+        // The contract's fields: id, name, reason, attempts, time (when it failed)...
         id: job.id ?? null,
         name: job.name,
+        reason: job.failedReason ?? null,
+        attempts: job.attemptsMade,
+        time: new Date(job.finishedOn ?? job.timestamp).toISOString(),
+        // ...and BullMQ's own names, for operators who know them.
         failedReason: job.failedReason ?? null,
         attemptsMade: job.attemptsMade,
         timestamp: job.timestamp,

@@ -4,7 +4,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../core/db.js';
 import { OrderTrackingLinkPayloadSchema } from '../email/jobs.js';
 import type { EmailComposer } from '../email/worker.js';
-import { orderTrackingEmail } from '../email/templates.js';
+import { orderTrackingEmail, publicLink } from '../email/templates.js';
 import { findOrderById } from './repository.js';
 import { deriveTrackingKey, isUuid, trackingToken } from './tracking.js';
 
@@ -18,7 +18,7 @@ export function composeOrderTrackingEmail(deps: { db: Db; config: Config }): Ema
     const order = await findOrderById(deps.db, data.orderId);
     // Only paid orders get the email (paid is final, so this never flips back).
     if (!order || order.status !== 'paid') return null;
-    const link = new URL(`/orders/${order.id}/tracking`, deps.config.PUBLIC_BASE_URL);
+    const link = publicLink(deps.config.PUBLIC_BASE_URL, `orders/${order.id}/tracking`);
     link.searchParams.set('token', trackingToken(trackingKey, order.id));
     return orderTrackingEmail(order.email, order, link.toString());
   };

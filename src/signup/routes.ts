@@ -13,7 +13,8 @@ import { hashToken } from './tokens.js';
 export const SignupBodySchema = Type.Object(
   {
     email: Type.String({ format: 'email', maxLength: 254 }),
-    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    // An empty name is a valid string (the contract's 400s are bad email, unknown fields, wrong types); stored as no name.
+    name: Type.Optional(Type.String({ maxLength: 200 })),
   },
   { additionalProperties: false },
 );
@@ -41,7 +42,7 @@ export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fast
     async (request, reply) => {
       const email = request.body.email.trim().toLowerCase();
       const outboxRows = await deps.db.transaction().execute(async (trx) => {
-        const userId = await upsertUserForVerification(trx, { email, name: request.body.name ?? null });
+        const userId = await upsertUserForVerification(trx, { email, name: request.body.name?.trim() || null });
         if (userId === null) return [];
         return [await insertOutboxJob(trx, { queue: EMAIL_QUEUE, name: EMAIL_VERIFICATION_JOB, data: { userId } })];
       });

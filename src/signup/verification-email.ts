@@ -4,7 +4,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../core/db.js';
 import { EmailVerificationPayloadSchema } from '../email/jobs.js';
 import type { EmailComposer } from '../email/worker.js';
-import { verificationEmail } from '../email/templates.js';
+import { publicLink, verificationEmail } from '../email/templates.js';
 import { findUserById, insertVerificationToken } from './repository.js';
 import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from './tokens.js';
 
@@ -19,7 +19,7 @@ export function composeVerificationEmail(deps: { db: Db; config: Config }): Emai
     if (!user || user.verified_at) return null;
     const token = mintVerificationToken();
     await insertVerificationToken(deps.db, { userId: user.id, hash: token.hash, expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS) });
-    const link = new URL('/auth/verify-email', deps.config.PUBLIC_BASE_URL);
+    const link = publicLink(deps.config.PUBLIC_BASE_URL, 'auth/verify-email');
     link.searchParams.set('token', token.raw);
     return verificationEmail(user, link.toString());
   };

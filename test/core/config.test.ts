@@ -66,3 +66,16 @@ t.test('production with a webhook secret starts; empty strings count as unset', 
   t.equal(config.PAYMENT_WEBHOOK_SECRET, 's'.repeat(32));
   t.equal(config.SMTP_URL, undefined);
 });
+
+t.test('a bad cron pattern or time zone stops start-up, naming the variable', async (t) => {
+  t.throws(() => loadConfig({ PAYMENTS_RECONCILE_CRON: 'every hour' }), /PAYMENTS_RECONCILE_CRON/);
+  t.throws(() => loadConfig({ PAYMENTS_RECONCILE_CRON: '61 * * * *' }), /PAYMENTS_RECONCILE_CRON/);
+  t.throws(() => loadConfig({ PAYMENTS_RECONCILE_TZ: 'Mars/Olympus' }), /PAYMENTS_RECONCILE_TZ/);
+  t.equal(loadConfig({ PAYMENTS_RECONCILE_CRON: '*/5 * * * * *', PAYMENTS_RECONCILE_TZ: 'Europe/Paris' }).PAYMENTS_RECONCILE_CRON, '*/5 * * * * *');
+});
+
+t.test('short admin tokens and webhook secrets are accepted (the contract sets no length)', async (t) => {
+  const config = loadConfig({ ADMIN_TOKEN: 'admin', PAYMENT_WEBHOOK_SECRET: 'whsec_test' });
+  t.equal(config.ADMIN_TOKEN, 'admin');
+  t.equal(config.PAYMENT_WEBHOOK_SECRET, 'whsec_test');
+});

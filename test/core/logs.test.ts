@@ -14,7 +14,9 @@ t.test('job lifecycle lines carry the contract fields; no line leaks an address,
   const url = new URL(link);
   t.equal((await errand.app.inject({ method: 'GET', url: `${url.pathname}${url.search}` })).statusCode, 200);
   t.equal((await errand.app.inject({ method: 'GET', url: `${url.pathname}${url.search}` })).statusCode, 400);
-  await sleep(500); // let the QueueEvents lines for completion arrive
+  // A link mangled into an unknown route: the 404 must not log the token either.
+  t.equal((await errand.app.inject({ method: 'GET', url: `${url.pathname}/extra${url.search}` })).statusCode, 404);
+  await sleep(500); // let the QueueEvents lines arrive
 
   const raw = errand.logs.raw;
   const lines = errand.logs.lines();
@@ -33,6 +35,10 @@ t.test('job lifecycle lines carry the contract fields; no line leaks an address,
   for (const line of jobLines) {
     t.match(line, { queue: 'email', jobId: /^outbox-\d+$/, jobName: 'email-verification', attempt: Number, event: String }, `${line.event} line has the fields`);
   }
+
+  const perEvent = new Map<string, number>();
+  for (const line of jobLines) perEvent.set(`${line.jobId}/${line.event}/${line.attempt}`, (perEvent.get(`${line.jobId}/${line.event}/${line.attempt}`) ?? 0) + 1);
+  for (const [key, count] of perEvent) t.equal(count, 1, `one line for ${key}`);
 
   const httpLines = lines.filter((l) => l.req || l.res);
   t.ok(httpLines.length >= 6, 'request lines logged');

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { classifySmtpError, parseRetryAfterMs } from '../../src/email/mailer.js';
-import { maskEmail } from '../../src/core/logger.js';
+import { maskEmail, maskEmailsIn } from '../../src/core/logger.js';
+import { publicLink } from '../../src/email/templates.js';
 
 t.test('SMTP failures are classified as the contract says', async (t) => {
   t.same(classifySmtpError({ responseCode: 550, response: '550 5.1.1 no such user' }), { kind: 'permanent' });
@@ -13,6 +14,10 @@ t.test('SMTP failures are classified as the contract says', async (t) => {
   t.same(classifySmtpError({ responseCode: 451, response: '451 4.7.1 Rate limit exceeded, retry after 30 seconds' }), { kind: 'throttle', retryAfterMs: 30000 });
   t.same(classifySmtpError({ responseCode: 450, response: '450 Too many messages, slow down' }), { kind: 'throttle' });
   t.same(classifySmtpError({ responseCode: 429, response: 'Too Many Requests, retry in 2 minutes' }), { kind: 'throttle', retryAfterMs: 120000 });
+  t.same(classifySmtpError({ responseCode: 451, response: '451 4.7.1 Rate limited' }), { kind: 'throttle' });
+  // Deferrals that are not rate limits are ordinary retries with backoff.
+  t.same(classifySmtpError({ responseCode: 450, response: '450 4.2.0 Greylisted, please try again later' }), { kind: 'transient' });
+  t.same(classifySmtpError({ responseCode: 451, response: '451 4.3.0 could not generate message id' }), { kind: 'transient' });
 });
 
 t.test('retry-after hints', async (t) => {
@@ -25,4 +30,12 @@ t.test('retry-after hints', async (t) => {
 t.test('masked email keeps first letter and domain only', async (t) => {
   t.equal(maskEmail('alice@example.com'), 'a***@example.com');
   t.equal(maskEmail('broken'), '***');
+  t.equal(maskEmailsIn('550 5.1.1 <bob.smith@example.com>: Recipient address rejected'), '550 5.1.1 <b***@example.com>: Recipient address rejected');
+  t.equal(maskEmailsIn('to a@x.io, c@y.org'), 'to a***@x.io, c***@y.org');
+});
+
+t.test('links keep the path of PUBLIC_BASE_URL', async (t) => {
+  t.equal(publicLink('https://x.com/errand', 'auth/verify-email').toString(), 'https://x.com/errand/auth/verify-email');
+  t.equal(publicLink('https://x.com/errand/', 'auth/verify-email').toString(), 'https://x.com/errand/auth/verify-email');
+  t.equal(publicLink('http://localhost:3000', 'orders/1/tracking').toString(), 'http://localhost:3000/orders/1/tracking');
 });

@@ -42,12 +42,15 @@ t.test('SMTP 451 is retried with backoff and delivered', async (t) => {
 
 t.test('SMTP 550 fails at once, without burning retries, reason kept', async (t) => {
   const email = 'nobody@example.com';
-  scripts.set(email, [{ code: 550, message: '5.1.1 Mailbox does not exist' }, undefined, undefined]);
+  scripts.set(email, [{ code: 550, message: `5.1.1 <${email}>: Recipient address rejected` }, undefined, undefined]);
   const jobId = await signupJob(email);
   await waitFor(async () => ((await queue.getJobState(jobId)) === 'failed' ? true : undefined), 15000, 'job to fail');
   const job = (await queue.getJob(jobId))!;
   t.equal(job.attemptsMade, 1, 'one attempt only');
   t.match(job.failedReason, /550/, 'reason names the SMTP reply');
+  t.notOk(job.failedReason.includes(email), 'the address quoted in the reply is masked');
+  t.match(job.failedReason, /n\*\*\*@example\.com/);
+  t.notOk(errand.logs.raw.some((line) => line.includes(email)), 'no log line carries it');
   await sleep(500);
   t.equal(attemptsByAddress.get(email)!.length, 1, 'not retried');
   t.notOk(smtp.received.find((e) => e.to[0] === email));

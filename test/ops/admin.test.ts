@@ -72,6 +72,8 @@ t.test('admin API and board', async (t) => {
     );
     const [job] = failed.jobs;
     t.match(job, { name: 'email-verification', failedReason: /550|mailbox unavailable/, attemptsMade: 1 });
+    // The contract's field names.
+    t.match(job, { id: String, name: 'email-verification', reason: /550|mailbox unavailable/, attempts: 1, time: /^\d{4}-\d\d-\d\dT/ });
     t.type(job!.id, 'string');
     t.type(job!.timestamp, 'number');
     t.type(job!.finishedOn, 'number');

@@ -47,3 +47,10 @@ t.test('a valid signup is accepted (the cases above fail for their own reason)',
   t.equal(res.statusCode, 202);
   t.same(await counts(), { users: 1, outbox: 1 });
 });
+
+t.test('an empty name is a valid string: 202, stored as no name', async (t) => {
+  const res = await app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'noname@example.com', name: '' } });
+  t.equal(res.statusCode, 202);
+  const user = await deps.db.selectFrom('users').select('name').where('email', '=', 'noname@example.com').executeTakeFirstOrThrow();
+  t.equal(user.name, null);
+});
