@@ -4,12 +4,15 @@ import type { OutboxRow } from '../outbox/outbox.js';
 import { findOrderByProviderRef, markPaymentEventTransitioned, recordPaymentEvent } from './repository.js';
 import { settleOrder, type PaymentOutcome } from './transitions.js';
 
-export const PAYMENT_EVENT_TYPES = ['payment.succeeded', 'payment.failed', 'payment.expired'] as const;
+// The literals written out: a Type.Union over `.map()` gets a plain array type, and Static<> of it is never.
+export const PaymentEventTypeSchema = Type.Union([Type.Literal('payment.succeeded'), Type.Literal('payment.failed'), Type.Literal('payment.expired')]);
+export type PaymentEventType = Static<typeof PaymentEventTypeSchema>;
+export const PAYMENT_EVENT_TYPES: readonly PaymentEventType[] = PaymentEventTypeSchema.anyOf.map((literal) => literal.const);
 
 // Strict like every body (CONTRACT.md): no coercion, unknown properties rejected.
 export const PaymentEventSchema = Type.Object({
   id: Type.String({ minLength: 1, maxLength: 255 }),
-  type: Type.Union(PAYMENT_EVENT_TYPES.map((type) => Type.Literal(type))),
+  type: PaymentEventTypeSchema,
   data: Type.Object({
     providerRef: Type.String({ minLength: 1, maxLength: 255 }),
     amount: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
@@ -31,7 +34,7 @@ class AmountMismatch extends Error {
   }
 }
 
-function outcomeOf(type: PaymentEvent['type']): PaymentOutcome {
+function outcomeOf(type: PaymentEventType): PaymentOutcome {
   return type === 'payment.succeeded' ? 'succeeded' : type === 'payment.failed' ? 'failed' : 'expired';
 }
 

@@ -1,10 +1,8 @@
 import t from 'tap';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+import { runScript, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 
 t.test('with SMTP_URL unset, emails are .eml files that `npm run last-email` decodes', async (t) => {
   const mailDir = await mkdtemp(path.join(tmpdir(), 'errand-mail-'));
@@ -19,8 +17,8 @@ t.test('with SMTP_URL unset, emails are .eml files that `npm run last-email` dec
   }, 15000, '.eml file');
   t.equal(files.length, 1);
 
-  const root = new URL('../..', import.meta.url).pathname;
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'scripts/last-email.ts'], { cwd: root, env: { PATH: process.env.PATH, MAIL_DIR: mailDir } });
+  const { code, stdout, stderr } = await runScript('last-email.ts', [], { MAIL_DIR: mailDir });
+  t.equal(code, 0, `last-email exits 0 ${stderr}`);
   t.match(stdout, /To: newcomer@example\.com/);
   t.match(stdout, /Subject: Confirm your email address/);
   const link = new URL(/http\S+\/auth\/verify-email\?token=\S+/.exec(stdout)![0]);

@@ -2,13 +2,11 @@ import t from 'tap';
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
-
-const root = fileURLToPath(new URL('../..', import.meta.url));
+import { REPO_ROOT } from '../support/helpers.js';
 
 t.test('the Dockerfile lints clean', async (t) => {
   // dockerfile-utils exits 0 even with warnings: any output is a finding.
-  const { stdout, stderr } = await promisify(execFile)('npx', ['--no-install', 'dockerfile-utils', 'lint', 'Dockerfile'], { cwd: root });
+  const { stdout, stderr } = await promisify(execFile)('npx', ['--no-install', 'dockerfile-utils', 'lint', 'Dockerfile'], { cwd: REPO_ROOT });
   t.equal(stdout.trim(), '', 'no lint output');
   t.equal(stderr.trim(), '', 'no lint errors');
 });

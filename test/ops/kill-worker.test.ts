@@ -1,14 +1,10 @@
 import t from 'tap';
-import { fileURLToPath } from 'node:url';
 import { SMTPServer } from 'smtp-server';
 import { EMAIL_QUEUE } from '../../src/core/queues.js';
-import { sleep, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
-import { killAtTeardown, spawnErrand } from './support.js';
+import { sleep, spawnErrand, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 
 // Two tsx-started child processes on a shared machine: be generous.
 t.setTimeout(300_000);
-
-const root = fileURLToPath(new URL('../..', import.meta.url));
 
 /** An SMTP server that never answers the first message's DATA (the worker is killed while waiting) and accepts the rest. */
 async function startStallingSmtp() {
@@ -45,14 +41,10 @@ t.test('a worker killed with SIGKILL mid-job loses nothing: another worker compl
   // The producer side runs here (api role: no worker); the workers are real processes.
   const api = await startTestErrand(t, { ...env, ROLE: 'api' });
   const workerEnv = { ...env, ROLE: 'worker', PORT: '0', LOG_LEVEL: 'info', WORKER_LOCK_DURATION_MS: '1000', WORKER_STALLED_INTERVAL_MS: '500' };
-  const start = () => {
-    const worker = spawnErrand(process.execPath, ['--import', 'tsx', 'src/main.ts'], workerEnv, root);
-    killAtTeardown(t, worker);
-    return worker;
-  };
+  // Resolves once the worker listens (PORT=0: the port comes from its log).
+  const start = () => spawnErrand(t, workerEnv, { waitReady: false });
 
-  const first = start();
-  await first.port;
+  const first = await start();
   const res = await api.app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'survivor@example.com' } });
   t.equal(res.statusCode, 202);
   const row = await api.deps.db.selectFrom('outbox').select(['id', 'published_at']).executeTakeFirstOrThrow();
@@ -61,9 +53,10 @@ t.test('a worker killed with SIGKILL mid-job loses nothing: another worker compl
   await smtp.firstData;
   t.equal(await (await api.deps.queues[EMAIL_QUEUE].getJob(jobId))?.getState(), 'active', 'the job is active when the worker dies');
   first.child.kill('SIGKILL');
-  t.same(await first.exit, { code: null, signal: 'SIGKILL' });
+  t.same(await first.exited, { code: null, signal: 'SIGKILL' });
 
-  const second = start();
+  // Not awaited yet: the bound below counts from the spawn.
+  const starting = start();
   await waitFor(() => (smtp.delivered.length >= 1 ? true : undefined), 90000, 'the email from the second worker');
   await waitFor(async () => ((await (await api.deps.queues[EMAIL_QUEUE].getJob(jobId))?.getState()) === 'completed' ? true : undefined), 30000, 'job completed');
   t.pass('the job completed on the second worker');
@@ -71,11 +64,12 @@ t.test('a worker killed with SIGKILL mid-job loses nothing: another worker compl
   t.same(smtp.delivered, [['survivor@example.com']], 'exactly one email delivered');
   const sent = await api.deps.db.selectFrom('sent_emails').select('job_id').execute();
   t.same(sent, [{ job_id: jobId }]);
+  const second = await starting;
   t.ok(
-    second.lines.some((line) => line.includes('"event":"stalled"') && line.includes(jobId)),
+    second.stdout.some((line) => line.includes('"event":"stalled"') && line.includes(jobId)),
     'the second worker logged the stalled job',
   );
 
   second.child.kill('SIGTERM');
-  t.same(await second.exit, { code: 0, signal: null }, 'graceful stop exits 0');
+  t.same(await second.exited, { code: 0, signal: null }, 'graceful stop exits 0');
 });

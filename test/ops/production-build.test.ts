@@ -4,35 +4,22 @@ import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
-import { REDIS_URL, freshDatabaseUrl, freshQueuePrefix, startSmtpServer, waitFor } from '../support/helpers.js';
-import { killAtTeardown, spawnErrand, type ChildErrand } from './support.js';
+import { REDIS_URL, REPO_ROOT, freshDatabaseUrl, freshQueuePrefix, spawnErrand, startSmtpServer } from '../support/helpers.js';
 
 // Build + a production `npm ci` on a shared 2-core machine: allow minutes, not seconds.
 t.setTimeout(600_000);
 
 const run = promisify(execFile);
-const root = fileURLToPath(new URL('../..', import.meta.url));
-
-async function readyz(port: number): Promise<number> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}/readyz`);
-    await res.arrayBuffer();
-    return res.status;
-  } catch {
-    return 0;
-  }
-}
 
 t.test('npm run build, production install, node dist/main.js as api and as worker', async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'errand-prod-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
 
   // The real build script, written to the temp dir so a working tree's dist/ is left alone.
-  await run('npm', ['run', 'build', '--', '--outDir', path.join(dir, 'dist')], { cwd: root, maxBuffer: 16 * 1024 * 1024 });
-  await cp(path.join(root, 'migrations'), path.join(dir, 'migrations'), { recursive: true });
-  await cp(path.join(root, 'package.json'), path.join(dir, 'package.json'));
-  await cp(path.join(root, 'package-lock.json'), path.join(dir, 'package-lock.json'));
+  await run('npm', ['run', 'build', '--', '--outDir', path.join(dir, 'dist')], { cwd: REPO_ROOT, maxBuffer: 16 * 1024 * 1024 });
+  await cp(path.join(REPO_ROOT, 'migrations'), path.join(dir, 'migrations'), { recursive: true });
+  await cp(path.join(REPO_ROOT, 'package.json'), path.join(dir, 'package.json'));
+  await cp(path.join(REPO_ROOT, 'package-lock.json'), path.join(dir, 'package-lock.json'));
   await run('npm', ['ci', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: dir, maxBuffer: 16 * 1024 * 1024 });
 
   const smtp = await startSmtpServer(t);
@@ -48,15 +35,11 @@ t.test('npm run build, production install, node dist/main.js as api and as worke
     EMAIL_RATE_DURATION_MS: '10',
     LOG_LEVEL: 'info',
   };
-  const processes: Record<string, ChildErrand> = {};
   // Both at once: concurrent database creation and migration must be safe.
-  for (const role of ['api', 'worker'] as const) {
-    processes[role] = spawnErrand(process.execPath, ['dist/main.js'], { ...env, ROLE: role }, dir);
-    killAtTeardown(t, processes[role]);
-  }
-  const apiPort = await processes.api!.port;
-  const workerPort = await processes.worker!.port;
-  for (const port of [apiPort, workerPort]) await waitFor(async () => ((await readyz(port)) === 200 ? true : undefined), 60000, `/readyz on ${port}`);
+  const [api, worker] = await Promise.all(
+    (['api', 'worker'] as const).map((role) => spawnErrand(t, { ...env, ROLE: role }, { command: process.execPath, args: ['dist/main.js'], cwd: dir, readyTimeoutMs: 60000 })),
+  );
+  const [apiPort, workerPort] = [api!.port, worker!.port];
   t.pass('both roles ready');
 
   // The split end to end: the api publishes, the worker delivers.
@@ -75,9 +58,9 @@ t.test('npm run build, production install, node dist/main.js as api and as worke
   const metrics = await (await fetch(`http://127.0.0.1:${workerPort}/metrics`)).text();
   t.match(metrics, /errand_jobs_completed_total\{queue="email",name="email-verification"\} 1/);
 
-  for (const role of ['api', 'worker'] as const) {
-    processes[role]!.child.kill('SIGTERM');
-    const exit = await processes[role]!.exit;
+  for (const [role, errand] of [['api', api!], ['worker', worker!]] as const) {
+    errand.child.kill('SIGTERM');
+    const exit = await errand.exited;
     t.same(exit, { code: 0, signal: null }, `${role} exits 0 on SIGTERM`);
   }
 });

@@ -2,7 +2,7 @@ import t from 'tap';
 import { sql } from 'kysely';
 import { EMAIL_QUEUE, QUEUE_NAMES } from '../../src/core/queues.js';
 import { sleep, startSmtpServer, startTestErrand, testEnv, waitFor, type TestErrand } from '../support/helpers.js';
-import { parsePrometheus, sampleValue } from './support.js';
+import { parsePrometheus, sampleValue } from '../support/prometheus.js';
 
 const ADMIN_TOKEN = 'test-admin-token-0123456789';
 

@@ -1,7 +1,13 @@
 import t, { type Test } from 'tap';
 import { sql } from 'kysely';
 import { sleep, startSmtpServer, startTestErrand, testEnv } from '../support/helpers.js';
+import type { PaymentEvent } from '../../src/payments/events.js';
 import { createOrder, eventId, paymentEvent, sendWebhook, signatureHeader, WEBHOOK_SECRET, type CreatedOrder } from '../support/payments.js';
+
+// Checked by tsc: the static event type is the three literals (a mapped Type.Union once made it never).
+'payment.expired' satisfies PaymentEvent['type'];
+// @ts-expect-error not an event type
+'payment.refunded' satisfies PaymentEvent['type'];
 
 const smtp = await startSmtpServer(t);
 const errand = await startTestErrand(t, testEnv(t, { SMTP_URL: smtp.url, PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET }));

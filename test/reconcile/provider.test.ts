@@ -2,7 +2,8 @@ import t from 'tap';
 import { createServer } from 'node:http';
 import { createHttpPaymentProvider } from '../../src/reconcile/provider.js';
 import { ProviderSimulator } from '../../src/reconcile/simulator.js';
-import { freePort, startSimulator } from '../support/reconcile.js';
+import { freePort } from '../support/helpers.js';
+import { startSimulator } from '../support/reconcile.js';
 
 const { sim, url } = await startSimulator(t);
 const provider = createHttpPaymentProvider({ baseUrl: `${url}/`, timeoutMs: 300 });

@@ -7,10 +7,11 @@ import { createQueues, PAYMENTS_RECONCILE_QUEUE } from '../../src/core/queues.js
 import { workerConnectionOptions } from '../../src/core/redis.js';
 import { PAYMENTS_RECONCILE_SCHEDULER_ID } from '../../src/reconcile/jobs.js';
 import { syncSchedulers } from '../../src/reconcile/scheduler.js';
-import { REDIS_URL, sleep, testEnv, waitFor } from '../support/helpers.js';
-import { spawnErrand } from '../support/reconcile.js';
+import { REDIS_URL, sleep, spawnErrand, testEnv, waitFor, type SpawnOptions } from '../support/helpers.js';
 
 const runnable = new Set(['delayed', 'waiting', 'prioritized', 'active']);
+// Several tsx-started workers at once on a shared machine.
+const slowStart: SpawnOptions = { readyTimeoutMs: 60000 };
 
 t.test('syncSchedulers: upsert, update in place, remove, and a next job after remove → upsert', async (t) => {
   const env = testEnv(t, { PAYMENTS_RECONCILE_CRON: '0 * * * *', PAYMENTS_RECONCILE_TZ: 'Europe/Paris', PAYMENTS_RECONCILE_WINDOW_HOURS: '6', PAYMENTS_RECONCILE_LIMIT: '50' });
@@ -83,7 +84,7 @@ t.test('worker processes: one scheduler for many replicas, removed by false, upd
   const queue = queues[PAYMENTS_RECONCILE_QUEUE];
 
   // Two replicas at once.
-  const [a, b] = await Promise.all([spawnErrand(t, base), spawnErrand(t, base)]);
+  const [a, b] = await Promise.all([spawnErrand(t, base, slowStart), spawnErrand(t, base, slowStart)]);
   let schedulers = await queue.getJobSchedulers();
   t.equal(schedulers.length, 1, 'one scheduler from two processes');
   t.match(schedulers[0], { key: 'payments-reconcile', name: 'payments-sweep', pattern: '0 * * * *' });
@@ -92,7 +93,7 @@ t.test('worker processes: one scheduler for many replicas, removed by false, upd
 
   // Restart one with the flag off: the scheduler is gone for everyone.
   t.equal((await b.stop()).code, 0, 'SIGTERM stops it cleanly');
-  const off = await spawnErrand(t, { ...base, PAYMENTS_RECONCILE_ENABLED: 'false' });
+  const off = await spawnErrand(t, { ...base, PAYMENTS_RECONCILE_ENABLED: 'false' }, slowStart);
   t.equal((await queue.getJobSchedulers()).length, 0, 'false removed it');
   t.equal(await queue.getDelayedCount(), 0);
   t.ok(off.logLines().some((l) => l.msg === 'job scheduler removed'));
@@ -104,7 +105,7 @@ t.test('worker processes: one scheduler for many replicas, removed by false, upd
   await events.waitUntilReady();
   const completed: string[] = [];
   events.on('completed', ({ jobId }) => completed.push(jobId));
-  const fast = await spawnErrand(t, { ...base, PAYMENTS_RECONCILE_CRON: '* * * * * *' });
+  const fast = await spawnErrand(t, { ...base, PAYMENTS_RECONCILE_CRON: '* * * * * *' }, slowStart);
   schedulers = await queue.getJobSchedulers();
   t.equal(schedulers.length, 1, 'still one scheduler');
   t.equal(schedulers[0]!.pattern, '* * * * * *', 'with the new pattern');

@@ -4,8 +4,8 @@ import { createDb, migrateToLatest } from '../../src/core/db.js';
 import { createLogger } from '../../src/core/logger.js';
 import { createQueues, PAYMENTS_RECONCILE_QUEUE } from '../../src/core/queues.js';
 import { loadConfig } from '../../src/config.js';
-import { REDIS_URL, testEnv } from '../support/helpers.js';
-import { freePort, insertOrders, runScript, startSimulator } from '../support/reconcile.js';
+import { freePort, REDIS_URL, runScript, testEnv } from '../support/helpers.js';
+import { insertOrders, startSimulator } from '../support/reconcile.js';
 
 const { sim, url } = await startSimulator(t);
 const env = testEnv(t, { PAYMENT_PROVIDER_URL: url, LOG_LEVEL: 'info' });

@@ -1,4 +1,7 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { Redis } from 'ioredis';
@@ -8,9 +11,11 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { startErrand, type Errand } from '../../src/errand.js';
 
 type Teardown = (fn: () => unknown) => void;
-interface T {
+export interface T {
   teardown: Teardown;
 }
+
+export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 export const BASE_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -195,8 +200,7 @@ export function extractLink(text: string, path: string): string {
 }
 
 /** A free TCP port on 127.0.0.1 (for servers we start as child processes). */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
@@ -216,9 +220,8 @@ export interface PrivateRedis {
 
 /** A redis-server owned by one test, on its own port, so the test may kill it. Never the shared one. */
 export async function startPrivateRedis(t: T): Promise<PrivateRedis> {
-  const { spawn } = await import('node:child_process');
   const port = await freePort();
-  let child: import('node:child_process').ChildProcess | undefined;
+  let child: ChildProcess | undefined;
   const redis: PrivateRedis = {
     url: `redis://127.0.0.1:${port}`,
     async start() {
@@ -247,36 +250,70 @@ export async function startPrivateRedis(t: T): Promise<PrivateRedis> {
   return redis;
 }
 
-export interface ChildErrand {
-  child: import('node:child_process').ChildProcess;
-  baseUrl: string;
-  stdout: string[];
-  stderr: string[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  waitForLog(predicate: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+/** A child's environment: exactly `env`, plus PATH and HOME so node and npm work. */
+export function childEnv(env: Record<string, string | undefined>): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH, HOME: process.env.HOME, ...env };
 }
 
-/** `node --import tsx src/main.ts` as a real child process (one process: signals reach errand itself). */
-export async function spawnErrand(t: T, env: Record<string, string | undefined>, options: { waitReady?: boolean; killAtTeardown?: boolean } = {}): Promise<ChildErrand> {
-  const { spawn } = await import('node:child_process');
-  const port = env.PORT ?? String(await freePort());
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: new URL('../..', import.meta.url).pathname,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env, PORT: port },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface ChildErrand {
+  child: ChildProcess;
+  port: number;
+  baseUrl: string;
+  /** Non-empty stdout lines so far. */
+  stdout: string[];
+  /** Non-empty stderr lines so far. */
+  stderr: string[];
+  exited: Promise<Exit>;
+  /** stdout lines that are JSON (pino's log lines). */
+  logLines(): Record<string, unknown>[];
+  /** SIGTERM if still running; resolves when it has exited. */
+  stop(): Promise<Exit>;
+}
+
+export interface SpawnOptions {
+  /** Default: this node, running `--import tsx src/main.ts` (one process: signals reach errand itself). */
+  command?: string;
+  args?: string[];
+  /** Default: the repository root. */
+  cwd?: string;
+  /** Wait until /readyz answers 200 (default true). */
+  waitReady?: boolean;
+  readyTimeoutMs?: number;
+  /** SIGKILL it at teardown if still running (default true). */
+  killAtTeardown?: boolean;
+}
+
+/**
+ * errand as a real child process with exactly `env`. Resolves once its port is known — PORT, or a free port
+ * when PORT is unset, or with PORT=0 the one its "Server listening" log line names — and, unless
+ * `waitReady: false`, once /readyz answers 200.
+ */
+export async function spawnErrand(t: T, env: Record<string, string | undefined>, options: SpawnOptions = {}): Promise<ChildErrand> {
+  const { command = process.execPath, args = ['--import', 'tsx', 'src/main.ts'], cwd = REPO_ROOT, waitReady = true, readyTimeoutMs = 30000, killAtTeardown = true } = options;
+  const fixedPort = env.PORT ?? String(await freePort());
+  const child = spawn(command, args, { cwd, env: childEnv({ ...env, PORT: fixedPort }), stdio: ['ignore', 'pipe', 'pipe'] });
   const stdout: string[] = [];
   const stderr: string[] = [];
+  let listening: ((port: number) => void) | undefined;
+  const listeningPort = new Promise<number>((resolve) => (listening = resolve));
   let partial = '';
   child.stdout!.on('data', (chunk: Buffer) => {
-    const text = partial + chunk.toString();
-    const lines = text.split('\n');
+    const lines = (partial + chunk.toString()).split('\n');
     partial = lines.pop()!;
-    stdout.push(...lines.filter(Boolean));
+    for (const line of lines.filter(Boolean)) {
+      stdout.push(line);
+      const match = /Server listening at http:\/\/[^"]*:(\d+)/.exec(line);
+      if (match) listening?.(Number(match[1]));
+    }
   });
   child.stderr!.on('data', (chunk: Buffer) => stderr.push(...chunk.toString().split('\n').filter(Boolean)));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  if (options.killAtTeardown !== false) {
+  const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  if (killAtTeardown) {
     t.teardown(async () => {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGKILL');
@@ -284,24 +321,76 @@ export async function spawnErrand(t: T, env: Record<string, string | undefined>,
       }
     });
   }
+  const tail = () => `stderr: ${stderr.slice(-5).join(' | ')}; stdout: ${stdout.slice(-3).join(' | ')}`;
+  const port =
+    fixedPort !== '0'
+      ? Number(fixedPort)
+      : await Promise.race([
+          listeningPort,
+          exited.then(({ code, signal }) => Promise.reject(new Error(`errand exited (${code ?? signal}) before listening; ${tail()}`))),
+        ]);
   const handle: ChildErrand = {
     child,
+    port,
     baseUrl: `http://127.0.0.1:${port}`,
     stdout,
     stderr,
     exited,
-    waitForLog: (predicate, timeoutMs = 15000) =>
-      waitFor(() => stdout.map((line) => { try { return JSON.parse(line) as Record<string, unknown>; } catch { return undefined; } }).find((l) => l && predicate(l)), timeoutMs, 'log line'),
+    logLines: () =>
+      stdout.flatMap((line) => {
+        try {
+          return [JSON.parse(line) as Record<string, unknown>];
+        } catch {
+          return [];
+        }
+      }),
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
   };
-  if (options.waitReady !== false) {
-    await waitFor(async () => {
-      if (child.exitCode !== null) throw new Error(`errand exited early: ${stderr.join('\n')}`);
-      try {
-        return (await fetch(`${handle.baseUrl}/readyz`)).status === 200 || undefined;
-      } catch {
-        return undefined;
-      }
-    }, 30000, 'errand /readyz');
+  if (waitReady) {
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error('errand exited early');
+        try {
+          const res = await fetch(`${handle.baseUrl}/readyz`);
+          await res.body?.cancel();
+          return res.status === 200 || undefined;
+        } catch {
+          return undefined;
+        }
+      },
+      readyTimeoutMs,
+      'errand /readyz',
+    ).catch((error: Error) => {
+      throw new Error(`${error.message}; ${tail()}`);
+    });
   }
   return handle;
+}
+
+export interface ScriptResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a script under scripts/ to its end, as its own process with exactly `env`; SIGKILLed after `timeoutMs`. */
+export function runScript(script: string, args: string[], env: Record<string, string | undefined>, timeoutMs = 60000): Promise<ScriptResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', `scripts/${script}`, ...args], { cwd: REPO_ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`scripts/${script} ${args.join(' ')} did not exit within ${timeoutMs} ms; stderr: ${stderr}`));
+    }, timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
 }
