@@ -1,15 +1,14 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { testEnv } from '../support/helpers.js';
+import { childEnv, REPO_ROOT, testEnv } from '../support/helpers.js';
 
 // The contract's exact command line: `npm run sweep -- …` must leave one JSON line on stdout (see .npmrc).
 t.test('`npm run sweep -- --dry-run` prints exactly one JSON summary line on stdout', async (t) => {
   const env = testEnv(t);
-  const root = new URL('../..', import.meta.url).pathname;
   const { stdout } = await promisify(execFile)('npm', ['run', 'sweep', '--', '--dry-run', '--window', '2h', '--limit', '10'], {
-    cwd: root,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+    cwd: REPO_ROOT,
+    env: childEnv(env),
     timeout: 120000,
   });
   const lines = stdout.split('\n').filter(Boolean);
