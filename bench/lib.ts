@@ -173,6 +173,8 @@ export interface SmtpSink {
   url: string;
   /** performance.now() of every accepted message, in arrival order. */
   receivedAt: number[];
+  /** Envelope recipients of every accepted message, parallel to `receivedAt`. */
+  recipients: string[][];
   close(): Promise<void>;
 }
 
@@ -180,15 +182,17 @@ export interface SmtpSink {
 export async function startSmtpSink(options: { delayMs?: number } = {}): Promise<SmtpSink> {
   const delayMs = options.delayMs ?? 0;
   const receivedAt: number[] = [];
+  const recipients: string[][] = [];
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['STARTTLS', 'AUTH'],
     disableReverseLookup: true,
     logger: false,
-    onData(stream, _session, callback) {
+    onData(stream, session, callback) {
       stream.on('data', () => {});
       stream.on('end', () => {
         receivedAt.push(performance.now());
+        recipients.push(session.envelope.rcptTo.map((rcpt) => rcpt.address));
         if (delayMs > 0) setTimeout(() => callback(), delayMs);
         else callback();
       });
@@ -204,7 +208,7 @@ export async function startSmtpSink(options: { delayMs?: number } = {}): Promise
       server.close(() => resolve());
     });
   onCleanup(`stop SMTP sink :${port}`, close);
-  return { url: `smtp://127.0.0.1:${port}`, receivedAt, close };
+  return { url: `smtp://127.0.0.1:${port}`, receivedAt, recipients, close };
 }
 
 // ---------------------------------------------------------------- child processes

@@ -6,9 +6,7 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from './lib.js';
 
-const SCENARIOS = ['signup', 'outbox', 'limiter', 'memory'];
-// TODO(issue 3): 'webhook' — POST /payments/webhook (signature check + exactly-once transition) once orders land.
-// TODO(issue 4): 'sweep' — runPaymentsSweep over N pending orders against the provider simulator once the sweep lands.
+const SCENARIOS = ['signup', 'outbox', 'limiter', 'webhook', 'sweep', 'memory'];
 
 const only = process.argv.slice(2);
 const dir = path.join(repoRoot, 'var', 'bench');

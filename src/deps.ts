@@ -7,6 +7,7 @@ import { createQueues, type Queues } from './core/queues.js';
 import { createProducerRedis } from './core/redis.js';
 import { createMailer, type Mailer } from './email/mailer.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
+import { flushPublishedMarks } from './outbox/outbox.js';
 import { createHttpPaymentProvider, type PaymentProvider } from './reconcile/provider.js';
 import { ProviderSimulator } from './reconcile/simulator.js';
 
@@ -51,6 +52,7 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
       mailer.close();
       await Promise.allSettled(Object.values(queues).map((queue) => queue.close()));
       redis.disconnect();
+      await flushPublishedMarks({ db, log });
       await db.destroy();
     },
   };

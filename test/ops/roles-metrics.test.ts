@@ -20,7 +20,15 @@ t.test('role api: serves HTTP and publishes, but runs no worker', async (t) => {
 
   const res = await errand.app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'api-only@example.com' } });
   t.equal(res.statusCode, 202);
-  const row = await errand.deps.db.selectFrom('outbox').select(['id', 'published_at']).executeTakeFirstOrThrow();
+  // Marks are written in batches shortly after the publish (src/outbox/outbox.ts).
+  const row = await waitFor(
+    async () => {
+      const found = await errand.deps.db.selectFrom('outbox').select(['id', 'published_at']).executeTakeFirstOrThrow();
+      return found.published_at ? found : undefined;
+    },
+    2000,
+    'outbox row marked published',
+  );
   t.ok(row.published_at, 'the outbox row was published after commit');
   await sleep(1500);
   const job = await errand.deps.queues[EMAIL_QUEUE].getJob(`outbox-${row.id}`);
