@@ -4,7 +4,7 @@ import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { REDIS_URL, REPO_ROOT, freshDatabaseUrl, freshQueuePrefix, spawnErrand, startSmtpServer } from '../support/helpers.js';
+import { REDIS_URL, REPO_ROOT, freshDatabaseUrl, freshQueuePrefix, spawnErrand, startSmtpServer, waitFor } from '../support/helpers.js';
 
 // Build + a production `npm ci` on a shared 2-core machine: allow minutes, not seconds.
 t.setTimeout(600_000);
@@ -55,8 +55,13 @@ t.test('npm run build, production install, node dist/main.js as api and as worke
   await workerSignup.arrayBuffer();
   const [email] = await smtp.waitForEmails(1, 60000);
   t.same(email!.to, ['prod@example.com']);
-  const metrics = await (await fetch(`http://127.0.0.1:${workerPort}/metrics`)).text();
-  t.match(metrics, /errand_jobs_completed_total\{queue="email",name="email-verification"\} 1/);
+  // The email arrives before the worker records the job as completed (sent_emails, then the completed event).
+  const completed = /errand_jobs_completed_total\{queue="email",name="email-verification"\} 1/;
+  const metrics = await waitFor(async () => {
+    const text = await (await fetch(`http://127.0.0.1:${workerPort}/metrics`)).text();
+    return completed.test(text) ? text : undefined;
+  }, 15000, 'the completed counter').catch(async () => (await fetch(`http://127.0.0.1:${workerPort}/metrics`)).text());
+  t.match(metrics, completed);
 
   for (const [role, errand] of [['api', api!], ['worker', worker!]] as const) {
     errand.child.kill('SIGTERM');
