@@ -7,7 +7,7 @@ import { createQueues, type Queues } from './core/queues.js';
 import { createProducerRedis } from './core/redis.js';
 import { createMailer, type Mailer } from './email/mailer.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
-import { flushPublishedMarks } from './outbox/outbox.js';
+import { createPublishedMarks, type PublishedMarks } from './outbox/outbox.js';
 import { createHttpPaymentProvider, type PaymentProvider } from './reconcile/provider.js';
 import { ProviderSimulator } from './reconcile/simulator.js';
 
@@ -19,6 +19,8 @@ export interface Deps {
   redis: Redis;
   queues: Queues;
   mailer: Mailer;
+  /** Batches the outbox's `published_at` marks across requests (flushed by close). */
+  publishedMarks: PublishedMarks;
   /** Prometheus registry and errand's metrics (served at /metrics). */
   metrics: Metrics;
   /** The payment provider's read API (the built-in simulator when PAYMENT_PROVIDER_URL is unset). */
@@ -33,6 +35,7 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
   const redis = createProducerRedis(config.REDIS_URL);
   redis.on('error', (err) => log.debug({ err }, 'producer redis connection error'));
   const queues = createQueues(redis, config, log);
+  const publishedMarks = createPublishedMarks(db, log);
   const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR });
   const metrics = createMetrics({ db, redis, queues, log });
   const provider = config.PAYMENT_PROVIDER_URL
@@ -46,13 +49,14 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
     redis,
     queues,
     mailer,
+    publishedMarks,
     metrics,
     provider,
     async close() {
       mailer.close();
       await Promise.allSettled(Object.values(queues).map((queue) => queue.close()));
       redis.disconnect();
-      await flushPublishedMarks({ db, log });
+      await publishedMarks.flush();
       await db.destroy();
     },
   };

@@ -33,6 +33,7 @@ export interface OutboxDeps {
   redis: Redis;
   queues: Queues;
   log: Logger;
+  publishedMarks: PublishedMarks;
 }
 
 async function addToQueue(deps: OutboxDeps, row: OutboxRow): Promise<void> {
@@ -49,53 +50,51 @@ async function addToQueue(deps: OutboxDeps, row: OutboxRow): Promise<void> {
 const MARK_FLUSH_MS = 20;
 const MARK_BATCH_MAX = 100;
 
-interface PublishedMarks {
-  ids: string[];
-  timer: NodeJS.Timeout | undefined;
-  flushing: Set<Promise<void>>;
+export interface PublishedMarks {
+  /** Queues ids whose jobs are in Redis; they are marked within MARK_FLUSH_MS, in one UPDATE. */
+  add(ids: string[]): void;
+  /** Writes what is still held; call before closing the pool. */
+  flush(): Promise<void>;
 }
 
-const marksByDb = new WeakMap<Db, PublishedMarks>();
+export function createPublishedMarks(db: Db, log: Logger): PublishedMarks {
+  let ids: string[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const flushing = new Set<Promise<void>>();
 
-function flushMarks(deps: Pick<OutboxDeps, 'db' | 'log'>, marks: PublishedMarks): Promise<void> {
-  clearTimeout(marks.timer);
-  marks.timer = undefined;
-  if (marks.ids.length === 0) return Promise.resolve();
-  const ids = marks.ids.splice(0);
-  const flush = deps.db
-    .updateTable('outbox')
-    .set({ published_at: new Date() })
-    .where(sql<boolean>`id = any(${ids}::bigint[])`)
-    .where('published_at', 'is', null)
-    .execute()
-    .then(
-      () => undefined,
-      // The jobs are in Redis; the relay will re-add them under the same ids, which BullMQ ignores.
-      (err: unknown) => deps.log.warn({ err, rows: ids.length }, 'could not mark outbox rows published'),
-    )
-    .finally(() => marks.flushing.delete(flush));
-  marks.flushing.add(flush);
-  return flush;
-}
+  const flushNow = (): Promise<void> => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (ids.length === 0) return Promise.resolve();
+    const batch = ids;
+    ids = [];
+    const flush = db
+      .updateTable('outbox')
+      .set({ published_at: new Date() })
+      .where(sql<boolean>`id = any(${batch}::bigint[])`)
+      .where('published_at', 'is', null)
+      .execute()
+      .then(
+        () => undefined,
+        // The jobs are in Redis; the relay will re-add them under the same ids, which BullMQ ignores.
+        (err: unknown) => log.warn({ err, rows: batch.length }, 'could not mark outbox rows published'),
+      )
+      .finally(() => flushing.delete(flush));
+    flushing.add(flush);
+    return flush;
+  };
 
-function markPublished(deps: OutboxDeps, ids: string[]): void {
-  let marks = marksByDb.get(deps.db);
-  if (!marks) {
-    marks = { ids: [], timer: undefined, flushing: new Set() };
-    marksByDb.set(deps.db, marks);
-  }
-  marks.ids.push(...ids);
-  const current = marks;
-  if (current.ids.length >= MARK_BATCH_MAX) void flushMarks(deps, current);
-  else current.timer ??= setTimeout(() => void flushMarks(deps, current), MARK_FLUSH_MS);
-}
-
-/** Writes the `published_at` marks still held for `db`; call before closing its pool. */
-export async function flushPublishedMarks(deps: Pick<OutboxDeps, 'db' | 'log'>): Promise<void> {
-  const marks = marksByDb.get(deps.db);
-  if (!marks) return;
-  await flushMarks(deps, marks);
-  await Promise.allSettled([...marks.flushing]);
+  return {
+    add(published) {
+      ids.push(...published);
+      if (ids.length >= MARK_BATCH_MAX) void flushNow();
+      else timer ??= setTimeout(() => void flushNow(), MARK_FLUSH_MS);
+    },
+    async flush() {
+      await flushNow();
+      await Promise.allSettled([...flushing]);
+    },
+  };
 }
 
 /**
@@ -113,7 +112,7 @@ export async function publishAfterCommit(deps: OutboxDeps, rows: OutboxRow[]): P
       deps.log.warn({ outboxId: row.id, queue: row.queue, jobName: row.job_name, err }, 'outbox publish deferred to relay');
     }
   }
-  if (published.length > 0) markPublished(deps, published);
+  if (published.length > 0) deps.publishedMarks.add(published);
 }
 
 /**

@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Db } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
 import type { Queues } from '../core/queues.js';
-import { publishAfterCommit } from '../outbox/outbox.js';
+import { publishAfterCommit, type PublishedMarks } from '../outbox/outbox.js';
 import { PaymentEventSchema, processPaymentEvent } from './events.js';
 import { SIGNATURE_HEADER, SIGNATURE_TOLERANCE_S, verifyWebhookSignature } from './signature.js';
 
@@ -15,6 +15,7 @@ export interface WebhookRoutesOptions {
   redis: Redis;
   queues: Queues;
   log: Logger;
+  publishedMarks: PublishedMarks;
   webhookSecret: string;
 }
 

@@ -6,7 +6,7 @@ import type { Db } from '../core/db.js';
 import { maskEmail, type Logger } from '../core/logger.js';
 import { EMAIL_QUEUE, type Queues } from '../core/queues.js';
 import { EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
-import { insertOutboxJob, publishAfterCommit } from '../outbox/outbox.js';
+import { insertOutboxJob, publishAfterCommit, type PublishedMarks } from '../outbox/outbox.js';
 import { consumeVerificationToken, upsertUserForVerification } from './repository.js';
 import { hashToken } from './tokens.js';
 
@@ -28,6 +28,7 @@ export interface SignupRoutesOptions {
   redis: Redis;
   queues: Queues;
   log: Logger;
+  publishedMarks: PublishedMarks;
 }
 
 export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fastify, deps) => {
