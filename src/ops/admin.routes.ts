@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
 import { QUEUE_NAMES, isQueueName, type Queues } from '../core/queues.js';
 import { enqueuePaymentsSweep } from '../reconcile/jobs.js';
+import { sendError } from '../core/errors.js';
 import { requireBearer } from './auth.js';
 
 export interface AdminRoutesOptions {
@@ -27,7 +28,7 @@ const FailedQuerySchema = Type.Object(
 const MAX_FAILED_PAGE = 1000;
 
 function notFound(reply: FastifyReply, message: string) {
-  return reply.code(404).send({ statusCode: 404, error: 'Not Found', message });
+  return sendError(reply, 404, message);
 }
 
 /** `/admin/*` behind `Authorization: Bearer $ADMIN_TOKEN`. Registered only when ADMIN_TOKEN is set. */
@@ -37,7 +38,7 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastif
   // Queue reads go over the fail-fast producer connection: answer 503 rather than wait for Redis.
   app.addHook('preHandler', async (_request, reply) => {
     if (deps.redis.status !== 'ready') {
-      return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'redis unavailable, try again later' });
+      return sendError(reply, 503, 'redis unavailable, try again later');
     }
   });
 
@@ -64,7 +65,7 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastif
     const start = Number(request.query.start ?? 0);
     const limit = Number(request.query.limit ?? 100);
     if (limit < 1 || limit > MAX_FAILED_PAGE) {
-      return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `querystring/limit must be between 1 and ${MAX_FAILED_PAGE}` });
+      return sendError(reply, 400, `querystring/limit must be between 1 and ${MAX_FAILED_PAGE}`);
     }
     const [total, jobs] = await Promise.all([queue.getFailedCount(), queue.getFailed(start, start + limit - 1)]);
     return {

@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { sendError } from '../core/errors.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
 /** Constant time whatever the lengths: both sides are hashed to 32 bytes first. */
@@ -9,10 +10,7 @@ export function secretsEqual(given: string, expected: string): boolean {
 }
 
 function unauthorized(reply: FastifyReply, challenge: string) {
-  return reply
-    .code(401)
-    .header('www-authenticate', challenge)
-    .send({ statusCode: 401, error: 'Unauthorized', message: 'missing or invalid credentials' });
+  return sendError(reply.header('www-authenticate', challenge), 401, 'missing or invalid credentials');
 }
 
 /** onRequest hook: `Authorization: Bearer <token>`. */

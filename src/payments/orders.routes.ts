@@ -3,6 +3,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Db } from '../core/db.js';
+import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { maskEmail } from '../core/logger.js';
 import { findOrderById, insertOrder } from './repository.js';
 import { deriveTrackingKey, isUuid, isValidTrackingToken } from './tracking.js';
@@ -35,8 +36,6 @@ const OrderTrackingSchema = Type.Object({
   currency: Type.String(),
   paidAt: Type.Union([Type.String(), Type.Null()]),
 });
-
-const ErrorSchema = Type.Object({ statusCode: Type.Integer(), error: Type.String(), message: Type.String() });
 
 // Not `format: uuid`: a malformed id is just another wrong id (404), not a 400 that tells ids apart.
 // No length limits and no type on token: an overlong, repeated (?token=a&token=b) or odd token is a wrong token (404).
@@ -77,12 +76,12 @@ export const orderRoutes: FastifyPluginAsync<OrderRoutesOptions> = async (fastif
 
   app.get(
     '/orders/:id/tracking',
-    { schema: { params: TrackingParamsSchema, querystring: TrackingQuerySchema, response: { 200: OrderTrackingSchema, 404: ErrorSchema } } },
+    { schema: { params: TrackingParamsSchema, querystring: TrackingQuerySchema, response: { 200: OrderTrackingSchema, 404: ErrorResponseSchema } } },
     async (request, reply) => {
       const { id } = request.params;
       // The token is checked first, without touching the database; every failure gets the same answer.
       const order = typeof request.query.token === 'string' && isValidTrackingToken(trackingKey, id, request.query.token) && isUuid(id) ? await findOrderById(deps.db, id) : undefined;
-      if (!order) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'order not found' });
+      if (!order) return sendError(reply, 404, 'order not found');
       return { id: order.id, status: order.status, amount: order.amount, currency: order.currency, paidAt: order.paidAt?.toISOString() ?? null };
     },
   );

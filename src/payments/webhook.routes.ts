@@ -1,7 +1,8 @@
-import type { FastifyPluginAsync, FastifyReply } from 'fastify';
+import type { FastifyPluginAsync } from 'fastify';
 import { Value } from 'typebox/value';
 import type { Redis } from 'ioredis';
 import type { Db } from '../core/db.js';
+import { sendError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { Queues } from '../core/queues.js';
 import { publishAfterCommit, type PublishedMarks } from '../outbox/outbox.js';
@@ -26,9 +27,6 @@ const SIGNATURE_MESSAGES = {
   mismatch: `${SIGNATURE_HEADER} does not match the body`,
 } as const;
 
-function fail(reply: FastifyReply, statusCode: 400 | 401 | 422, error: string, message: string) {
-  return reply.code(statusCode).send({ statusCode, error, message });
-}
 
 /**
  * Order of checks: size (413, while reading), signature over the raw bytes
@@ -46,19 +44,19 @@ export const webhookRoutes: FastifyPluginAsync<WebhookRoutesOptions> = async (ap
     const check = verifyWebhookSignature(deps.webhookSecret, request.headers[SIGNATURE_HEADER], rawBody);
     if (!check.ok) {
       request.log.warn({ reason: check.reason }, 'webhook refused: signature');
-      return fail(reply, 401, 'Unauthorized', SIGNATURE_MESSAGES[check.reason]);
+      return sendError(reply, 401, SIGNATURE_MESSAGES[check.reason]);
     }
 
     let body: unknown;
     try {
       body = JSON.parse(rawBody.toString('utf8'));
     } catch {
-      return fail(reply, 400, 'Bad Request', 'body is not valid JSON');
+      return sendError(reply, 400, 'body is not valid JSON');
     }
     if (!Value.Check(PaymentEventSchema, body)) {
       const [first] = Value.Errors(PaymentEventSchema, body);
       const where = first?.instancePath || 'body';
-      return fail(reply, 400, 'Bad Request', `${where} ${first?.message ?? 'is invalid'}`);
+      return sendError(reply, 400, `${where} ${first?.message ?? 'is invalid'}`);
     }
     const event = body;
 
@@ -76,7 +74,7 @@ export const webhookRoutes: FastifyPluginAsync<WebhookRoutesOptions> = async (ap
           { ...fields, orderId: result.orderId, expected: result.expected, received: { amount: event.data.amount, currency: event.data.currency } },
           'webhook amount or currency differs from the order; order left unchanged',
         );
-        return fail(reply, 422, 'Unprocessable Entity', 'amount or currency differs from the order');
+        return sendError(reply, 422, 'amount or currency differs from the order');
       case 'applied':
         await publishAfterCommit({ ...deps, log: request.log }, result.outboxRows);
         request.log.info({ ...fields, orderId: result.orderId, transitioned: result.transitioned }, 'webhook event applied');

@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Redis } from 'ioredis';
 import type { Db } from '../core/db.js';
+import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { maskEmail, type Logger } from '../core/logger.js';
 import { EMAIL_QUEUE, type Queues } from '../core/queues.js';
 import { EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
@@ -18,8 +19,6 @@ export const SignupBodySchema = Type.Object(
   },
   { additionalProperties: false },
 );
-
-const ErrorSchema = Type.Object({ statusCode: Type.Integer(), error: Type.String(), message: Type.String() });
 
 const VerifyQuerySchema = Type.Object({ token: Type.String({ minLength: 1, maxLength: 512 }) });
 
@@ -56,11 +55,11 @@ export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fast
 
   app.get(
     '/auth/verify-email',
-    { schema: { querystring: VerifyQuerySchema, response: { 200: Type.Object({ status: Type.Literal('verified') }), 400: ErrorSchema } } },
+    { schema: { querystring: VerifyQuerySchema, response: { 200: Type.Object({ status: Type.Literal('verified') }), 400: ErrorResponseSchema } } },
     async (request, reply) => {
       const verified = await consumeVerificationToken(deps.db, hashToken(request.query.token));
       if (!verified) {
-        return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'invalid, used or expired token' });
+        return sendError(reply, 400, 'invalid, used or expired token');
       }
       return { status: 'verified' as const };
     },
