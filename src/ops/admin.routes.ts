@@ -6,7 +6,9 @@ import type { Config } from '../config.js';
 import { QUEUE_NAMES, isQueueName, type Queues } from '../queues.js';
 import { enqueuePaymentsSweep } from '../reconcile/jobs.js';
 import { sendError } from '../core/errors.js';
+import { SafeString } from '../core/schemas.js';
 import { requireBearer } from './auth.js';
+import { refuseFraming } from './board.js';
 
 export interface AdminRoutesOptions {
   config: Config;
@@ -15,8 +17,8 @@ export interface AdminRoutesOptions {
   adminToken: string;
 }
 
-const QueueParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }) });
-const JobParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }), id: Type.String({ minLength: 1, maxLength: 256 }) });
+const QueueParamsSchema = Type.Object({ queue: SafeString({ minLength: 1, maxLength: 100 }) });
+const JobParamsSchema = Type.Object({ queue: SafeString({ minLength: 1, maxLength: 100 }), id: SafeString({ minLength: 1, maxLength: 256 }) });
 // Query strings are strings, and the app's Ajv does not coerce: digits, range-checked in the handler.
 const FailedQuerySchema = Type.Object(
   {
@@ -34,6 +36,7 @@ function notFound(reply: FastifyReply, message: string) {
 /** `/admin/*` behind `Authorization: Bearer $ADMIN_TOKEN`. Registered only when ADMIN_TOKEN is set. */
 export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  app.addHook('onRequest', refuseFraming);
   app.addHook('onRequest', requireBearer(deps.adminToken));
   // Queue reads go over the fail-fast producer connection: answer 503 rather than wait for Redis.
   app.addHook('preHandler', async (_request, reply) => {

@@ -1,4 +1,4 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
@@ -7,8 +7,15 @@ import { requireBasicPassword } from './auth.js';
 
 export const BOARD_PATH = '/admin/board';
 
+/** onRequest hook for /admin/*: no other site may frame these pages (clickjacking on the board's clean/obliterate buttons). */
+export async function refuseFraming(_request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  reply.header('x-frame-options', 'DENY');
+  reply.header('content-security-policy', "frame-ancestors 'none'");
+}
+
 /** Bull Board UI for every queue at /admin/board, behind HTTP Basic (any user, password ADMIN_TOKEN). */
 export const boardRoutes: FastifyPluginAsync<{ queues: Queues; adminToken: string }> = async (app, options) => {
+  app.addHook('onRequest', refuseFraming);
   app.addHook('onRequest', requireBasicPassword(options.adminToken));
   const serverAdapter = new FastifyAdapter();
   serverAdapter.setBasePath(BOARD_PATH);

@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox';
 import type { Db } from '../core/db.js';
+import { SafeString } from '../core/schemas.js';
 import type { OutboxRow } from '../outbox/producer.js';
 import { findOrderByProviderRef, markPaymentEventTransitioned, recordPaymentEvent } from './repository.js';
 import { settleOrder, type PaymentOutcome } from './transitions.js';
@@ -11,10 +12,10 @@ export const PAYMENT_EVENT_TYPES: readonly PaymentEventType[] = PaymentEventType
 
 // Strict like every body (CONTRACT.md): no coercion, unknown properties rejected.
 export const PaymentEventSchema = Type.Object({
-  id: Type.String({ minLength: 1, maxLength: 255 }),
+  id: SafeString({ minLength: 1, maxLength: 255 }),
   type: PaymentEventTypeSchema,
   data: Type.Object({
-    providerRef: Type.String({ minLength: 1, maxLength: 255 }),
+    providerRef: SafeString({ minLength: 1, maxLength: 255 }),
     amount: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
     currency: Type.String({ pattern: '^[A-Z]{3}$' }),
   }, { additionalProperties: false }),

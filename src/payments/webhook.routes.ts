@@ -3,6 +3,7 @@ import { Value } from 'typebox/value';
 import type { Redis } from 'ioredis';
 import type { Db } from '../core/db.js';
 import { sendError } from '../core/errors.js';
+import { describeSafeStringFailure } from '../core/schemas.js';
 import type { Logger } from '../core/logger.js';
 import type { Queues } from '../queues.js';
 import { publishAfterCommit, } from '../outbox/producer.js';
@@ -57,7 +58,8 @@ export const webhookRoutes: FastifyPluginAsync<WebhookRoutesOptions> = async (ap
     if (!Value.Check(PaymentEventSchema, body)) {
       const [first] = Value.Errors(PaymentEventSchema, body);
       const where = first?.instancePath || 'body';
-      return sendError(reply, 400, `${where} ${first?.message ?? 'is invalid'}`);
+      const safe = first?.keyword === 'pattern' ? describeSafeStringFailure((first.params as { pattern?: unknown }).pattern) : undefined;
+      return sendError(reply, 400, `${where} ${safe ?? first?.message ?? 'is invalid'}`);
     }
     const event = body;
 

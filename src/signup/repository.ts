@@ -3,13 +3,24 @@ import type { Db } from '../core/db.js';
 import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
 
+/** The throttle key of an address: lower-cased, with any `+tag` removed from the local part (the email still goes to the address as given). */
+export function signupThrottleKey(email: string): string {
+  const at = email.lastIndexOf('@');
+  if (at < 0) return email.toLowerCase();
+  const local = email.slice(0, at);
+  const plus = local.indexOf('+');
+  return `${plus < 0 ? local : local.slice(0, plus)}${email.slice(at)}`.toLowerCase();
+}
+
 /**
  * Signup in one statement, with no explicit transaction: creates the user, or
  * re-arms an unverified one whose last verification email was queued over
- * 60 s ago, and in the same statement records the `email-verification` job in
- * the outbox for exactly that case. Returns the outbox row when an email is
- * due, undefined otherwise (verified, or throttled). Concurrent signups for one
- * address serialise on the unique email, so they agree on a single email.
+ * 60 s ago; then, only for that case, claims the 60 s throttle of the address
+ * with its `+tag` removed (so `victim+1@x` and `victim+2@x` share one); and
+ * records the `email-verification` job in the outbox when both agreed. Returns
+ * the outbox row when an email is due, undefined otherwise (verified or
+ * throttled). Concurrent signups serialise on the unique email and on the
+ * throttle key, so they agree on a single email.
  */
 export async function signupUser(db: Db, user: { email: string; name: string | null }): Promise<OutboxRow | undefined> {
   return db
@@ -26,11 +37,25 @@ export async function signupUser(db: Db, user: { email: string; name: string | n
         )
         .returning('id'),
     )
+    // Reads `due`: the shared throttle is claimed only when this address would get an email.
+    .with('throttle', (qb) =>
+      qb
+        .insertInto('signup_throttle')
+        .columns(['address_key'])
+        .expression((eb) => eb.selectFrom('due').select(sql.val(signupThrottleKey(user.email)).as('address_key')))
+        .onConflict((oc) =>
+          oc
+            .column('address_key')
+            .doUpdateSet({ last_queued_at: sql`now()` })
+            .where('signup_throttle.last_queued_at', '<=', sql<Date>`now() - interval '60 seconds'`),
+        )
+        .returning('address_key'),
+    )
     .insertInto('outbox')
     .columns(['queue', 'job_name', 'payload'])
     .expression((eb) =>
       eb
-        .selectFrom('due')
+        .selectFrom(['due', 'throttle'])
         .select([
           sql.val(EMAIL_QUEUE).as('queue'),
           sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),

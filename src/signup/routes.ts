@@ -4,6 +4,7 @@ import { Type } from 'typebox';
 import type { Redis } from 'ioredis';
 import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
+import { SafeString } from '../core/schemas.js';
 import { maskEmail, type Logger } from '../core/logger.js';
 import type { Queues } from '../queues.js';
 import { publishAfterCommit } from '../outbox/producer.js';
@@ -13,14 +14,15 @@ import { hashToken } from './tokens.js';
 
 export const SignupBodySchema = Type.Object(
   {
-    email: Type.String({ format: 'email', maxLength: 254 }),
+    email: SafeString({ format: 'email', maxLength: 254 }),
     // An empty name is a valid string (the contract's 400s are bad email, unknown fields, wrong types); stored as no name.
-    name: Type.Optional(Type.String({ maxLength: 200 })),
+    // Pasted into email bodies: one line, no control characters.
+    name: Type.Optional(SafeString({ maxLength: 200, singleLine: true })),
   },
   { additionalProperties: false },
 );
 
-const VerifyQuerySchema = Type.Object({ token: Type.String({ minLength: 1, maxLength: 512 }) });
+const VerifyQuerySchema = Type.Object({ token: SafeString({ minLength: 1, maxLength: 512 }) });
 
 export interface SignupRoutesOptions {
   db: Db;
@@ -37,6 +39,8 @@ export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fast
     '/auth/signup',
     {
       bodyLimit: 16 * 1024,
+      // Per client address, RATE_LIMIT_MAX per RATE_LIMIT_WINDOW_MS (registerRateLimit).
+      config: { rateLimit: {} },
       schema: { body: SignupBodySchema, response: { 202: Type.Object({ status: Type.Literal('accepted') }) } },
     },
     async (request, reply) => {
