@@ -36,8 +36,12 @@ export async function buildApp(deps: Deps) {
     requestTimeout: deps.config.HTTP_REQUEST_TIMEOUT_MS,
     connectionTimeout: deps.config.HTTP_CONNECTION_TIMEOUT_MS,
     keepAliveTimeout: deps.config.HTTP_KEEP_ALIVE_TIMEOUT_MS,
-    // Node checks requestTimeout on this interval (30 s by default): check often enough for the timeout to mean something.
-    http: { connectionsCheckingInterval: Math.min(30000, Math.max(100, Math.floor(deps.config.HTTP_REQUEST_TIMEOUT_MS / 4) || 30000)) },
+    // Node reads requestTimeout when the server is constructed (Fastify's later assignment has no effect on it), and
+    // checks it every connectionsCheckingInterval (30 s by default): often enough for the timeout to mean something.
+    http: {
+      requestTimeout: deps.config.HTTP_REQUEST_TIMEOUT_MS,
+      connectionsCheckingInterval: Math.min(30000, Math.max(100, Math.floor(deps.config.HTTP_REQUEST_TIMEOUT_MS / 4) || 30000)),
+    },
   });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
