@@ -99,8 +99,10 @@ export function createDb(databaseUrl: string, poolMax = 10, timeouts: PoolTimeou
     ...(timeouts.queryTimeoutMs ? { query_timeout: timeouts.queryTimeoutMs } : {}),
     ...(timeouts.keepAliveDelayMs ? { keepAlive: true, keepAliveInitialDelayMillis: timeouts.keepAliveDelayMs } : {}),
   });
-  // An idle client losing its server must not crash the process; the next query reports it.
+  // A client losing its server must not crash the process, idle (the pool's 'error') or checked out between
+  // two statements of a transaction (the client's own 'error', which nobody else listens to); the next query reports it.
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 
