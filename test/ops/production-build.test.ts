@@ -29,7 +29,10 @@ t.test('npm run build, production install, node dist/main.js as api and as worke
     DATABASE_URL: freshDatabaseUrl(t),
     REDIS_URL,
     QUEUE_PREFIX: freshQueuePrefix(t),
-    PAYMENT_WEBHOOK_SECRET: 'production-test-webhook-secret',
+    // Production refuses short or default secrets, an http:// base URL and no SMTP_URL (CONTRACT.md).
+    PAYMENT_WEBHOOK_SECRET: 'production-test-webhook-secret-0123456789',
+    LINK_SECRET: 'production-test-link-secret-0123456789abc',
+    PUBLIC_BASE_URL: 'https://errand.example.com',
     SMTP_URL: smtp.url,
     MAIL_DIR: path.join(dir, 'var/mail'),
     EMAIL_RATE_DURATION_MS: '10',
