@@ -8,6 +8,7 @@ import { boardRoutes } from './ops/board.js';
 import { signupRoutes } from './signup/routes.js';
 import { orderRoutes } from './payments/orders.routes.js';
 import { webhookRoutes } from './payments/webhook.routes.js';
+import { batchRoutes } from './batch/routes.js';
 
 /** Builds (never starts) the HTTP app. Public routes only when the role serves them. */
 export async function buildApp(deps: Deps) {
@@ -38,6 +39,7 @@ export async function buildApp(deps: Deps) {
   if (deps.config.ROLE !== 'worker' && adminToken) {
     await app.register(adminRoutes, { config: deps.config, redis: deps.redis, queues: deps.queues, adminToken });
     await app.register(boardRoutes, { queues: deps.queues, adminToken });
+    await app.register(batchRoutes, { config: deps.config, db: deps.db, redis: deps.redis, queues: deps.queues, log: deps.log, publishedMarks: deps.publishedMarks, adminToken });
   }
   return app;
 }
