@@ -120,6 +120,10 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
     const uploads = scope.withTypeProvider<TypeBoxTypeProvider>();
     uploads.removeAllContentTypeParsers();
     uploads.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+    // Without a content type Fastify would answer 415 before any parser runs; the contract says 400 for "not CSV".
+    uploads.addHook('onRequest', async (request) => {
+      if (!request.headers['content-type']) request.headers['content-type'] = 'application/octet-stream';
+    });
     uploads.post(
       '/admin/imports/users',
       { bodyLimit: deps.config.IMPORT_MAX_BYTES, schema: { querystring: ImportQuerySchema, response: { 202: JobAcceptedSchema } } },
@@ -130,7 +134,7 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
         if (declared > deps.config.IMPORT_MAX_BYTES) {
           return sendError(reply.header('connection', 'close'), 413, `import body is larger than ${deps.config.IMPORT_MAX_BYTES} bytes`);
         }
-        const body = request.body as AsyncIterable<Buffer> | undefined;
+        const body = request.body as Readable | undefined;
         if (!body) return sendError(reply, 400, 'CSV body is empty: expected a header row with an email column');
         try {
           const { jobId } = await storeUsersImport(deps, body, { maxBytes: deps.config.IMPORT_MAX_BYTES, sendVerification: request.query.sendVerification === 'true' });

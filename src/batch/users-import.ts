@@ -30,15 +30,30 @@ const CSV_OPTIONS: CsvParseOptions = {
 
 interface ParsedRecord {
   record: string[];
-  info: { lines: number };
+  info: { empty_lines: number };
 }
 
-/** The line a record starts on: csv-parse counts the line it ends on, and quoted fields may hold line breaks. */
-function startLine(parsed: ParsedRecord): number {
-  let breaks = 0;
-  for (const field of parsed.record) for (let i = field.indexOf('\n'); i !== -1; i = field.indexOf('\n', i + 1)) breaks += 1;
-  return parsed.info.lines - breaks;
+/**
+ * The file line each record starts on (the header is line 1). Counted here
+ * rather than taken from csv-parse's `info.lines`, which counts a CRLF inside
+ * a quoted field as two lines: records follow one another, skipped empty
+ * lines come from `info.empty_lines`, and a record spans as many lines as the
+ * line breaks inside its quoted fields.
+ */
+function createLineCounter() {
+  let nextLine = 1;
+  let emptyLinesSeen = 0;
+  return (parsed: ParsedRecord): number => {
+    const start = nextLine + (parsed.info.empty_lines - emptyLinesSeen);
+    emptyLinesSeen = parsed.info.empty_lines;
+    let breaks = 0;
+    for (const field of parsed.record) breaks += field.match(/\r?\n/g)?.length ?? 0;
+    nextLine = start + breaks + 1;
+    return start;
+  };
 }
+
+type NumberedRecord = ParsedRecord & { line: number };
 
 export interface ImportColumns {
   count: number;
@@ -125,6 +140,30 @@ function createUploadCheck() {
 }
 
 /**
+ * The next piece of a request body, undefined at its end. Read by hand, not
+ * with for-await: leaving that loop destroys the request (and its socket),
+ * and a rejected upload must still get its 413 or 400 answer.
+ */
+async function nextPiece(stream: Readable): Promise<Buffer | string | undefined> {
+  for (;;) {
+    const piece = stream.read() as Buffer | string | null;
+    if (piece !== null) return piece;
+    if (stream.readableEnded) return undefined;
+    await new Promise<void>((resolve, reject) => {
+      const done = () => {
+        stream.off('readable', done).off('end', done).off('error', failed);
+        resolve();
+      };
+      const failed = (error: Error) => {
+        stream.off('readable', done).off('end', done).off('error', failed);
+        reject(error);
+      };
+      stream.on('readable', done).on('end', done).on('error', failed);
+    });
+  }
+}
+
+/**
  * Stores an upload and its `users-import` job in one transaction (the job
  * through the outbox): before the caller answers 202 the bytes are in
  * PostgreSQL, and a body over `maxBytes`, not CSV, or without an email column
@@ -132,7 +171,7 @@ function createUploadCheck() {
  */
 export async function storeUsersImport(
   deps: OutboxDeps,
-  body: AsyncIterable<Buffer | string>,
+  body: Readable,
   options: { maxBytes: number; sendVerification: boolean },
 ): Promise<{ jobId: string; rows: number }> {
   let outboxRow: OutboxRow | undefined;
@@ -154,7 +193,9 @@ export async function storeUsersImport(
       pending = [];
       pendingBytes = 0;
     };
-    for await (const raw of body) {
+    for (;;) {
+      const raw = await nextPiece(body);
+      if (raw === undefined) break;
       const piece = typeof raw === 'string' ? Buffer.from(raw) : raw;
       received += piece.length;
       if (received > options.maxBytes) throw new UploadRejectedError(413, `import body is larger than ${options.maxBytes} bytes`);
@@ -218,7 +259,8 @@ export async function processUsersImportJob(deps: ImportJobDeps, payload: UsersI
 
     let columns: ImportColumns | undefined;
     let seen = 0;
-    let batch: ParsedRecord[] = [];
+    let batch: NumberedRecord[] = [];
+    const lineOf = createLineCounter();
     const commit = async (final: boolean) => {
       throwIfAborted(signal);
       const outboxRows = await commitImportChunk(deps, { jobId, payload, batch, columns: columns!, expectedChunks: chunksDone, rowsBefore: rowsDone, tally, final });
@@ -229,6 +271,7 @@ export async function processUsersImportJob(deps: ImportJobDeps, payload: UsersI
       await job.updateProgress({ done: rowsDone, total });
     };
     for await (const parsed of parser as AsyncIterable<ParsedRecord>) {
+      const line = lineOf(parsed);
       if (columns === undefined) {
         columns = importColumns(parsed.record);
         // Checked at upload; a stored upload without one was not stored by errand.
@@ -237,7 +280,7 @@ export async function processUsersImportJob(deps: ImportJobDeps, payload: UsersI
       }
       seen += 1;
       if (seen <= rowsDone) continue;
-      batch.push(parsed);
+      batch.push({ ...parsed, line });
       if (batch.length >= deps.chunkRows) await commit(false);
     }
     if (!columns) throw new UnrecoverableError('stored upload is empty');
@@ -248,7 +291,7 @@ export async function processUsersImportJob(deps: ImportJobDeps, payload: UsersI
 
 async function commitImportChunk(
   deps: ImportJobDeps,
-  chunk: { jobId: string; payload: UsersImportPayload; batch: ParsedRecord[]; columns: ImportColumns; expectedChunks: number; rowsBefore: number; tally: Tally; final: boolean },
+  chunk: { jobId: string; payload: UsersImportPayload; batch: NumberedRecord[]; columns: ImportColumns; expectedChunks: number; rowsBefore: number; tally: Tally; final: boolean },
 ): Promise<OutboxRow[]> {
   const { columns } = chunk;
   const valid = new Map<string, string | null>();
@@ -257,11 +300,11 @@ async function commitImportChunk(
   for (const parsed of chunk.batch) {
     const { record } = parsed;
     if (record.length !== columns.count) {
-      errors.push({ line: startLine(parsed), reason: `row has ${record.length} fields, the header has ${columns.count}` });
+      errors.push({ line: parsed.line, reason: `row has ${record.length} fields, the header has ${columns.count}` });
       continue;
     }
     const verdict = validateImportRow({ email: record[columns.email]!, ...(columns.name === undefined ? {} : { name: record[columns.name]! }) });
-    if (!verdict.ok) errors.push({ line: startLine(parsed), reason: verdict.reason });
+    if (!verdict.ok) errors.push({ line: parsed.line, reason: verdict.reason });
     else if (valid.has(verdict.email)) duplicatesInChunk += 1;
     else valid.set(verdict.email, verdict.name);
   }
