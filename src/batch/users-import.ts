@@ -7,7 +7,7 @@ import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import { enqueue, outboxJobId, outboxValues, publishAfterCommit, type OutboxDeps, type OutboxRow } from '../outbox/producer.js';
 import { SignupBodySchema } from '../signup/routes.js';
 import { BATCH_QUEUE, USERS_IMPORT_JOB, type UsersImportPayload } from './jobs.js';
-import { assertCheckpointWritten, JobCancelledError, runCancellable, throwIfAborted } from './chunks.js';
+import { assertCheckpointWritten, JobCancelledError, pauseBetweenChunks, runCancellable, throwIfAborted } from './chunks.js';
 import { advanceCheckpoint, batchDb, batchTrx, findBatchJob, insertBatchJob, insertChunk, readChunks } from './repository.js';
 
 // ajv and ajv-formats are CommonJS: their default export sits one level down under nodenext.
@@ -222,6 +222,7 @@ export interface ImportSummary {
 
 export interface ImportJobDeps extends OutboxDeps {
   chunkRows: number;
+  chunkPauseMs: number;
 }
 
 interface Tally {
@@ -269,6 +270,7 @@ export async function processUsersImportJob(deps: ImportJobDeps, payload: UsersI
       batch = [];
       await publishAfterCommit(deps, outboxRows);
       await job.updateProgress({ done: rowsDone, total });
+      if (!final) await pauseBetweenChunks(deps.chunkPauseMs, signal);
     };
     for await (const parsed of parser as AsyncIterable<ParsedRecord>) {
       const line = lineOf(parsed);
