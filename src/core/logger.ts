@@ -42,3 +42,8 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     destination,
   );
 }
+
+/** Whether `log` writes info lines (Fastify's logger type does not expose pino's isLevelEnabled). */
+export function logsInfo(log: Logger): boolean {
+  return (pino.levels.values[log.level] ?? Infinity) <= pino.levels.values.info!;
+}
