@@ -36,7 +36,7 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
   redis.on('error', (err) => log.debug({ err }, 'producer redis connection error'));
   const queues = createQueues(redis, config, log);
   const publishedMarks = createPublishedMarks(db, log);
-  const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR });
+  const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR, maxConnections: config.EMAIL_CONCURRENCY });
   const metrics = createMetrics({ db, redis, queues, log });
   const provider = config.PAYMENT_PROVIDER_URL
     ? createHttpPaymentProvider({ baseUrl: config.PAYMENT_PROVIDER_URL, timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS })
