@@ -6,7 +6,7 @@ import { buildApp, type App } from './app.js';
 import { createDb, ensureDatabase, migrateToLatest } from './core/db.js';
 import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
 import { QUEUE_NAMES, type QueueName } from './core/queues.js';
-import { waitUntilConnected, warnUnlessNoEviction, workerConnectionOptions } from './core/redis.js';
+import { waitUntilConnected, warnUnlessNoEviction } from './core/redis.js';
 import { createEmailWorker } from './email/worker.js';
 import { EMAIL_VERIFICATION_JOB, ORDER_TRACKING_LINK_JOB } from './email/jobs.js';
 import { startOutboxRelay, type OutboxRelay } from './outbox/outbox.js';
@@ -77,7 +77,7 @@ export async function startErrand(config: Config, options: { logDestination?: De
 
     for (const name of QUEUE_NAMES) {
       // Read from now, not from whenever the blocking read first runs: jobs added during start-up are logged too.
-      const events = new QueueEvents(name, { connection: workerConnectionOptions(config.REDIS_URL), prefix: config.QUEUE_PREFIX, lastEventId: `${Date.now()}-0` });
+      const events = new QueueEvents(name, { connection: deps.workerRedis, prefix: config.QUEUE_PREFIX, lastEventId: `${Date.now()}-0` });
       logQueueEvents(events, deps.queues[name], deps.log);
       queueEvents.push(events);
     }

@@ -1,5 +1,5 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import type { Config } from '../config.js';
 import type { Logger } from './logger.js';
 
@@ -17,7 +17,7 @@ export const FAILED_JOBS_KEPT = { age: 7 * 24 * 3600 } as const;
  * waits for the first 'ready' before its first command; callers on the
  * request path check `redis.status` first so they never wait on that.
  */
-export function createQueues(redis: Redis, config: Config, log: Logger): Queues {
+export function createQueues(redis: RedisClient, config: Config, log: Logger): Queues {
   const queues = {} as Record<QueueName, Queue>;
   for (const name of QUEUE_NAMES) {
     const queue = new Queue(name, {

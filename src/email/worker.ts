@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../core/db.js';
 import { maskEmailsIn, type Logger } from '../core/logger.js';
 import { COMPLETED_JOBS_KEPT, EMAIL_QUEUE, type Queues } from '../core/queues.js';
-import { workerConnectionOptions } from '../core/redis.js';
+import type { RedisClient } from '../core/redis.js';
 import { classifySmtpError, type Mailer, type OutgoingEmail } from './mailer.js';
 
 /** Reads fresh rows for a job and returns the email to send, or null when there is nothing to send any more. */
@@ -16,6 +16,7 @@ export interface EmailWorkerDeps {
   log: Logger;
   mailer: Mailer;
   queues: Queues;
+  workerRedis: RedisClient;
 }
 
 /** The email job processor: dedupe, compose, send, classify failures. */
@@ -56,7 +57,7 @@ export function processEmailJob(deps: EmailWorkerDeps, composers: EmailComposers
 export function createEmailWorker(deps: EmailWorkerDeps, composers: EmailComposers): Worker {
   const { config } = deps;
   return new Worker(EMAIL_QUEUE, processEmailJob(deps, composers), {
-    connection: workerConnectionOptions(config.REDIS_URL),
+    connection: deps.workerRedis,
     prefix: config.QUEUE_PREFIX,
     concurrency: config.EMAIL_CONCURRENCY,
     limiter: { max: config.EMAIL_RATE_MAX, duration: config.EMAIL_RATE_DURATION_MS },

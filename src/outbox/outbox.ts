@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis.js';
 import type { Database, Db } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
 import type { QueueName, Queues } from '../core/queues.js';
@@ -30,7 +30,7 @@ export async function insertOutboxJob(
 
 export interface OutboxDeps {
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;

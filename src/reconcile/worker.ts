@@ -2,12 +2,13 @@ import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Value } from 'typebox/value';
 import type { Config } from '../config.js';
 import { COMPLETED_JOBS_KEPT, PAYMENTS_RECONCILE_QUEUE } from '../core/queues.js';
-import { workerConnectionOptions } from '../core/redis.js';
+import type { RedisClient } from '../core/redis.js';
 import { PAYMENTS_SWEEP_JOB, PaymentsSweepPayloadSchema } from './jobs.js';
 import { runPaymentsSweep, type SweepDeps, type SweepSummary } from './sweep.js';
 
 export interface PaymentsSweepWorkerDeps extends SweepDeps {
   config: Config;
+  workerRedis: RedisClient;
 }
 
 /** The `payments-sweep` job: validate the payload, run the sweep, report progress; the summary is the job's return value. */
@@ -28,7 +29,7 @@ export function processPaymentsSweepJob(deps: PaymentsSweepWorkerDeps) {
 export function createPaymentsSweepWorker(deps: PaymentsSweepWorkerDeps): Worker {
   const { config } = deps;
   return new Worker(PAYMENTS_RECONCILE_QUEUE, processPaymentsSweepJob(deps), {
-    connection: workerConnectionOptions(config.REDIS_URL),
+    connection: deps.workerRedis,
     prefix: config.QUEUE_PREFIX,
     concurrency: 1,
     removeOnComplete: COMPLETED_JOBS_KEPT,
