@@ -42,15 +42,18 @@ t.test('kill the primary holding the queues mid-flight: every email once', async
   const inFlightAtKill = smtp.inFlight;
   const activeAtKill = await deps.queues[EMAIL_QUEUE].getActiveCount();
   await victim.kill();
+  const killTime = Date.now();
   t.ok(inFlightAtKill > 0 && activeAtKill > 0, `jobs in flight when the primary died (${inFlightAtKill} at the SMTP server, ${activeAtKill} active)`);
   await Promise.all(addresses.slice(SIGNUPS / 2).map(signup));
   t.equal(accepted.length, SIGNUPS, 'every signup accepted, during the failover too');
 
   await cluster.waitUntilHealthy();
+  t.comment(`cluster_state:ok again ${Date.now() - killTime} ms after the kill (cluster-node-timeout 1000 ms)`);
   const promoted = await cluster.primaryFor(`${errand.config.QUEUE_PREFIX}:${EMAIL_QUEUE}:wait`);
   t.not(promoted.port, victim.port, `the replica on ${promoted.port} took over from ${victim.port}`);
 
   await waitFor(() => (new Set(smtp.received.map((e) => e.to[0])).size >= SIGNUPS ? true : undefined), 90000, `${SIGNUPS} distinct emails`);
+  t.comment(`last email ${Date.now() - killTime} ms after the kill`);
   await waitFor(async () => {
     const counts = await deps.queues[EMAIL_QUEUE].getJobCounts('active', 'wait', 'delayed', 'prioritized');
     return Object.values(counts).every((n) => n === 0) || undefined;

@@ -36,10 +36,12 @@ t.test('kill the primary mid-burst: every 2xx signup gets its email exactly once
 
   // A steady burst: a signup every 20 ms; the primary is killed a third of the way in.
   let killedAt = -1;
+  let killTime = 0;
   for (let i = 0; i < SIGNUPS; i += 1) {
     if (i === SIGNUPS / 3) {
       killedAt = smtp.received.length;
       await redis.primary.kill();
+      killTime = Date.now();
     }
     await Promise.all([signup(i), sleep(20)]);
   }
@@ -47,10 +49,13 @@ t.test('kill the primary mid-burst: every 2xx signup gets its email exactly once
   t.same(refused, [], 'every signup answered 2xx (the outbox holds what Redis could not take)');
 
   await waitFor(async () => ((await redis.primaryPort()) !== redis.primary.port ? true : undefined), 30000, 'sentinels promote the replica');
+  t.comment(`replica promoted ${Date.now() - killTime} ms after the kill (down-after 1000 ms)`);
   t.equal(await redis.primaryPort(), redis.replicas[0]!.port, 'the replica is the new primary');
   await waitFor(async () => (await app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 || undefined, 30000, 'ready on the new primary');
+  t.comment(`errand ready on the new primary ${Date.now() - killTime} ms after the kill`);
 
   await waitFor(() => (new Set(smtp.received.map((e) => e.to[0])).size >= accepted.length ? true : undefined), 90000, `${accepted.length} distinct emails`);
+  t.comment(`last email ${Date.now() - killTime} ms after the kill`);
   await waitFor(async () => {
     const counts = await deps.queues[EMAIL_QUEUE].getJobCounts('active', 'wait', 'delayed', 'prioritized');
     return Object.values(counts).every((n) => n === 0) || undefined;
