@@ -90,6 +90,35 @@ t.test('the admin failed list reads failed jobs from the cluster', async (t) => 
   t.match(failed[0], { name: 'email-verification', reason: /550/ });
 });
 
+t.test('admin queues, Bull Board and metrics read the cluster', async (t) => {
+  const queues = await app.inject({ method: 'GET', url: '/admin/queues', headers: bearer });
+  t.equal(queues.statusCode, 200);
+  t.match(queues.json(), { queues: [{ name: EMAIL_QUEUE }, { name: PAYMENTS_RECONCILE_QUEUE }] });
+  const basic = { authorization: `Basic ${Buffer.from(`ops:${ADMIN_TOKEN}`).toString('base64')}` };
+  const board = await app.inject({ method: 'GET', url: '/admin/board/api/queues', headers: basic });
+  t.equal(board.statusCode, 200);
+  t.same(board.json<{ queues: { name: string }[] }>().queues.map((q) => q.name).sort(), [EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE].sort());
+  const metrics = await app.inject({ method: 'GET', url: '/metrics' });
+  t.equal(metrics.statusCode, 200);
+  t.match(metrics.body, new RegExp(`errand_queue_jobs\\{[^}]*queue="${EMAIL_QUEUE}"[^}]*state="failed"[^}]*\\} 1`), 'queue depth per state, read from the cluster');
+});
+
+t.test('the noeviction check asks every primary', async (t) => {
+  const lru = cluster.nodes[1]!;
+  await probeRedis(lru.port, (redis) => redis.config('SET', 'maxmemory-policy', 'allkeys-lru'));
+  t.teardown(() => probeRedis(lru.port, (redis) => redis.config('SET', 'maxmemory-policy', 'noeviction')));
+  const other = await startTestErrand(t, { ...env, ROLE: 'api' });
+  const warning = await waitFor(
+    () => other.logs.lines().find((line) => line.msg === 'Redis maxmemory-policy is not noeviction: queued jobs may be evicted'),
+    10000,
+    'the eviction warning',
+  );
+  t.match(warning, { server: `127.0.0.1:${lru.port}`, maxmemoryPolicy: 'allkeys-lru' }, 'names the primary');
+  t.equal(other.logs.lines().filter((line) => line.msg === 'Redis maxmemory-policy is not noeviction: queued jobs may be evicted').length, 1, 'only that one');
+  t.notOk(errand.logs.lines().some((line) => /maxmemory-policy/.test(String(line.msg))), 'no warning while every primary is noeviction');
+  await other.close();
+});
+
 t.test('nothing was written outside the tagged slot', async (t) => {
   const keys = await Promise.all(
     cluster.nodes.map((node) => probeRedis(node.port, (redis) => redis.keys('*'))),
