@@ -9,7 +9,7 @@
 import { performance } from 'node:perf_hooks';
 import { Queue, Worker } from 'bullmq';
 import { Cluster, type Redis } from 'ioredis';
-import { COMPLETED_JOBS_KEPT, FAILED_JOBS_KEPT } from '../src/core/queues.js';
+import { COMPLETED_JOBS_KEPT, FAILED_JOBS_KEPT } from '../src/core/job-registry.js';
 import { createRedis, type RedisClient } from '../src/core/redis.js';
 import { clusterQueuePrefix, parseRedisUrl, type RedisTopology } from '../src/core/redis-url.js';
 import { startRedisCluster, probeRedis } from '../test/support/redis-topologies.js';

@@ -1,6 +1,6 @@
 // A cluster primary dies (SIGKILL) while emails are being sent; its replica takes over. Nothing is lost, nothing is sent twice.
 import t from 'tap';
-import { EMAIL_QUEUE } from '../../src/core/queues.js';
+import { EMAIL_QUEUE } from '../../src/queues.js';
 import { sleep, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 import { startRedisCluster } from '../support/redis-topologies.js';
 

@@ -1,8 +1,9 @@
 // errand on a 3-primary Redis Cluster: every path that touches Redis, then a whole-cluster outage.
 import t from 'tap';
 import { Cluster } from 'ioredis';
-import { EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE } from '../../src/core/queues.js';
-import { syncSchedulers } from '../../src/reconcile/scheduler.js';
+import { EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
+import { syncSchedulers } from '../../src/core/scheduler-sync.js';
+import { SCHEDULERS } from '../../src/schedulers.js';
 import { startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 import { createOrder, paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
 import { startSimulator } from '../support/reconcile.js';
@@ -55,7 +56,7 @@ t.test('webhook → tracking email', async (t) => {
 t.test('scheduler sync from two processes leaves one scheduler', async (t) => {
   // The first process synced at start; a second one starts on the same database and prefix, and both sync again at once.
   const second = await startTestErrand(t, { ...env, ROLE: 'worker' });
-  await Promise.all([syncSchedulers(deps.queues, errand.config, deps.log), syncSchedulers(second.deps.queues, second.config, second.deps.log)]);
+  await Promise.all([syncSchedulers(deps.queues, errand.config, deps.log, SCHEDULERS), syncSchedulers(second.deps.queues, second.config, second.deps.log, SCHEDULERS)]);
   const schedulers = await deps.queues[PAYMENTS_RECONCILE_QUEUE].getJobSchedulers();
   t.equal(schedulers.length, 1, 'one scheduler');
   t.equal(schedulers[0]!.key, 'payments-reconcile');

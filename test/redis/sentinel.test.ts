@@ -1,6 +1,6 @@
 // errand behind Sentinel: the primary dies mid-burst of signups; after the failover every accepted signup's email arrives once.
 import t from 'tap';
-import { EMAIL_QUEUE } from '../../src/core/queues.js';
+import { EMAIL_QUEUE } from '../../src/queues.js';
 import { sleep, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 import { startRedisSentinel } from '../support/redis-topologies.js';
 
