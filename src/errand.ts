@@ -7,7 +7,7 @@ import { buildApp, type App } from './app.js';
 import { prepareDatabase } from './core/db.js';
 import { createQueueWorker, type Processors } from './core/job-registry.js';
 import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
-import { waitUntilConnected, warnUnlessNoEviction } from './core/redis.js';
+import { describeRedisTopology, waitUntilConnected, warnUnlessNoEviction } from './core/redis.js';
 import { startSchedulerSync, type SchedulerSync } from './core/scheduler-sync.js';
 import { emailProcessors } from './email/worker.js';
 import { startOutboxRelay, type OutboxRelay } from './outbox/relay.js';
@@ -79,7 +79,7 @@ export async function startErrand(config: Config, options: { logDestination?: De
   }
 
   const app = await buildApp(deps);
-  deps.log.info({ role: config.ROLE, queuePrefix: config.QUEUE_PREFIX }, 'errand started');
+  deps.log.info({ role: config.ROLE, queuePrefix: config.QUEUE_PREFIX, redis: describeRedisTopology(config.redis) }, 'errand started');
 
   let closing: Promise<void> | undefined;
   return {

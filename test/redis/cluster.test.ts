@@ -33,6 +33,8 @@ const emailsTo = (address: string) => smtp.received.filter((e) => e.to[0] === ad
 t.test('on a cluster the prefix is hash-tagged and every queue key sits in one slot', async (t) => {
   t.equal(errand.config.QUEUE_PREFIX, `{${env.QUEUE_PREFIX}}`);
   t.ok(deps.redis instanceof Cluster, 'the producer connection is a Cluster client');
+  const started = errand.logs.lines().find((line) => line.msg === 'errand started');
+  t.match(started, { queuePrefix: errand.config.QUEUE_PREFIX, redis: /^redis\+cluster:\/\/127\.0\.0\.1:\d+,/ }, 'the start line names the topology');
   await waitFor(async () => (await app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 || undefined, 15000, 'ready');
   const ready = await app.inject({ method: 'GET', url: '/readyz' });
   t.same(ready.json(), { status: 'ready', checks: { postgres: 'ok', redis: 'ok' } });
