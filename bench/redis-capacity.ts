@@ -2,15 +2,17 @@
 // Redis Cluster (both started here, private, no persistence), with and without the worker limiter, with every
 // queue under one hash tag (errand's default `{prefix}`) or each queue under its own tag (spread over shards).
 //
-// The jobs are errand's email jobs as Redis sees them (job id per outbox row, attempts, backoff, removeOnComplete
-// by age and count, events stream capped at 1000) with a processor that does nothing: PostgreSQL and SMTP are
-// left out on purpose, so the figure is Redis + BullMQ's ceiling, not the email path's (docs/BENCHMARKS.md).
+// The jobs are errand's email jobs as Redis sees them (half verification emails with their priority, half tracking
+// emails; a job id per outbox row, attempts, backoff, removeOnComplete by age and count, events stream capped at
+// 1000) with a processor that does nothing: PostgreSQL and SMTP are left out on purpose, so the figure is
+// Redis + BullMQ's ceiling, not the email path's (docs/BENCHMARKS.md).
 // Adders and workers run together for BENCH_DURATION_S per run, on errand's own connection factory.
 import { performance } from 'node:perf_hooks';
 import { Queue, Worker } from 'bullmq';
 import { Cluster, type Redis } from 'ioredis';
 import { COMPLETED_JOBS_KEPT, FAILED_JOBS_KEPT } from '../src/core/job-registry.js';
 import { createRedis, type RedisClient } from '../src/core/redis.js';
+import { EMAIL_QUEUE, jobOptionsFor } from '../src/queues.js';
 import { clusterQueuePrefix, parseRedisUrl, type RedisTopology } from '../src/core/redis-url.js';
 import { startRedisCluster, probeRedis } from '../test/support/redis-topologies.js';
 import { machineInfo, onCleanup, progress, report, round, RUN_SECONDS, runScenario, sleep, startPrivateRedis } from './lib.js';
@@ -33,6 +35,10 @@ interface Run {
   redisCpuPct: number;
   /** CPU of this Node process (adders + workers) during the run. */
   clientCpuPct: number;
+}
+
+function uuidFor(n: number): string {
+  return `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
 }
 
 /** used_cpu_user + used_cpu_sys of every primary, in seconds. */
@@ -97,9 +103,11 @@ async function measure(options: {
   const adders = queues.flatMap((queue) =>
     Array.from({ length: ADDERS_PER_QUEUE }, async () => {
       while (running) {
-        // errand's job: ids only in the payload, a job id per outbox row.
+        // errand's email jobs, half of each kind: ids only in the payload, a job id per outbox row, and the
+        // verification email's priority (a prioritised job costs BullMQ a sorted-set insert more).
         const id = (next += 1);
-        await queue.add('email-verification', { userId: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}` }, { jobId: `outbox-${id}` });
+        const [name, data] = id % 2 === 0 ? ['email-verification', { userId: uuidFor(id) }] : ['order-tracking-link', { orderId: uuidFor(id) }];
+        await queue.add(name, data, { jobId: `outbox-${id}`, ...jobOptionsFor(EMAIL_QUEUE, name) });
         added += 1;
       }
     }),
