@@ -19,7 +19,8 @@ const reconnectDelay = (times: number) => Math.min(100 * times, 2000);
 
 function profileOptions(profile: RedisProfile): RedisOptions {
   return profile === 'producer'
-    ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000, connectTimeout: 2000 }
+    ? // Auto-pipelining: concurrent requests' commands share one write and one round trip.
+      { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000, connectTimeout: 2000, enableAutoPipelining: true }
     : { maxRetriesPerRequest: null };
 }
 
@@ -30,7 +31,7 @@ export interface CreateRedisOptions {
 
 /** The one place errand opens a Redis connection: every client comes from REDIS_URL's topology and a profile. */
 export function createRedis(topology: RedisTopology, profile: RedisProfile, options: CreateRedisOptions = {}): RedisClient {
-  const { enableOfflineQueue, ...perConnection } = profileOptions(profile);
+  const { enableOfflineQueue, enableAutoPipelining, ...perConnection } = profileOptions(profile);
   const credentials = { username: topology.username, password: topology.password };
   const lazyConnect = options.lazyConnect ?? false;
   switch (topology.kind) {
@@ -42,6 +43,7 @@ export function createRedis(topology: RedisTopology, profile: RedisProfile, opti
         ...(topology.tls ? { tls: topology.tls.ca === undefined ? {} : { ca: topology.tls.ca } } : {}),
         ...perConnection,
         enableOfflineQueue,
+        enableAutoPipelining,
         retryStrategy: reconnectDelay,
         lazyConnect,
       });
@@ -52,6 +54,7 @@ export function createRedis(topology: RedisTopology, profile: RedisProfile, opti
         ...credentials,
         ...perConnection,
         enableOfflineQueue,
+        enableAutoPipelining,
         // Asks the sentinels again on every reconnect, so a lost primary is replaced by the promoted one.
         retryStrategy: reconnectDelay,
         sentinelRetryStrategy: reconnectDelay,
@@ -60,10 +63,11 @@ export function createRedis(topology: RedisTopology, profile: RedisProfile, opti
         lazyConnect,
       });
     case 'cluster': {
-      // Per-node connection options go in redisOptions; queueing and reconnecting are the Cluster's own.
+      // Per-node connection options go in redisOptions; queueing, pipelining and reconnecting are the Cluster's own.
       const clusterOptions: ClusterOptions = {
         redisOptions: { ...credentials, ...perConnection },
         enableOfflineQueue,
+        enableAutoPipelining,
         clusterRetryStrategy: reconnectDelay,
         lazyConnect,
       };
