@@ -48,10 +48,11 @@ function parseCredentials(userinfo: string | undefined): Credentials {
   return { ...(username ? { username } : {}), ...(password ? { password } : {}) };
 }
 
-function parseAddress(text: string, defaultPort: number): RedisAddress {
+// Messages name the position, not the text: a password with an unencoded `/` or `@` ends up in the host part.
+function parseAddress(text: string, defaultPort: number, position: number): RedisAddress {
   // `[::1]:6379` for IPv6, `host:port` or `host` otherwise.
-  const match = /^(?:\[([0-9a-f:.]+)\]|([^:[\]\s]+))(?::(\d{1,5}))?$/i.exec(text);
-  if (!match) throw new RedisUrlError(`"${text}" is not a host or host:port`);
+  const match = /^(?:\[([0-9a-f:.]+)\]|([^:[\]\s@]+))(?::(\d{1,5}))?$/i.exec(text);
+  if (!match) throw new RedisUrlError(`host ${position} is not a host or host:port (percent-encode / ? # @ in a password)`);
   const port = match[3] === undefined ? defaultPort : Number(match[3]);
   if (port < 1 || port > 65535) throw new RedisUrlError(`port ${match[3]} is out of range`);
   return { host: (match[1] ?? match[2])!, port };
@@ -59,7 +60,7 @@ function parseAddress(text: string, defaultPort: number): RedisAddress {
 
 function parseHostList(text: string, defaultPort: number): RedisAddress[] {
   if (text === '') throw new RedisUrlError('no host');
-  return text.split(',').map((part) => parseAddress(part.trim(), defaultPort));
+  return text.split(',').map((part, i) => parseAddress(part.trim(), defaultPort, i + 1));
 }
 
 function parseQuery(query: string | undefined, allowed: readonly string[]): Map<string, string> {
@@ -77,7 +78,7 @@ function parseQuery(query: string | undefined, allowed: readonly string[]): Map<
 
 function parseDb(path: string | undefined): number {
   if (path === undefined || path === '/' || path === '') return 0;
-  if (!/^\/\d{1,2}$/.test(path)) throw new RedisUrlError(`path "${path}" is not a database number`);
+  if (!/^\/\d{1,2}$/.test(path)) throw new RedisUrlError('the path is not a database number');
   return Number(path.slice(1));
 }
 
