@@ -1,6 +1,7 @@
 import envSchema from 'env-schema';
 import { CronExpressionParser } from 'cron-parser';
 import { Type, type Static } from 'typebox';
+import { clusterQueuePrefix, parseRedisUrl, type RedisTopology } from './core/redis-url.js';
 
 // `enum` rather than a union of literals: Ajv then reports one readable line.
 function oneOf<const T extends readonly string[]>(values: T, defaultValue: T[number]) {
@@ -17,7 +18,8 @@ export const ConfigSchema = Type.Object({
   HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
   ROLE: oneOf(['api', 'worker', 'all'] as const, 'all'),
   DATABASE_URL: Type.String({ pattern: '^postgres(ql)?://', default: 'postgres://postgres@127.0.0.1:5432/errand' }),
-  REDIS_URL: Type.String({ pattern: '^rediss?://', default: 'redis://127.0.0.1:6379' }),
+  // Parsed (and checked) by parseRedisUrl below: a pattern could not say what is wrong with a host list.
+  REDIS_URL: Type.String({ minLength: 1, default: 'redis://127.0.0.1:6379' }),
   QUEUE_PREFIX: Type.String({ minLength: 1, pattern: '^[^:\\s]+$', default: 'errand' }),
   LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
   PUBLIC_BASE_URL: Type.String({ pattern: '^https?://[^\\s]+$', default: 'http://localhost:3000' }),
@@ -51,7 +53,13 @@ export const ConfigSchema = Type.Object({
 });
 
 type RawConfig = Static<typeof ConfigSchema>;
-export type Config = Readonly<Omit<RawConfig, 'PAYMENT_WEBHOOK_SECRET'> & { PAYMENT_WEBHOOK_SECRET: string }>;
+export type Config = Readonly<
+  Omit<RawConfig, 'PAYMENT_WEBHOOK_SECRET'> & {
+    PAYMENT_WEBHOOK_SECRET: string;
+    /** REDIS_URL parsed: every Redis connection is made from this (core/redis.ts). */
+    redis: RedisTopology;
+  }
+>;
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -92,5 +100,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }
     secret = DEV_WEBHOOK_SECRET;
   }
-  return Object.freeze({ ...raw, PAYMENT_WEBHOOK_SECRET: secret });
+  let redis: RedisTopology;
+  try {
+    redis = parseRedisUrl(raw.REDIS_URL);
+  } catch (error) {
+    throw new ConfigError(`invalid configuration: REDIS_URL ${(error as Error).message}`);
+  }
+  let queuePrefix = raw.QUEUE_PREFIX;
+  if (redis.kind === 'cluster') {
+    try {
+      queuePrefix = clusterQueuePrefix(queuePrefix);
+    } catch (error) {
+      throw new ConfigError(`invalid configuration: ${(error as Error).message}`);
+    }
+  }
+  return Object.freeze({ ...raw, QUEUE_PREFIX: queuePrefix, PAYMENT_WEBHOOK_SECRET: secret, redis });
 }

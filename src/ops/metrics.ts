@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Job, Worker } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis.js';
 import { sql } from 'kysely';
 import type { Db } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
@@ -18,7 +18,7 @@ export interface Metrics {
 
 export interface MetricsSources {
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   queues: Queues;
   log: Logger;
 }

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { Value } from 'typebox/value';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis.js';
 import type { Db } from '../core/db.js';
 import { sendError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -14,7 +14,7 @@ export const WEBHOOK_BODY_LIMIT = 64 * 1024;
 
 export interface WebhookRoutesOptions {
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;

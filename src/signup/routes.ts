@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis.js';
 import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { maskEmail, type Logger } from '../core/logger.js';
@@ -24,7 +24,7 @@ const VerifyQuerySchema = Type.Object({ token: Type.String({ minLength: 1, maxLe
 
 export interface SignupRoutesOptions {
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;
