@@ -6,11 +6,11 @@ import { OrderTrackingLinkPayloadSchema } from '../email/jobs.js';
 import type { EmailComposer } from '../email/worker.js';
 import { orderTrackingEmail, publicLink } from '../email/templates.js';
 import { findOrderById } from './repository.js';
-import { deriveTrackingKey, isUuid, trackingToken } from './tracking.js';
+import { isUuid, trackingToken } from './tracking.js';
 
 /** The tracking link is computed at send time from the order id; the token is never stored, queued or logged. */
-export function composeOrderTrackingEmail(deps: { db: Db; config: Config }): EmailComposer {
-  const trackingKey = deriveTrackingKey(deps.config.PAYMENT_WEBHOOK_SECRET);
+export function composeOrderTrackingEmail(deps: { db: Db; config: Config; trackingKey: Buffer }): EmailComposer {
+  const { trackingKey } = deps;
   return async (data) => {
     if (!Value.Check(OrderTrackingLinkPayloadSchema, data) || !isUuid(data.orderId)) {
       throw new UnrecoverableError('invalid order-tracking-link payload');
