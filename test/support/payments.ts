@@ -45,3 +45,16 @@ export async function sendWebhook(
   if (header !== null) headers['webhook-signature'] = header;
   return app.inject({ method: 'POST', url: '/payments/webhook', headers, payload: options.sendBody ?? raw });
 }
+
+/** Standard Webhooks headers, computed independently of errand's code: HMAC-SHA256 over `${id}.${ts}.${body}`, key = base64 part of `whsec_…`. */
+export function standardWebhookHeaders(rawBody: string | Buffer, options: { secret: string; id: string; timestamp?: number }): Record<string, string> {
+  const ts = options.timestamp ?? Math.floor(Date.now() / 1000);
+  const key = options.secret.startsWith('whsec_') ? Buffer.from(options.secret.slice(6), 'base64') : Buffer.from(options.secret);
+  const signature = createHmac('sha256', key).update(`${options.id}.${ts}.`).update(rawBody).digest('base64');
+  return { 'webhook-id': options.id, 'webhook-timestamp': String(ts), 'webhook-signature': `v1,${signature}` };
+}
+
+/** Posts `raw` with exactly `headers` (plus a JSON content type). */
+export function postWebhook(app: App, raw: string, headers: Record<string, string>) {
+  return app.inject({ method: 'POST', url: '/payments/webhook', headers: { 'content-type': 'application/json', ...headers }, payload: raw });
+}
