@@ -2,6 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import type { App } from '../../src/app.js';
 
 export const WEBHOOK_SECRET = 'test-webhook-secret-0123456789abcdef';
+export const LINK_SECRET = 'test-link-secret-0123456789abcdef';
 
 /** Signs as the contract says, independently of errand's own code: HMAC-SHA256 over `${t}.${rawBody}`. */
 export function signatureHeader(rawBody: string | Buffer, options: { secret?: string; timestamp?: number } = {}): string {
