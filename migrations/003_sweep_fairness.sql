@@ -3,13 +3,14 @@
 -- provider cannot settle (abandoned checkouts, junk orders) do not starve the rest.
 ALTER TABLE orders ADD COLUMN last_checked_at timestamptz;
 
--- The sweep's query: pending orders created within the window, ordered by
--- last_checked_at NULLS FIRST, created_at. The window bound is the selective part
--- (pending orders older than the window stay pending forever and pile up), so
--- the index leads with created_at and carries last_checked_at: the range scan
--- reads only the window's entries and the sort key comes with them.
-DROP INDEX orders_pending_by_created_at;
-CREATE INDEX orders_pending_by_created_at ON orders (created_at) INCLUDE (last_checked_at) WHERE status = 'pending';
+-- No index on last_checked_at, on purpose. The sweep's query (pending, created within
+-- the window, ORDER BY last_checked_at NULLS FIRST, created_at LIMIT n) is served by
+-- 002's partial index orders_pending_by_created_at: a range scan over the window's
+-- pending orders and a top-N sort. An index leading with last_checked_at would walk
+-- every pending order that ever left the window (they stay pending forever, and come
+-- first in that order) before reaching the window: with 1M such orders, 2,962 pages
+-- and 71 ms against 102 pages and 13 ms (EXPLAIN ANALYZE, 5,000 pending in the window).
+-- Unindexed, the sweep's stamps of last_checked_at stay HOT updates.
 
 -- An event of a type errand does not handle is recorded by its id (its replay is a
 -- duplicate), but it may carry no providerRef at all.
