@@ -1,5 +1,6 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
+import { createWebhookVerifier } from '../../src/payments/signature.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
 import { createOrder, eventId, paymentEvent, postWebhook, sendWebhook, signatureHeader, standardWebhookHeaders } from '../support/payments.js';
 
@@ -118,6 +119,14 @@ t.test('rotation: either configured secret signs, in either scheme; a third one 
   const now = Math.floor(Date.now() / 1000);
   const header = `${signatureHeader(raw, { secret: THIRD, timestamp: now })},v1=${signatureHeader(raw, { secret: PLAIN, timestamp: now }).split('v1=')[1]}`;
   t.equal((await sendWebhook(app, raw, { header })).statusCode, 200, 'one matching v1 among several');
+});
+
+t.test("the Standard Webhooks specification's own example verifies", async (t) => {
+  const verifier = createWebhookVerifier(['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw']);
+  const headers = { 'webhook-id': 'msg_p5jXN8AQM9LWM0D4loKWxJek', 'webhook-timestamp': '1614265330', 'webhook-signature': 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=' };
+  const body = Buffer.from('{"test": 2432232314}');
+  t.match(verifier.verify(headers, body, 1614265330_000), { ok: true, scheme: 'standard-webhooks' });
+  t.match(verifier.verify(headers, body, (1614265330 + 301) * 1000), { ok: false, reason: 'timestamp' });
 });
 
 t.test('no secret and no signature in the logs', async (t) => {
