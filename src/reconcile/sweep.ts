@@ -105,8 +105,11 @@ export async function runPaymentsSweep(options: SweepOptions, deps: SweepDeps, h
       { db: deps.db, log, lateSuccess: deps.metrics.paymentsLateSuccess },
       { providerRef: order.providerRef, outcome, amount: order.amount, currency: order.currency },
     );
-    // Checked above already; the statement checks again against the row it locked.
-    if (settlement.kind !== 'settled') return 'errors';
+    // Amounts were checked above; the statement checks again against the row it locked (and finds it, unless deleted).
+    if (settlement.kind !== 'settled') {
+      log.error({ orderId: order.id, result: settlement.kind }, 'sweep could not settle order; order left unchanged');
+      return 'errors';
+    }
     // Only after commit: the email job must never exist for a transition that rolled back.
     await publishAfterCommit(deps, settlement.outboxRows);
     // Settled meanwhile by a webhook (or another sweep): that caller queued the email.
