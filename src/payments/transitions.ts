@@ -1,9 +1,8 @@
 import { sql } from 'kysely';
 import type { Db, OrderStatus } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
-import { EMAIL_QUEUE } from '../core/queues.js';
-import { ORDER_TRACKING_LINK_JOB } from '../email/jobs.js';
-import type { OutboxRow } from '../outbox/outbox.js';
+import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB } from '../email/jobs.js';
+import type { OutboxRow } from '../outbox/producer.js';
 
 export type PaymentOutcome = 'succeeded' | 'failed' | 'expired';
 
