@@ -7,6 +7,7 @@ import { createRedis, type RedisClient } from './core/redis.js';
 import { createMailer, type Mailer } from './email/mailer.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createPublishedMarks, type PublishedMarks } from './outbox/published-marks.js';
+import { deriveTrackingKey } from './payments/tracking.js';
 import { createHttpPaymentProvider, type PaymentProvider } from './reconcile/provider.js';
 import { ProviderSimulator } from './reconcile/simulator.js';
 
@@ -29,6 +30,8 @@ export interface Deps {
   metrics: Metrics;
   /** The payment provider's read API (the built-in simulator when PAYMENT_PROVIDER_URL is unset). */
   provider: PaymentProvider;
+  /** Key of tracking-link tokens, derived once from LINK_SECRET (the route and the email composer share it). */
+  trackingKey: Buffer;
   close(): Promise<void>;
 }
 
@@ -59,6 +62,7 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
     publishedMarks,
     metrics,
     provider,
+    trackingKey: deriveTrackingKey(config.LINK_SECRET),
     async close() {
       mailer.close();
       await Promise.allSettled(Object.values(queues).map((queue) => queue.close()));

@@ -14,6 +14,8 @@ export interface Metrics {
   jobsFailed: Counter<'queue' | 'name'>;
   jobDuration: Histogram<'queue' | 'name' | 'status'>;
   httpDuration: Histogram<'method' | 'route' | 'status_code'>;
+  /** Orders moved failed | expired → paid (a successful retry after a decline). */
+  paymentsLateSuccess: Counter;
 }
 
 export interface MetricsSources {
@@ -123,6 +125,11 @@ export function createMetrics(sources: MetricsSources): Metrics {
       help: 'HTTP request duration by method, route pattern and status code',
       labelNames: ['method', 'route', 'status_code'] as const,
       buckets: HTTP_DURATION_BUCKETS,
+      registers: [registry],
+    }),
+    paymentsLateSuccess: new Counter({
+      name: 'errand_payments_late_success_total',
+      help: 'Orders marked paid after they were failed or expired (a successful payment after a declined or expired one), by this process',
       registers: [registry],
     }),
   };

@@ -124,7 +124,7 @@ t.test('limit 200 checks exactly the 200 oldest pending orders in the window; on
   t.equal(again.paid, newest50.filter((_, i) => kinds[i % 5] === 'succeeded').length);
 });
 
-t.test('concurrent settleOrder and sweep: exactly one tracking email', async (t) => {
+t.test('two concurrent sweeps: exactly one tracking email', async (t) => {
   const orders = await insertOrders(deps.db, Array.from({ length: 20 }, (_, i) => ({ ageMinutes: i + 1, email: `race-${i}@example.com` })));
   for (const order of orders) providerStatus(order, 'succeeded');
   const before = smtp.received.length;
