@@ -1,5 +1,5 @@
 import { QueueEventsProducer, type QueueEvents, type QueueEventsListener, type Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis.js';
 import type { Logger } from '../core/logger.js';
 import { CANCELLED_REASON } from './jobs.js';
 
@@ -16,7 +16,7 @@ interface CancelListener extends QueueEventsListener {
  * server, a cluster, Sentinel); the durable cancel flag in PostgreSQL covers
  * a process that misses it (it sees the flag at its next checkpoint).
  */
-export async function publishCancelRequest(redis: Redis, prefix: string, queue: string, jobId: string): Promise<void> {
+export async function publishCancelRequest(redis: RedisClient, prefix: string, queue: string, jobId: string): Promise<void> {
   const producer = new QueueEventsProducer(queue, { connection: redis, prefix });
   try {
     await producer.publishEvent({ eventName: CANCEL_REQUESTED_EVENT, jobId });

@@ -5,7 +5,7 @@ import { Type } from 'typebox';
 import { QueueEvents } from 'bullmq';
 import type { Config } from '../config.js';
 import { sendError } from '../core/errors.js';
-import { workerConnectionOptions } from '../core/redis.js';
+import type { RedisClient } from '../core/redis.js';
 import { enqueue, outboxJobId, publishAfterCommit, type OutboxDeps, type OutboxRow } from '../outbox/producer.js';
 import { requireBearer } from '../ops/auth.js';
 import { isQueueName, type Payload, type QueueName, type Queues } from '../queues.js';
@@ -17,6 +17,8 @@ import { storeUsersImport, UploadRejectedError } from './users-import.js';
 
 export interface BatchRoutesOptions extends OutboxDeps {
   config: Config;
+  /** Waits for Redis; each event stream's QueueEvents duplicates it for its blocking read. */
+  workerRedis: RedisClient;
   adminToken: string;
 }
 
@@ -184,7 +186,7 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
     // Read the events stream from Redis's "now" before reading the job's state: nothing between the two is missed.
     const [seconds, micros] = await deps.redis.time();
     const events = new QueueEvents(name, {
-      connection: workerConnectionOptions(deps.config.REDIS_URL),
+      connection: deps.workerRedis,
       prefix: deps.config.QUEUE_PREFIX,
       lastEventId: `${Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)}-0`,
     });
