@@ -272,18 +272,23 @@ export async function processUsersImportJob(deps: ImportJobDeps, payload: UsersI
       await job.updateProgress({ done: rowsDone, total });
       if (!final) await pauseBetweenChunks(deps.chunkPauseMs, signal);
     };
-    for await (const parsed of parser as AsyncIterable<ParsedRecord>) {
-      const line = lineOf(parsed);
-      if (columns === undefined) {
-        columns = importColumns(parsed.record);
-        // Checked at upload; a stored upload without one was not stored by errand.
-        if (!columns) throw new UnrecoverableError('stored upload has no email column');
-        continue;
+    try {
+      for await (const parsed of parser as AsyncIterable<ParsedRecord>) {
+        const line = lineOf(parsed);
+        if (columns === undefined) {
+          columns = importColumns(parsed.record);
+          // Checked at upload; a stored upload without one was not stored by errand.
+          if (!columns) throw new UnrecoverableError('stored upload has no email column');
+          continue;
+        }
+        seen += 1;
+        if (seen <= rowsDone) continue;
+        batch.push({ ...parsed, line });
+        if (batch.length >= deps.chunkRows) await commit(false);
       }
-      seen += 1;
-      if (seen <= rowsDone) continue;
-      batch.push({ ...parsed, line });
-      if (batch.length >= deps.chunkRows) await commit(false);
+    } finally {
+      // Leaving early (cancel, error) must not leave the chunk reader paused on its next query.
+      source.destroy();
     }
     if (!columns) throw new UnrecoverableError('stored upload is empty');
     await commit(true);
