@@ -4,7 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { QueueEvents } from 'bullmq';
 import type { Config } from '../config.js';
-import { sendError } from '../core/errors.js';
+import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import type { RedisClient } from '../core/redis.js';
 import { enqueue, outboxJobId, publishAfterCommit, type OutboxDeps, type OutboxRow } from '../outbox/producer.js';
 import { requireBearer } from '../ops/auth.js';
@@ -40,6 +40,20 @@ const ImportQuerySchema = Type.Object(
 const JobIdParamsSchema = Type.Object({ jobId: Type.String({ minLength: 1, maxLength: 256 }) });
 const JobParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }), id: Type.String({ minLength: 1, maxLength: 256 }) });
 const JobAcceptedSchema = Type.Object({ jobId: Type.String() });
+const CancelAcceptedSchema = Type.Object({ jobId: Type.String(), status: Type.Union([Type.Literal('removed'), Type.Literal('cancelling')]) });
+// The job as the contract shows it; serialised through this schema, so nothing else (never its data) can slip out.
+const JobViewSchema = Type.Object({
+  id: Type.Union([Type.String(), Type.Null()]),
+  name: Type.String(),
+  state: Type.String(),
+  progress: Type.Unknown(),
+  result: Type.Unknown(),
+  failedReason: Type.Union([Type.String(), Type.Null()]),
+  attemptsMade: Type.Integer(),
+  createdAt: Type.String(),
+  finishedAt: Type.Union([Type.String(), Type.Null()]),
+});
+const errors = (...codes: number[]) => Object.fromEntries(codes.map((code) => [code, ErrorResponseSchema]));
 
 const FINISHED_STATES = new Set(['completed', 'failed']);
 const REMOVABLE_STATES = new Set(['waiting', 'delayed', 'prioritized', 'waiting-children', 'paused']);
@@ -93,7 +107,7 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
     if (deps.redis.status !== 'ready') return sendError(reply, 503, 'redis unavailable, try again later');
   };
 
-  app.post('/admin/exports/orders', { schema: { body: ExportBodySchema, response: { 202: JobAcceptedSchema } } }, async (request, reply) => {
+  app.post('/admin/exports/orders', { schema: { body: ExportBodySchema, response: { 202: JobAcceptedSchema, ...errors(400, 401) } } }, async (request, reply) => {
     const { from, to, status, format = 'csv' } = request.body;
     if (from && to && Date.parse(from) >= Date.parse(to)) return sendError(reply, 400, 'body/from must be before body/to');
     const jobId = await enqueueBatchJob(deps, ORDERS_EXPORT_JOB, { format, ...(from ? { from } : {}), ...(to ? { to } : {}), ...(status ? { status } : {}) });
@@ -112,7 +126,7 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
       .send(Readable.from(readChunks(bdb, 'batch_export_chunks', jobId)));
   });
 
-  app.post('/admin/backfills/tracking-links', { schema: { body: BackfillBodySchema, response: { 202: JobAcceptedSchema } } }, async (request, reply) => {
+  app.post('/admin/backfills/tracking-links', { schema: { body: BackfillBodySchema, response: { 202: JobAcceptedSchema, ...errors(400, 401) } } }, async (request, reply) => {
     const jobId = await enqueueBatchJob(deps, TRACKING_LINKS_BACKFILL_JOB, { since: request.body.since });
     return reply.code(202).send({ jobId });
   });
@@ -128,7 +142,7 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
     });
     uploads.post(
       '/admin/imports/users',
-      { bodyLimit: deps.config.IMPORT_MAX_BYTES, schema: { querystring: ImportQuerySchema, response: { 202: JobAcceptedSchema } } },
+      { bodyLimit: deps.config.IMPORT_MAX_BYTES, schema: { querystring: ImportQuerySchema, response: { 202: JobAcceptedSchema, ...errors(400, 401, 413) } } },
       async (request, reply) => {
         const contentType = request.headers['content-type'] ?? '';
         if (!/^text\/csv\s*(;|$)/i.test(contentType)) return sendError(reply.header('connection', 'close'), 400, 'body must be text/csv with a header row holding an email column');
@@ -163,7 +177,7 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
       .send(Readable.from(lines()));
   });
 
-  app.get('/admin/jobs/:queue/:id', { schema: { params: JobParamsSchema }, preHandler: redisGuard }, async (request, reply) => {
+  app.get('/admin/jobs/:queue/:id', { schema: { params: JobParamsSchema, response: { 200: JobViewSchema, ...errors(401, 404, 503) } }, preHandler: redisGuard }, async (request, reply) => {
     const { queue: name, id } = request.params;
     if (!isQueueName(name)) return sendError(reply, 404, `unknown queue ${name}`);
     const view = await jobView(deps.queues[name], id);
@@ -245,7 +259,7 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
     if (FINISHED_STATES.has(view.state)) await finish();
   });
 
-  app.post('/admin/jobs/:queue/:id/cancel', { schema: { params: JobParamsSchema }, preHandler: redisGuard }, async (request, reply) => {
+  app.post('/admin/jobs/:queue/:id/cancel', { schema: { params: JobParamsSchema, response: { 202: CancelAcceptedSchema, ...errors(401, 404, 409, 503) } }, preHandler: redisGuard }, async (request, reply) => {
     const { queue: name, id } = request.params;
     if (!isQueueName(name)) return sendError(reply, 404, `unknown queue ${name}`);
     const job = await deps.queues[name].getJob(id);
@@ -258,7 +272,7 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
         await job.remove();
         if (name === BATCH_QUEUE) await deleteBatchJob(bdb, id);
         request.log.info({ queue: name, jobId: id, event: 'removed' }, 'waiting job cancelled');
-        return reply.code(202).send({ jobId: id, status: 'removed' });
+        return reply.code(202).send({ jobId: id, status: 'removed' as const });
       } catch {
         // A worker took it meanwhile (it is locked): stop it as a running job.
       }
@@ -272,6 +286,6 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
       .execute();
     await publishCancelRequest(deps.redis, deps.config.QUEUE_PREFIX, name, id);
     request.log.info({ queue: name, jobId: id, event: 'cancel-requested' }, 'running job cancel requested');
-    return reply.code(202).send({ jobId: id, status: 'cancelling' });
+    return reply.code(202).send({ jobId: id, status: 'cancelling' as const });
   });
 };
