@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { Value } from 'typebox/value';
-import { OrdersExportPayloadSchema, type OrdersExportPayload } from './jobs.js';
+import { EXPORT_FORMATS, ORDER_STATUSES, OrdersExportPayloadSchema, type OrdersExportPayload } from './jobs.js';
 
 // The argument parser of `npm run export` (scripts/export.ts), kept here so it can be tested in process.
 
@@ -51,6 +51,10 @@ export function parseExportArgs(argv: string[]): ExportArgs {
     ...(values.to !== undefined ? { to: values.to } : {}),
     ...(values.status !== undefined ? { status: values.status } : {}),
   };
+  // Named here: the schema's own message for a union of literals ("must be equal to constant") says nothing useful.
+  for (const [option, value, allowed] of [['--status', values.status, ORDER_STATUSES], ['--format', values.format, EXPORT_FORMATS]] as const) {
+    if (value !== undefined && !(allowed as readonly string[]).includes(value)) throw new ExportUsageError(`${option} must be one of ${allowed.join(', ')}`);
+  }
   if (!Value.Check(OrdersExportPayloadSchema, params)) {
     const [first] = Value.Errors(OrdersExportPayloadSchema, params);
     const option = first?.instancePath.replace(/^\//, '--') || 'arguments';
