@@ -223,7 +223,8 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
       await events.close().catch(() => {});
     };
     openStreams.add(end);
-    request.raw.on('close', () => void end());
+    // The response's close: the client went away (or the stream ended).
+    raw.on('close', () => void end());
 
     const finish = async () => {
       const view = await jobView(queue, id);
