@@ -1,13 +1,13 @@
+import { isIP } from 'node:net';
 import envSchema from 'env-schema';
 import { CronExpressionParser } from 'cron-parser';
 import { Type, type Static } from 'typebox';
+import { clusterQueuePrefix, parseRedisUrl, type RedisTopology } from './core/redis-url.js';
 
 // `enum` rather than a union of literals: Ajv then reports one readable line.
 function oneOf<const T extends readonly string[]>(values: T, defaultValue: T[number]) {
   return Type.Unsafe<T[number]>({ type: 'string', enum: [...values], default: defaultValue });
 }
-
-import { isIP } from 'node:net';
 
 export const DEV_WEBHOOK_SECRET = 'errand-dev-webhook-secret-change-me';
 export const DEV_LINK_SECRET = 'errand-dev-link-secret-change-me';
@@ -23,7 +23,8 @@ export const ConfigSchema = Type.Object({
   HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
   ROLE: oneOf(['api', 'worker', 'all'] as const, 'all'),
   DATABASE_URL: Type.String({ pattern: '^postgres(ql)?://', default: 'postgres://postgres@127.0.0.1:5432/errand' }),
-  REDIS_URL: Type.String({ pattern: '^rediss?://', default: 'redis://127.0.0.1:6379' }),
+  // Parsed (and checked) by parseRedisUrl below: a pattern could not say what is wrong with a host list.
+  REDIS_URL: Type.String({ minLength: 1, default: 'redis://127.0.0.1:6379' }),
   QUEUE_PREFIX: Type.String({ minLength: 1, pattern: '^[^:\\s]+$', default: 'errand' }),
   LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
   PUBLIC_BASE_URL: Type.String({ pattern: '^https?://[^\\s]+$', default: 'http://localhost:3000' }),
@@ -45,7 +46,9 @@ export const ConfigSchema = Type.Object({
   PAYMENTS_RECONCILE_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 4 }),
   PAYMENT_PROVIDER_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   PAYMENT_PROVIDER_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000 }),
+  // Several secrets separated by spaces during a rotation; any one may sign.
   PAYMENT_WEBHOOK_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  // errand's own key for tracking-link tokens; never shared with the payment provider.
   LINK_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
   // false | true | a hop count | a comma-separated list of addresses/CIDRs (parsed by trustProxySetting).
@@ -78,10 +81,28 @@ export const ConfigSchema = Type.Object({
   WORKER_STALLED_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30000 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10000 }),
   PG_POOL_MAX: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
+  BATCH_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 1 }),
+  IMPORT_MAX_BYTES: Type.Integer({ minimum: 1, maximum: 1024 * 1024 * 1024, default: 52428800 }),
+  // Rows per batch chunk: each chunk is one transaction with its checkpoint, and one progress report.
+  BATCH_CHUNK_ROWS: Type.Integer({ minimum: 1, maximum: 10000, default: 1000 }),
+  // Pause between chunks, to spare a busy primary during a long export or backfill.
+  BATCH_CHUNK_PAUSE_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 0 }),
+  // Batch jobs run for minutes: a longer lock than the other queues, so a slow chunk never loses it.
+  BATCH_LOCK_DURATION_MS: Type.Integer({ minimum: 100, default: 60000 }),
+  BATCH_STALLED_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30000 }),
 });
 
 type RawConfig = Static<typeof ConfigSchema>;
-export type Config = Readonly<Omit<RawConfig, 'PAYMENT_WEBHOOK_SECRET' | 'LINK_SECRET'> & { PAYMENT_WEBHOOK_SECRET: string; LINK_SECRET: string }>;
+export type Config = Readonly<
+  Omit<RawConfig, 'PAYMENT_WEBHOOK_SECRET' | 'LINK_SECRET'> & {
+    PAYMENT_WEBHOOK_SECRET: string;
+    /** PAYMENT_WEBHOOK_SECRET split on whitespace, in the order given (the first one signs, in scripts). */
+    PAYMENT_WEBHOOK_SECRETS: readonly string[];
+    LINK_SECRET: string;
+    /** REDIS_URL parsed: every Redis connection is made from this (core/redis.ts). */
+    redis: RedisTopology;
+  }
+>;
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -122,9 +143,34 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   trustProxySetting(raw.TRUST_PROXY);
   if (raw.NODE_ENV === 'production') refuseUnsafeProduction(raw);
+  const webhookSecret = raw.PAYMENT_WEBHOOK_SECRET?.trim() || undefined;
+  let redis: RedisTopology;
+  try {
+    redis = parseRedisUrl(raw.REDIS_URL);
+  } catch (error) {
+    throw new ConfigError(`invalid configuration: REDIS_URL ${(error as Error).message}`);
+  }
+  let queuePrefix = raw.QUEUE_PREFIX;
+  if (redis.kind === 'cluster') {
+    try {
+      queuePrefix = clusterQueuePrefix(queuePrefix);
+    } catch (error) {
+      throw new ConfigError(`invalid configuration: ${(error as Error).message}`);
+    }
+  }
+  const webhookSecrets = Object.freeze((webhookSecret ?? DEV_WEBHOOK_SECRET).split(/\s+/));
+  // A Standard Webhooks secret is `whsec_` + base64; a typo there would make every signature fail, so say so now.
+  for (const secret of webhookSecrets) {
+    if (secret.startsWith('whsec_') && !/^[A-Za-z0-9+/]+={0,2}$/.test(secret.slice('whsec_'.length))) {
+      throw new ConfigError('invalid configuration: PAYMENT_WEBHOOK_SECRET has a whsec_ secret whose rest is not base64');
+    }
+  }
   return Object.freeze({
     ...raw,
-    PAYMENT_WEBHOOK_SECRET: raw.PAYMENT_WEBHOOK_SECRET ?? DEV_WEBHOOK_SECRET,
+    QUEUE_PREFIX: queuePrefix,
+    redis,
+    PAYMENT_WEBHOOK_SECRET: webhookSecret ?? DEV_WEBHOOK_SECRET,
+    PAYMENT_WEBHOOK_SECRETS: webhookSecrets,
     LINK_SECRET: raw.LINK_SECRET ?? DEV_LINK_SECRET,
   });
 }

@@ -1,18 +1,20 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './core/redis.js';
 import type { Config } from './config.js';
 import { COMPLETED_JOBS_KEPT, FAILED_JOBS_KEPT, type JobDeclaration, type JobNameOf, type PayloadOf, type Processors } from './core/job-registry.js';
 import type { Logger } from './core/logger.js';
 import { emailQueue } from './email/jobs.js';
 import { paymentsReconcileQueue } from './reconcile/jobs.js';
 import { maintenanceQueue } from './maintenance/jobs.js';
+import { batchQueue } from './batch/jobs.js';
 
 export { EMAIL_QUEUE } from './email/jobs.js';
 export { PAYMENTS_RECONCILE_QUEUE } from './reconcile/jobs.js';
+export { BATCH_QUEUE } from './batch/jobs.js';
 export { MAINTENANCE_QUEUE } from './maintenance/jobs.js';
 
 /** Every queue errand has. A queue listed here gets a worker in the `worker` and `all` roles (see WorkerProcessors). */
-export const QUEUE_DEFINITIONS = [emailQueue, paymentsReconcileQueue, maintenanceQueue] as const;
+export const QUEUE_DEFINITIONS = [emailQueue, paymentsReconcileQueue, batchQueue, maintenanceQueue] as const;
 
 type Definitions = (typeof QUEUE_DEFINITIONS)[number];
 export type QueueName = Definitions['name'];
@@ -47,7 +49,7 @@ export function jobOptionsFor(queue: string, jobName: string): { priority?: numb
  * waits for the first 'ready' before its first command; callers on the
  * request path check `redis.status` first so they never wait on that.
  */
-export function createQueues(redis: Redis, config: Config, log: Logger): Queues {
+export function createQueues(redis: RedisClient, config: Config, log: Logger): Queues {
   const queues = {} as Record<QueueName, Queue>;
   for (const name of QUEUE_NAMES) {
     const queue = new Queue(name, {

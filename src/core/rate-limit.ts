@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
-import type { Redis } from 'ioredis';
 import type { Logger } from './logger.js';
+import type { RedisClient } from './redis.js';
 
 // INCR + first-hit PEXPIRE in one atomic step on one key (so it works on a cluster too); returns [count, ms left].
 const INCR_WITH_WINDOW = `
@@ -49,7 +49,7 @@ class LocalWindows {
 }
 
 export interface RateLimitStoreDeps {
-  redis: Redis;
+  redis: RedisClient;
   log: Logger;
   /** Redis key prefix (QUEUE_PREFIX), so one Redis can serve several errand deployments. */
   keyPrefix: string;
@@ -65,7 +65,7 @@ export interface RateLimitStoreDeps {
 export function createRateLimitStore(deps: RateLimitStoreDeps): FastifyRateLimitStoreCtor {
   const local = new LocalWindows();
   let onFallback = false;
-  const redis = deps.redis as Redis & { errandRateLimit?: (key: string, windowMs: number) => Promise<[number, number]> };
+  const redis = deps.redis as RedisClient & { errandRateLimit?: (key: string, windowMs: number) => Promise<[number, number]> };
   if (!redis.errandRateLimit) redis.defineCommand('errandRateLimit', { numberOfKeys: 1, lua: INCR_WITH_WINDOW });
 
   const fallBack = (key: string, windowMs: number, cb: IncrCallback, reason: string) => {

@@ -7,7 +7,7 @@ import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { SafeString } from '../core/schemas.js';
 import { maskEmail } from '../core/logger.js';
 import { findOrderById, insertOrder } from './repository.js';
-import { deriveTrackingKey, isUuid, isValidTrackingToken } from './tracking.js';
+import { isUuid, isValidTrackingToken } from './tracking.js';
 
 export const CreateOrderBodySchema = Type.Object(
   {
@@ -45,7 +45,8 @@ const TrackingQuerySchema = Type.Object({ token: Type.Optional(Type.Unknown()) }
 
 export interface OrderRoutesOptions {
   db: Db;
-  webhookSecret: string;
+  /** From LINK_SECRET, derived once (createDeps). */
+  trackingKey: Buffer;
 }
 
 /** What the payment provider knows the order by. */
@@ -55,7 +56,7 @@ function newProviderRef(): string {
 
 export const orderRoutes: FastifyPluginAsync<OrderRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  const trackingKey = deriveTrackingKey(deps.webhookSecret);
+  const { trackingKey } = deps;
 
   app.post(
     '/orders',

@@ -6,7 +6,7 @@ import { runPaymentsSweep, type SweepDeps } from './sweep.js';
 
 export interface PaymentsReconcileWorkerDeps extends SweepDeps {
   config: SweepDeps['config'] & Pick<Config, 'NODE_ENV' | 'PAYMENT_PROVIDER_URL'>;
-  metrics: Pick<Metrics, 'sweepsWithoutProvider'>;
+  metrics: SweepDeps['metrics'] & Pick<Metrics, 'sweepsWithoutProvider'>;
 }
 
 /** The `payments-sweep` job: run the sweep, report progress; the summary is the job's return value. */

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Db } from '../core/db.js';
+import { compileOnce, type Db } from '../core/db.js';
 import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
 
@@ -12,59 +12,64 @@ export function signupThrottleKey(email: string): string {
   return `${plus < 0 ? local : local.slice(0, plus)}${email.slice(at)}`.toLowerCase();
 }
 
+export type SignupUser = (user: { email: string; name: string | null }) => Promise<OutboxRow | undefined>;
+
 /**
  * Signup in one statement, with no explicit transaction: creates the user, or
  * re-arms an unverified one whose last verification email was queued over
  * 60 s ago; then, only for that case, claims the 60 s throttle of the address
  * with its `+tag` removed (so `victim+1@x` and `victim+2@x` share one); and
- * records the `email-verification` job in the outbox when both agreed. Returns
- * the outbox row when an email is due, undefined otherwise (verified or
- * throttled). Concurrent signups serialise on the unique email and on the
- * throttle key, so they agree on a single email.
+ * records the `email-verification` job in the outbox when both agreed.
+ * Resolves to the outbox row when an email is due, undefined otherwise
+ * (verified, or throttled). Concurrent signups serialise on the unique email
+ * and on the throttle key, so they agree on a single email.
+ * Compiled once: this is the hottest statement errand runs.
  */
-export async function signupUser(db: Db, user: { email: string; name: string | null }): Promise<OutboxRow | undefined> {
-  return db
-    .with('due', (qb) =>
-      qb
-        .insertInto('users')
-        .values({ email: user.email, name: user.name })
-        .onConflict((oc) =>
-          oc
-            .column('email')
-            .doUpdateSet({ verification_requested_at: sql`now()` })
-            .where('users.verified_at', 'is', null)
-            .where('users.verification_requested_at', '<=', sql<Date>`now() - interval '60 seconds'`),
-        )
-        .returning('id'),
-    )
-    // Reads `due`: the shared throttle is claimed only when this address would get an email.
-    .with('throttle', (qb) =>
-      qb
-        .insertInto('signup_throttle')
-        .columns(['address_key'])
-        .expression((eb) => eb.selectFrom('due').select(sql.val(signupThrottleKey(user.email)).as('address_key')))
-        .onConflict((oc) =>
-          oc
-            .column('address_key')
-            .doUpdateSet({ last_queued_at: sql`now()` })
-            .where('signup_throttle.last_queued_at', '<=', sql<Date>`now() - interval '60 seconds'`),
-        )
-        .returning('address_key'),
-    )
-    .insertInto('outbox')
-    .columns(['queue', 'job_name', 'payload'])
-    .expression((eb) =>
-      eb
-        .selectFrom(['due', 'throttle'])
-        .select([
-          sql.val(EMAIL_QUEUE).as('queue'),
-          sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),
-          // The job's declared payload, {userId}: built here because the id exists only inside this statement.
-          sql`jsonb_build_object('userId', due.id::text)`.as('payload'),
-        ]),
-    )
-    .returning(['id', 'queue', 'job_name', 'payload'])
-    .executeTakeFirst();
+export function prepareSignupUser(db: Db): SignupUser {
+  const run = compileOnce(db, ['email', 'name', 'throttleKey'], (qb, user: { email: string; name: string | null; throttleKey: string }) =>
+    qb
+      .with('due', (cte) =>
+        cte
+          .insertInto('users')
+          .values({ email: user.email, name: user.name })
+          .onConflict((oc) =>
+            oc
+              .column('email')
+              .doUpdateSet({ verification_requested_at: sql`now()` })
+              .where('users.verified_at', 'is', null)
+              .where('users.verification_requested_at', '<=', sql<Date>`now() - interval '60 seconds'`),
+          )
+          .returning('id'),
+      )
+      // Reads `due`: the shared throttle is claimed only when this address would get an email.
+      .with('throttle', (cte) =>
+        cte
+          .insertInto('signup_throttle')
+          .columns(['address_key'])
+          .expression((eb) => eb.selectFrom('due').select(sql.val(user.throttleKey).as('address_key')))
+          .onConflict((oc) =>
+            oc
+              .column('address_key')
+              .doUpdateSet({ last_queued_at: sql`now()` })
+              .where('signup_throttle.last_queued_at', '<=', sql<Date>`now() - interval '60 seconds'`),
+          )
+          .returning('address_key'),
+      )
+      .insertInto('outbox')
+      .columns(['queue', 'job_name', 'payload'])
+      .expression((eb) =>
+        eb
+          .selectFrom(['due', 'throttle'])
+          .select([
+            sql.val(EMAIL_QUEUE).as('queue'),
+            sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),
+            // The job's declared payload, {userId}: built here because the id exists only inside this statement.
+            sql`jsonb_build_object('userId', due.id::text)`.as('payload'),
+          ]),
+      )
+      .returning(['id', 'queue', 'job_name', 'payload']),
+  );
+  return async (user) => (await run({ ...user, throttleKey: signupThrottleKey(user.email) }))[0];
 }
 
 export async function findUserById(db: Db, id: string) {
