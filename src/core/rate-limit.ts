@@ -65,8 +65,10 @@ export interface RateLimitStoreDeps {
 export function createRateLimitStore(deps: RateLimitStoreDeps): FastifyRateLimitStoreCtor {
   const local = new LocalWindows();
   let onFallback = false;
-  const redis = deps.redis as RedisClient & { errandRateLimit?: (key: string, windowMs: number) => Promise<[number, number]> };
-  if (!redis.errandRateLimit) redis.defineCommand('errandRateLimit', { numberOfKeys: 1, lua: INCR_WITH_WINDOW });
+  const redis = deps.redis;
+  // Plain EVAL, not defineCommand: the shared connection auto-pipelines, and ioredis' EVALSHA-then-EVAL retry
+  // inside an auto-pipeline fails ("results[i] is not iterable"); the script is a few hundred bytes.
+  const incrWithWindow = (key: string, windowMs: number) => redis.eval(INCR_WITH_WINDOW, 1, key, windowMs) as Promise<[number, number]>;
 
   const fallBack = (key: string, windowMs: number, cb: IncrCallback, reason: string) => {
     if (!onFallback) {
@@ -82,7 +84,7 @@ export function createRateLimitStore(deps: RateLimitStoreDeps): FastifyRateLimit
     incr(key: string, cb: IncrCallback, timeWindow: number): void {
       const fullKey = `${deps.keyPrefix}:rate-limit:${this.scope}:${key}`;
       if (redis.status !== 'ready') return fallBack(fullKey, timeWindow, cb, `redis ${redis.status}`);
-      redis.errandRateLimit!(fullKey, timeWindow).then(
+      incrWithWindow(fullKey, timeWindow).then(
         ([current, ttl]) => {
           if (onFallback) {
             onFallback = false;

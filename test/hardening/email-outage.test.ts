@@ -82,6 +82,9 @@ t.test('SMTP down for longer than every attempt and backoff: no attempt spent, t
 
 t.test('SMTP refusing our credentials (535): paused, not failed; the email goes out once the password works', async (t) => {
   state.authBroken = true;
+  // The mailer pools its connection: restart the server so errand has to log in again (as after a password change).
+  await stopSmtp();
+  await startSmtp();
   await signup('auth@example.com');
   await waitFor(async () => ((await pauses('smtp-auth')) >= 5 ? true : undefined), 30000, '5 auth outage pauses');
   t.equal(await queue.getFailedCount(), 0, 'no email failed as permanent');
