@@ -45,7 +45,7 @@ t.test('admin API and board', async (t) => {
     const res = await app.inject({ method: 'GET', url: '/admin/queues', headers: bearer });
     t.equal(res.statusCode, 200);
     const body = res.json() as { queues: { name: string; counts: Record<string, number>; schedulers: Record<string, unknown>[] }[] };
-    t.same(body.queues.map((q) => q.name).sort(), [EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE, BATCH_QUEUE].sort());
+    t.same(body.queues.map((q) => q.name).sort(), [EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE, BATCH_QUEUE, MAINTENANCE_QUEUE].sort());
     for (const queue of body.queues) {
       t.same(queue.counts, await deps.queues[queue.name as typeof EMAIL_QUEUE].getJobCounts(), `${queue.name} counts`);
     }
