@@ -1,10 +1,11 @@
 import Fastify from 'fastify';
 import type { Deps } from './deps.js';
-import { errorHandler, notFoundHandler } from './core/errors.js';
+import { addStandardErrorResponses, errorHandler, notFoundHandler } from './core/errors.js';
 import { healthRoutes } from './ops/health.routes.js';
 import { instrumentHttp, metricsRoutes } from './ops/metrics.js';
 import { adminRoutes } from './ops/admin.routes.js';
 import { boardRoutes } from './ops/board.js';
+import { registerApiDocs } from './ops/docs.js';
 import { signupRoutes } from './signup/routes.js';
 import { orderRoutes } from './payments/orders.routes.js';
 import { webhookRoutes } from './payments/webhook.routes.js';
@@ -24,6 +25,10 @@ export async function buildApp(deps: Deps) {
   });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
+  // Before any route: both hooks see each route as it is added.
+  app.addHook('onRoute', addStandardErrorResponses);
+  // The roles that serve the API also serve its description; a worker has no public routes to describe.
+  if (deps.config.ROLE !== 'worker') await registerApiDocs(app);
 
   instrumentHttp(app, deps.metrics);
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis });

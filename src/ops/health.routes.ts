@@ -1,7 +1,9 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { sql } from 'kysely';
 import type { Redis } from 'ioredis';
+import { Type } from 'typebox';
 import type { Db } from '../core/db.js';
+import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout;
@@ -20,7 +22,30 @@ async function check(probe: () => Promise<unknown>): Promise<string> {
   }
 }
 
+const ChecksSchema = Type.Object({
+  postgres: Type.String({ description: '`ok`, or why not' }),
+  redis: Type.String({ description: '`ok`, or why not' }),
+});
+
+// For GET /docs/openapi.json.
+const HEALTH_ROUTE_DOCS: Record<string, RouteDoc> = {
+  'GET /healthz': {
+    tags: ['ops'],
+    summary: 'Liveness: 200 while the process runs',
+    responses: { 200: Type.Object({ status: Type.Literal('ok') }, { description: 'alive' }) },
+  },
+  'GET /readyz': {
+    tags: ['ops'],
+    summary: 'Readiness: PostgreSQL and Redis reachable',
+    responses: {
+      200: Type.Object({ status: Type.Literal('ready'), checks: ChecksSchema }, { description: 'both reachable' }),
+      503: Type.Object({ status: Type.Literal('unavailable'), checks: ChecksSchema }, { description: 'a check failed; it is named in checks' }),
+    },
+  },
+};
+
 export const healthRoutes: FastifyPluginAsync<{ db: Db; redis: Redis }> = async (app, deps) => {
+  app.addHook('onRoute', describeRoutes(HEALTH_ROUTE_DOCS));
   app.get('/healthz', async () => ({ status: 'ok' }));
 
   app.get('/readyz', async (_request, reply) => {

@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import type { Db } from '../core/db.js';
+import { describeRoutes } from '../core/route-docs.js';
 import type { Logger } from '../core/logger.js';
 import { QUEUE_NAMES, type Queues } from '../queues.js';
 
@@ -159,6 +160,17 @@ export function instrumentHttp(app: FastifyInstance, metrics: Metrics): void {
 
 /** `GET /metrics` in Prometheus text format; served by every role. */
 export const metricsRoutes = async (app: FastifyInstance, options: { metrics: Metrics }) => {
+  app.addHook(
+    'onRoute',
+    describeRoutes({
+      'GET /metrics': {
+        tags: ['ops'],
+        summary: 'Prometheus metrics of this process (text format 0.0.4)',
+        description: 'Queue depth per queue and state, job completions, failures and durations, outbox backlog, HTTP durations, process metrics. See the README for the list.',
+        responses: { 200: { description: 'Prometheus text exposition', content: { 'text/plain': { schema: { type: 'string' } } } } },
+      },
+    }),
+  );
   app.get('/metrics', async (_request, reply) => {
     const body = await options.metrics.registry.metrics();
     return reply.type(options.metrics.registry.contentType).send(body);
