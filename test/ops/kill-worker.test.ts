@@ -2,6 +2,7 @@ import t from 'tap';
 import { SMTPServer } from 'smtp-server';
 import { EMAIL_QUEUE } from '../../src/queues.js';
 import { sleep, spawnErrand, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+import { parsePrometheus, sampleValue } from '../support/prometheus.js';
 
 // Two tsx-started child processes on a shared machine: be generous.
 t.setTimeout(300_000);
@@ -69,6 +70,8 @@ t.test('a worker killed with SIGKILL mid-job loses nothing: another worker compl
     second.stdout.some((line) => line.includes('"event":"stalled"') && line.includes(jobId)),
     'the second worker logged the stalled job',
   );
+  const metrics = await fetch(`${second.baseUrl}/metrics`);
+  t.equal(sampleValue(parsePrometheus(await metrics.text()), 'errand_jobs_stalled_total', { queue: EMAIL_QUEUE }), 1, 'and counted it');
 
   second.child.kill('SIGTERM');
   t.same(await second.exited, { code: 0, signal: null }, 'graceful stop exits 0');
