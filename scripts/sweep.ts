@@ -6,6 +6,7 @@ import { prepareDatabase } from '../src/core/db.js';
 import { parseDuration } from '../src/reconcile/duration.js';
 import { enqueuePaymentsSweep, MAX_SWEEP_LIMIT, MAX_WINDOW_HOURS } from '../src/reconcile/jobs.js';
 import { runPaymentsSweep } from '../src/reconcile/sweep.js';
+import { createSweepTerminal, type SweepTerminal } from './terminal-progress.js';
 
 // One payments sweep now, in this process (or, with --enqueue, as a job for the workers).
 // stdout: exactly one JSON line (the summary, or the queued job id); logs go to stderr.
@@ -76,7 +77,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-async function main(args: Args, config: Config, deps: Deps): Promise<Record<string, unknown>> {
+async function main(args: Args, config: Config, deps: Deps, terminal: SweepTerminal | undefined): Promise<Record<string, unknown>> {
   const windowHours = args.windowHours ?? config.PAYMENTS_RECONCILE_WINDOW_HOURS;
   const limit = args.limit ?? config.PAYMENTS_RECONCILE_LIMIT;
   if (args.enqueue) {
@@ -84,7 +85,8 @@ async function main(args: Args, config: Config, deps: Deps): Promise<Record<stri
     deps.log.info({ jobId, windowHours, limit }, 'payments sweep queued');
     return { enqueued: true, jobId, windowHours, limit };
   }
-  const summary = await runPaymentsSweep({ windowHours, limit, dryRun: args.dryRun }, deps);
+  const summary = await runPaymentsSweep({ windowHours, limit, dryRun: args.dryRun }, deps, { onProgress: terminal?.onProgress });
+  terminal?.finish();
   return { ...summary };
 }
 
@@ -102,14 +104,18 @@ if (args.help) {
 } else {
   let config: Config | undefined;
   let deps: Deps | undefined;
+  let terminal: SweepTerminal | undefined;
   try {
     config = loadConfig();
     if (!args.enqueue) await prepareDatabase(config.DATABASE_URL);
-    deps = createDeps(config, { logDestination: pino.destination({ fd: 2, sync: true }) });
-    const line = await main(args, config, deps);
+    // On a terminal (and not --enqueue) a progress display owns stderr and prints the log lines above its bar.
+    terminal = args.enqueue ? undefined : createSweepTerminal();
+    deps = createDeps(config, { logDestination: terminal?.logDestination ?? pino.destination({ fd: 2, sync: true }) });
+    const line = await main(args, config, deps, terminal);
     process.stdout.write(`${JSON.stringify(line)}\n`);
   } catch (error) {
     const message = error instanceof ConfigError ? error.message : `sweep failed: ${(error as Error).message || String(error)}`;
+    terminal?.finish();
     if (deps) deps.log.fatal({ err: error }, 'payments sweep failed');
     process.stderr.write(`${message}\n`);
     process.exitCode = 1;
