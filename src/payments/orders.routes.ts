@@ -7,7 +7,7 @@ import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import { maskEmail } from '../core/logger.js';
 import { findOrderById, insertOrder } from './repository.js';
-import { deriveTrackingKey, isUuid, isValidTrackingToken } from './tracking.js';
+import { isUuid, isValidTrackingToken } from './tracking.js';
 
 export const CreateOrderBodySchema = Type.Object(
   {
@@ -71,7 +71,8 @@ const ORDER_ROUTE_DOCS: Record<string, RouteDoc> = {
 
 export interface OrderRoutesOptions {
   db: Db;
-  webhookSecret: string;
+  /** From LINK_SECRET, derived once (createDeps). */
+  trackingKey: Buffer;
 }
 
 /** What the payment provider knows the order by. */
@@ -82,7 +83,7 @@ function newProviderRef(): string {
 export const orderRoutes: FastifyPluginAsync<OrderRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   app.addHook('onRoute', describeRoutes(ORDER_ROUTE_DOCS));
-  const trackingKey = deriveTrackingKey(deps.webhookSecret);
+  const { trackingKey } = deps;
 
   app.post(
     '/orders',
