@@ -45,6 +45,12 @@ export async function registerApiDocs(app: FastifyInstance): Promise<void> {
       },
     },
   });
-  await app.register(swaggerUi, { routePrefix: DOCS_PREFIX, staticCSP: true });
+  await app.register(swaggerUi, {
+    routePrefix: DOCS_PREFIX,
+    // Swagger UI's own policy (its inline script and style by hash), less upgrade-insecure-requests:
+    // over plain http (development, behind a TLS proxy that talks http) it would send the page's assets to https.
+    staticCSP: true,
+    transformStaticCSP: (header) => header.replace(/\s*upgrade-insecure-requests;?/, ''),
+  });
   app.get(OPENAPI_PATH, { schema: { hide: true } }, async () => app.swagger());
 }

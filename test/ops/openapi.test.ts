@@ -152,6 +152,9 @@ t.test('/docs is a page that reads the document; its assets are served', async (
   const page = await errand.app.inject('/docs');
   t.equal(page.statusCode, 200);
   t.match(page.headers['content-type'], /text\/html/);
+  t.match(page.headers['content-security-policy'], /default-src 'self'/, 'a content security policy');
+  t.notMatch(page.headers['content-security-policy'], /upgrade-insecure-requests/, 'that works over plain http');
+  t.equal((await errand.app.inject('/healthz')).headers['content-security-policy'], undefined, 'only on the docs pages');
   const scripts = [...page.body.matchAll(/<script src="([^"]+)"/g)].map((m) => m[1]!);
   t.ok(scripts.some((src) => src.endsWith('swagger-ui-bundle.js')), 'Swagger UI');
   for (const src of scripts) {
