@@ -20,6 +20,17 @@ export interface RouteDoc {
    * route whose handler reads the raw bytes and validates them itself.
    */
   documentedOnly?: { body?: TSchema; headers?: TSchema };
+  /** Example values for the document (and its "Try it out"), when the schemas do not carry their own. */
+  examples?: { params?: Record<string, string>; body?: unknown };
+}
+
+/** A copy of an object schema whose named properties carry one example each (the original may be shared by other routes). */
+function withPropertyExamples(schema: TSchema, examples: Record<string, string>): TSchema {
+  const properties = { ...(schema as { properties?: Record<string, TSchema> }).properties };
+  for (const [name, example] of Object.entries(examples)) {
+    if (properties[name]) properties[name] = { ...properties[name], examples: [example] };
+  }
+  return { ...schema, properties };
 }
 
 /** Validation for the parts `documentedOnly` describes: none; the handler does it. */
@@ -44,6 +55,8 @@ export function describeRoutes(docs: Record<string, RouteDoc>) {
     Object.assign(schema, { tags: doc.tags, summary: doc.summary, response });
     if (doc.description) schema.description = doc.description;
     if (doc.security) schema.security = doc.security;
+    if (doc.examples?.params && schema.params) schema.params = withPropertyExamples(schema.params as TSchema, doc.examples.params);
+    if (doc.examples?.body !== undefined && schema.body) schema.body = { ...(schema.body as TSchema), examples: [doc.examples.body] };
     if (doc.documentedOnly) {
       if (schema.body || schema.headers || schema.querystring || schema.params) {
         throw new Error(`${route.url}: documentedOnly is for routes that validate nothing through Fastify`);

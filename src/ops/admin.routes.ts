@@ -8,7 +8,7 @@ import { enqueuePaymentsSweep } from '../reconcile/jobs.js';
 import { sendError } from '../core/errors.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import { requireBearer } from './auth.js';
-import { ADMIN_BEARER } from './docs.js';
+import { adminRouteDoc } from './docs.js';
 
 export interface AdminRoutesOptions {
   config: Config;
@@ -73,14 +73,9 @@ const FailedJobsAnswerSchema = Type.Object(
   { description: "a page of the queue's failed jobs, newest first; never their data" },
 );
 
-/** Every admin route: bearer token, 401 without it, 503 while Redis is away. */
+/** Every route here: bearer token, 401 without it, 503 while Redis is away (the preHandler below). */
 function adminDoc(doc: Omit<RouteDoc, 'tags' | 'security'>): RouteDoc {
-  return {
-    ...doc,
-    tags: ['admin'],
-    security: [{ [ADMIN_BEARER]: [] }],
-    responses: { ...doc.responses, 401: 'missing or wrong bearer token', 503: 'Redis unavailable, try again later' },
-  };
+  return adminRouteDoc({ ...doc, responses: { ...doc.responses, 503: 'Redis unavailable, try again later' } });
 }
 
 // For GET /docs/openapi.json: what each route answers, beyond its schemas.

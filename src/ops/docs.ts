@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
+import type { RouteDoc } from '../core/route-docs.js';
 
 export const DOCS_PREFIX = '/docs';
 export const OPENAPI_PATH = `${DOCS_PREFIX}/openapi.json`;
@@ -7,6 +8,11 @@ export const OPENAPI_PATH = `${DOCS_PREFIX}/openapi.json`;
 /** Names of the security schemes, as route schemas refer to them (`security: [{ [ADMIN_BEARER]: [] }]`). */
 export const ADMIN_BEARER = 'adminBearer';
 export const BOARD_BASIC = 'boardBasic';
+
+/** An admin API route: tag, bearer scheme, and the 401 its onRequest hook answers. */
+export function adminRouteDoc(doc: Omit<RouteDoc, 'tags' | 'security'>): RouteDoc {
+  return { ...doc, tags: ['admin'], security: [{ [ADMIN_BEARER]: [] }], responses: { ...doc.responses, 401: 'missing or wrong bearer token' } };
+}
 
 /**
  * The OpenAPI 3.1 document of every route registered after this, built by
