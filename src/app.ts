@@ -1,4 +1,4 @@
-import Fastify from 'fastify';
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Deps } from './deps.js';
 import { addStandardErrorResponses, errorHandler, notFoundHandler } from './core/errors.js';
 import { healthRoutes } from './ops/health.routes.js';
@@ -7,6 +7,17 @@ import { registerApiDocs } from './ops/docs.js';
 import { signupRoutes } from './signup/routes.js';
 import { orderRoutes } from './payments/orders.routes.js';
 import { webhookRoutes } from './payments/webhook.routes.js';
+
+/** Fastify logs two lines per request (incoming, completed); one line at the end says both. */
+class OneLineAccessLog extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const fields = { req: request, res: reply, route: request.routeOptions.url ?? null, responseTime: reply.elapsedTime };
+    if (error) request.log.error({ ...fields, err: error }, 'request errored');
+    else request.log.info(fields, 'request completed');
+  }
+}
 
 /** Builds (never starts) the HTTP app. Public routes only when the role serves them. */
 export async function buildApp(deps: Deps) {
@@ -20,11 +31,7 @@ export async function buildApp(deps: Deps) {
     // Answer 503 to new requests while closing, and let keep-alive clients go.
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    // Fastify logs two lines per request (incoming, completed); one line at the end says both.
-    disableRequestLogging: true,
-  });
-  app.addHook('onResponse', async (request, reply) => {
-    request.log.info({ req: request, res: reply, route: request.routeOptions.url ?? null, responseTime: reply.elapsedTime }, 'request completed');
+    logController: new OneLineAccessLog(),
   });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
