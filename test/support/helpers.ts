@@ -1,5 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
@@ -24,9 +26,71 @@ export function uniqueName(prefix: string): string {
   return `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
 }
 
-/** A fresh database URL; the database itself is created by errand's start-up and dropped at teardown. */
+/** A SQL statement run synchronously against the `postgres` database; throws with psql's stderr. */
+function psqlSync(statement: string): void {
+  try {
+    execFileSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', `${BASE_DATABASE_URL}/postgres`, '-c', statement], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (error) {
+    const stderr = String((error as { stderr?: Buffer }).stderr ?? '').trim();
+    throw new Error(stderr || (error as Error).message);
+  }
+}
+
+const quoteIdentifier = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+/**
+ * The name of the migrated template for the current migrations/ (names and contents): a changed or added
+ * migration gives a new name, so a stale template is never cloned. Computed once per test process.
+ */
+export const templateDatabaseName: () => string = (() => {
+  let name: string | undefined;
+  return () => {
+    if (name) return name;
+    const dir = path.join(REPO_ROOT, 'migrations');
+    const hash = createHash('sha256');
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.sql')).sort()) hash.update(`${file}\0${readFileSync(path.join(dir, file))}\0`);
+    return (name = `errand_template_${hash.digest('hex').slice(0, 16)}`);
+  };
+})();
+
+/**
+ * Builds the template under a private name with the real `npm run migrate` (so Kysely's migration table is
+ * filled and errand's start-up finds nothing to do), then renames it into place. The rename is atomic: a
+ * database under the template's name is always complete, and of two files building at once the loser's
+ * rename fails and it drops its copy. Templates are left behind for the next run (one per migration set).
+ */
+function buildTemplateDatabase(template: string): void {
+  const building = uniqueName('errand_template_building');
+  psqlSync(`CREATE DATABASE ${quoteIdentifier(building)}`);
+  try {
+    execFileSync(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts'], {
+      cwd: REPO_ROOT,
+      env: childEnv({ DATABASE_URL: `${BASE_DATABASE_URL}/${building}`, REDIS_URL, NODE_ENV: 'test' }),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    psqlSync(`ALTER DATABASE ${quoteIdentifier(building)} RENAME TO ${quoteIdentifier(template)}`);
+  } catch (error) {
+    psqlSync(`DROP DATABASE IF EXISTS ${quoteIdentifier(building)} WITH (FORCE)`);
+    // Another test file finished first: its template is as good as ours.
+    if (!/already exists/.test((error as Error).message)) throw error;
+  }
+}
+
+/**
+ * A fresh database URL: the database exists and is migrated when this returns (a clone of the template,
+ * built on first use), and is dropped at teardown. Synchronous so `testEnv` stays synchronous.
+ */
 export function freshDatabaseUrl(t: T): string {
   const name = uniqueName('errand_test');
+  const template = templateDatabaseName();
+  const clone = () => psqlSync(`CREATE DATABASE ${quoteIdentifier(name)} TEMPLATE ${quoteIdentifier(template)}`);
+  try {
+    clone();
+  } catch (error) {
+    if (!/does not exist/.test((error as Error).message)) throw error;
+    buildTemplateDatabase(template);
+    clone();
+  }
   t.teardown(async () => {
     const client = new pg.Client({ connectionString: `${BASE_DATABASE_URL}/postgres` });
     await client.connect();
