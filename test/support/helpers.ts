@@ -77,11 +77,23 @@ function buildTemplateDatabase(template: string): void {
 }
 
 /**
- * A fresh database URL: the database exists and is migrated when this returns (a clone of the template,
- * built on first use), and is dropped at teardown. Synchronous so `testEnv` stays synchronous.
+ * A fresh database URL, dropped at teardown. The database exists and is migrated when this returns (a clone
+ * of the template, built on first use) — unless `create: false`, for tests of errand creating and migrating
+ * its own database. Synchronous so `testEnv` stays synchronous.
  */
-export function freshDatabaseUrl(t: T): string {
+export function freshDatabaseUrl(t: T, options: { create?: boolean } = {}): string {
   const name = uniqueName('errand_test');
+  if (options.create !== false) cloneTemplateDatabase(name);
+  t.teardown(async () => {
+    const client = new pg.Client({ connectionString: `${BASE_DATABASE_URL}/postgres` });
+    await client.connect();
+    await client.query(`DROP DATABASE IF EXISTS ${client.escapeIdentifier(name)} WITH (FORCE)`);
+    await client.end();
+  });
+  return `${BASE_DATABASE_URL}/${name}`;
+}
+
+function cloneTemplateDatabase(name: string): void {
   const template = templateDatabaseName();
   const clone = () => psqlSync(`CREATE DATABASE ${quoteIdentifier(name)} TEMPLATE ${quoteIdentifier(template)}`);
   try {
@@ -91,13 +103,6 @@ export function freshDatabaseUrl(t: T): string {
     buildTemplateDatabase(template);
     clone();
   }
-  t.teardown(async () => {
-    const client = new pg.Client({ connectionString: `${BASE_DATABASE_URL}/postgres` });
-    await client.connect();
-    await client.query(`DROP DATABASE IF EXISTS ${client.escapeIdentifier(name)} WITH (FORCE)`);
-    await client.end();
-  });
-  return `${BASE_DATABASE_URL}/${name}`;
 }
 
 /** A unique BullMQ prefix; its keys are deleted at teardown. */
@@ -228,7 +233,8 @@ export function captureLogs(): { stream: Writable; lines: () => Record<string, u
 export function testEnv(t: T, overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> {
   return {
     NODE_ENV: 'test',
-    DATABASE_URL: freshDatabaseUrl(t),
+    // An overridden DATABASE_URL costs no clone.
+    DATABASE_URL: 'DATABASE_URL' in overrides ? overrides.DATABASE_URL : freshDatabaseUrl(t),
     REDIS_URL,
     QUEUE_PREFIX: freshQueuePrefix(t),
     LOG_LEVEL: 'debug',
