@@ -2,7 +2,8 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { createServer } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import pg from 'pg';
@@ -11,6 +12,8 @@ import { SMTPServer, type SMTPServerAddress } from 'smtp-server';
 import { simpleParser } from 'mailparser';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startErrand, type Errand } from '../../src/errand.js';
+import type { Deps } from '../../src/deps.js';
+import { isQueueName } from '../../src/queues.js';
 
 type Teardown = (fn: () => unknown) => void;
 export interface T {
@@ -213,8 +216,32 @@ export async function waitFor<T>(probe: () => T | undefined | Promise<T | undefi
   }
 }
 
+/** A plain delay (node:timers/promises); prefer waitFor on state, and say why when a delay is really needed. */
 export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  return delay(ms);
+}
+
+/**
+ * Waits until every outbox row (or each of `ids`) is published and every job it became has finished (completed or failed):
+ * from then on nothing more is on its way from the outbox, so "exactly N emails" can be counted.
+ */
+export async function waitForOutboxDrained(deps: Pick<Deps, 'db' | 'queues'>, options: { timeoutMs?: number; ids?: string[] } = {}): Promise<void> {
+  const { timeoutMs = 15000, ids } = options;
+  await waitFor(
+    async () => {
+      let query = deps.db.selectFrom('outbox').select(['id', 'queue', 'published_at']);
+      if (ids) query = query.where('id', 'in', ids.length ? ids : ['0']);
+      const rows = await query.execute();
+      for (const row of rows) {
+        if (!row.published_at || !isQueueName(row.queue)) return undefined;
+        const state = await deps.queues[row.queue].getJobState(`outbox-${row.id}`);
+        if (state !== 'completed' && state !== 'failed') return undefined;
+      }
+      return true;
+    },
+    timeoutMs,
+    'every outbox row published and its job finished',
+  );
 }
 
 /** Collects pino's JSON lines in memory. */
@@ -279,6 +306,39 @@ export function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+export interface TcpProxy {
+  port: number;
+  /** Refuses new connections and resets open ones: the server behind it looks down. */
+  cut(): Promise<void>;
+}
+
+/**
+ * A TCP proxy on a free port in front of `target` (e.g. the shared PostgreSQL), so one test can make a shared
+ * server unreachable for its own process without touching the server.
+ */
+export async function startTcpProxy(t: T, target: { host: string; port: number }): Promise<TcpProxy> {
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(target.port, target.host);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const cut = async () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const socket of sockets) socket.resetAndDestroy();
+    await closed;
+  };
+  t.teardown(() => (server.listening ? cut() : undefined));
+  return { port: (server.address() as { port: number }).port, cut };
 }
 
 export interface PrivateRedis {
