@@ -149,6 +149,8 @@ export interface TestSmtp {
   delayReplies(ms: number): void;
   /** Messages whose data has arrived but which are not answered yet. */
   readonly inFlight: number;
+  /** The most messages ever in flight at once. */
+  readonly maxInFlight: number;
   waitForEmails(count: number, timeoutMs?: number): Promise<ReceivedEmail[]>;
 }
 
@@ -156,7 +158,7 @@ export interface TestSmtp {
 export async function startSmtpServer(t: T): Promise<TestSmtp> {
   let responder: SmtpResponder | undefined;
   const received: ReceivedEmail[] = [];
-  const state = { attempts: 0, delayMs: 0, inFlight: 0 };
+  const state = { attempts: 0, delayMs: 0, inFlight: 0, maxInFlight: 0 };
   const server = new SMTPServer({
     authOptional: true,
     // Its bundled certificate has expired: no STARTTLS.
@@ -168,6 +170,7 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
       stream.on('end', async () => {
         state.attempts += 1;
         state.inFlight += 1;
+        state.maxInFlight = Math.max(state.maxInFlight, state.inFlight);
         if (state.delayMs > 0) await sleep(state.delayMs);
         state.inFlight -= 1;
         const to = (session.envelope.rcptTo as SMTPServerAddress[]).map((a) => a.address);
@@ -201,6 +204,9 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
     },
     get inFlight() {
       return state.inFlight;
+    },
+    get maxInFlight() {
+      return state.maxInFlight;
     },
     waitForEmails: (count, timeoutMs = 15000) => waitFor(() => (received.length >= count ? received.slice() : undefined), timeoutMs, `${count} email(s)`),
   };
