@@ -2,6 +2,7 @@ import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from '../src/config.js';
 import { createDeps, type Deps } from '../src/deps.js';
 import { prepareDatabase } from '../src/core/db.js';
+import { unlessAborted } from '../src/core/abort.js';
 import { enqueuePaymentsSweep } from '../src/reconcile/jobs.js';
 import { runPaymentsSweep } from '../src/reconcile/sweep.js';
 import { help, parseSweepArgs, usage, UsageError, type SweepArgs } from './sweep-args.js';
@@ -11,19 +12,11 @@ import { help, parseSweepArgs, usage, UsageError, type SweepArgs } from './sweep
 // Exit codes: 0 done, 1 fatal (bad configuration, database or Redis unreachable), 2 bad arguments.
 const ENQUEUE_TIMEOUT_MS = 10_000;
 
-/** Rejects when `signal` aborts first (AbortSignal.timeout: the rejection names the timeout). */
-function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal, what: string): Promise<T> {
-  const aborted = new Promise<never>((_, reject) => {
-    signal.addEventListener('abort', () => reject(new Error(`${what} did not answer within ${ENQUEUE_TIMEOUT_MS} ms`)), { once: true });
-  });
-  return Promise.race([promise, aborted]);
-}
-
 async function main(args: SweepArgs, config: Config, deps: Deps): Promise<Record<string, unknown>> {
   const windowHours = args.windowHours ?? config.PAYMENTS_RECONCILE_WINDOW_HOURS;
   const limit = args.limit ?? config.PAYMENTS_RECONCILE_LIMIT;
   if (args.enqueue) {
-    const jobId = await unlessAborted(enqueuePaymentsSweep(deps.queues, { windowHours, limit }), AbortSignal.timeout(ENQUEUE_TIMEOUT_MS), 'Redis');
+    const jobId = await unlessAborted(enqueuePaymentsSweep(deps.queues, { windowHours, limit }), AbortSignal.timeout(ENQUEUE_TIMEOUT_MS), `Redis did not answer within ${ENQUEUE_TIMEOUT_MS} ms`);
     deps.log.info({ jobId, windowHours, limit }, 'payments sweep queued');
     return { enqueued: true, jobId, windowHours, limit };
   }

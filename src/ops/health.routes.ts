@@ -2,18 +2,13 @@ import type { FastifyPluginAsync } from 'fastify';
 import { sql } from 'kysely';
 import type { Redis } from 'ioredis';
 import type { Db } from '../core/db.js';
+import { unlessAborted } from '../core/abort.js';
 
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+const PROBE_TIMEOUT_MS = 1000;
 
 async function check(probe: () => Promise<unknown>): Promise<string> {
   try {
-    await withTimeout(probe(), 1000);
+    await unlessAborted(probe(), AbortSignal.timeout(PROBE_TIMEOUT_MS), `no answer within ${PROBE_TIMEOUT_MS} ms`);
     return 'ok';
   } catch (error) {
     return `error: ${(error as Error).message}`;
