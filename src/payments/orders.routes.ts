@@ -6,7 +6,7 @@ import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { maskEmail } from '../core/logger.js';
 import { findOrderById, insertOrder } from './repository.js';
-import { deriveTrackingKey, isUuid, isValidTrackingToken } from './tracking.js';
+import { isUuid, isValidTrackingToken } from './tracking.js';
 
 export const CreateOrderBodySchema = Type.Object(
   {
@@ -44,7 +44,8 @@ const TrackingQuerySchema = Type.Object({ token: Type.Optional(Type.Unknown()) }
 
 export interface OrderRoutesOptions {
   db: Db;
-  webhookSecret: string;
+  /** From LINK_SECRET, derived once (createDeps). */
+  trackingKey: Buffer;
 }
 
 /** What the payment provider knows the order by. */
@@ -54,7 +55,7 @@ function newProviderRef(): string {
 
 export const orderRoutes: FastifyPluginAsync<OrderRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  const trackingKey = deriveTrackingKey(deps.webhookSecret);
+  const { trackingKey } = deps;
 
   app.post(
     '/orders',

@@ -1,14 +1,14 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis.js';
 import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { maskEmail, type Logger } from '../core/logger.js';
 import type { Queues } from '../queues.js';
 import { publishAfterCommit } from '../outbox/producer.js';
 import type { PublishedMarks } from '../outbox/published-marks.js';
-import { consumeVerificationToken, signupUser } from './repository.js';
+import { consumeVerificationToken, prepareSignupUser } from './repository.js';
 import { hashToken } from './tokens.js';
 
 export const SignupBodySchema = Type.Object(
@@ -24,7 +24,7 @@ const VerifyQuerySchema = Type.Object({ token: Type.String({ minLength: 1, maxLe
 
 export interface SignupRoutesOptions {
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;
@@ -32,6 +32,7 @@ export interface SignupRoutesOptions {
 
 export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const signupUser = prepareSignupUser(deps.db);
 
   app.post(
     '/auth/signup',
@@ -41,7 +42,7 @@ export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fast
     },
     async (request, reply) => {
       const email = request.body.email.trim().toLowerCase();
-      const outboxRow = await signupUser(deps.db, { email, name: request.body.name?.trim() || null });
+      const outboxRow = await signupUser({ email, name: request.body.name?.trim() || null });
       if (outboxRow) await publishAfterCommit({ ...deps, log: request.log }, [outboxRow]);
       request.log.info({ recipient: maskEmail(email), emailQueued: outboxRow !== undefined }, 'signup accepted');
       // Same answer whether the address is new, unverified or verified: no account enumeration.
