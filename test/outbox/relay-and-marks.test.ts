@@ -48,7 +48,9 @@ t.test('published marks: adds in the same moment become one UPDATE; a full batch
   marks.add([ids[0]!]);
   marks.add([ids[1]!, ids[2]!]);
   marks.add([ids[3]!]);
+  // Marked by the timer (no flush asked for); then wait for that UPDATE's reply too (flush with nothing held adds no UPDATE).
   await waitFor(async () => ((await unpublished(db)).length === 102 ? true : undefined), 10000, 'four rows marked');
+  await marks.flush();
   t.equal(counter.updates, 1, 'three adds, one UPDATE');
 
   // 100 ids (the batch maximum) are written without waiting for the timer; the 101st starts a new batch.
