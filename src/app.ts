@@ -1,11 +1,12 @@
-import Fastify from 'fastify';
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Deps } from './deps.js';
 import { trustProxySetting, type TrustProxy } from './config.js';
 import { registerRateLimit } from './core/rate-limit.js';
-import { errorHandler, notFoundHandler } from './core/errors.js';
 import { schemaErrorFormatter } from './core/schemas.js';
+import { addStandardErrorResponses, errorHandler, notFoundHandler } from './core/errors.js';
 import { healthRoutes } from './ops/health.routes.js';
 import { instrumentHttp, metricsRoutes } from './ops/metrics.js';
+import { registerApiDocs } from './ops/docs.js';
 import { signupRoutes } from './signup/routes.js';
 import { orderRoutes } from './payments/orders.routes.js';
 import { webhookRoutes } from './payments/webhook.routes.js';
@@ -13,6 +14,17 @@ import { webhookRoutes } from './payments/webhook.routes.js';
 /** A hop count as the function Fastify runs it as (its types leave the number form out): trust the nearest `hops` proxies. */
 function fastifyTrustProxy(setting: TrustProxy): boolean | string[] | ((address: string, hop: number) => boolean) {
   return typeof setting === 'number' ? (_address, hop) => hop < setting : setting;
+}
+
+/** Fastify logs two lines per request (incoming, completed); one line at the end says both. */
+class OneLineAccessLog extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const fields = { req: request, res: reply, route: request.routeOptions.url ?? null, responseTime: reply.elapsedTime };
+    if (error) request.log.error({ ...fields, err: error }, 'request errored');
+    else request.log.info(fields, 'request completed');
+  }
 }
 
 /** Builds (never starts) the HTTP app. Public routes only when the role serves them. */
@@ -40,14 +52,14 @@ export async function buildApp(deps: Deps) {
       requestTimeout: deps.config.HTTP_REQUEST_TIMEOUT_MS,
       connectionsCheckingInterval: Math.min(30000, Math.max(100, Math.floor(deps.config.HTTP_REQUEST_TIMEOUT_MS / 4) || 30000)),
     },
-    // Fastify logs two lines per request (incoming, completed); one line at the end says both.
-    disableRequestLogging: true,
-  });
-  app.addHook('onResponse', async (request, reply) => {
-    request.log.info({ req: request, res: reply, route: request.routeOptions.url ?? null, responseTime: reply.elapsedTime }, 'request completed');
+    logController: new OneLineAccessLog(),
   });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
+  // Before any route: both hooks see each route as it is added.
+  app.addHook('onRoute', addStandardErrorResponses);
+  // The roles that serve the API also serve its description; a worker has no public routes to describe.
+  if (deps.config.ROLE !== 'worker') await registerApiDocs(app);
 
   instrumentHttp(app, deps.metrics);
   await registerRateLimit(app, { redis: deps.redis, log: deps.log, keyPrefix: deps.config.QUEUE_PREFIX, max: deps.config.RATE_LIMIT_MAX, windowMs: deps.config.RATE_LIMIT_WINDOW_MS });

@@ -1,7 +1,8 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { sql } from 'kysely';
 import type { Metrics } from '../ops/metrics.js';
-import { jobForRow, queueForRow, type OutboxDeps, type OutboxRow } from './producer.js';
+import { groupByQueue, jobForRow, queueForRow, type OutboxDeps, type OutboxRow } from './producer.js';
+import { republishRecentRows } from './republish.js';
 
 export interface RelayDeps extends OutboxDeps {
   metrics: Pick<Metrics, 'outboxRowsSkipped'>;
@@ -10,8 +11,8 @@ export interface RelayDeps extends OutboxDeps {
 export interface RelayOptions {
   graceMs: number;
   batchSize: number;
-  /** Failed passes (with Redis up) after which a row is skipped. */
-  maxFailures: number;
+  /** Failed passes (with Redis up) after which a row is skipped (default 5). */
+  maxFailures?: number;
 }
 
 interface FailedRow {
@@ -56,12 +57,13 @@ async function publishQueueRows(deps: RelayDeps, rows: OutboxRow[], published: s
  * cannot hold up the rows behind it.
  */
 export async function relayOutboxBatch(deps: RelayDeps, options: RelayOptions): Promise<number> {
+  const maxFailures = options.maxFailures ?? 5;
   return deps.db.transaction().execute(async (trx) => {
     const rows = await trx
       .selectFrom('outbox')
       .select(['id', 'queue', 'job_name', 'payload'])
       .where('published_at', 'is', null)
-      .where('failures', '<', options.maxFailures)
+      .where('failures', '<', maxFailures)
       .where('created_at', '<=', new Date(Date.now() - options.graceMs))
       .orderBy('id')
       .limit(options.batchSize)
@@ -70,11 +72,9 @@ export async function relayOutboxBatch(deps: RelayDeps, options: RelayOptions): 
       .execute();
     if (rows.length === 0) return 0;
 
-    const byQueue = new Map<string, OutboxRow[]>();
-    for (const row of rows) byQueue.set(row.queue, [...(byQueue.get(row.queue) ?? []), row]);
     const published: string[] = [];
     const failed: FailedRow[] = [];
-    for (const queueRows of byQueue.values()) {
+    for (const [, queueRows] of groupByQueue(rows)) {
       if (!(await publishQueueRows(deps, queueRows, published, failed))) break;
     }
     if (published.length > 0) {
@@ -88,7 +88,7 @@ export async function relayOutboxBatch(deps: RelayDeps, options: RelayOptions): 
         .returning('failures')
         .executeTakeFirstOrThrow();
       const fields = { outboxId: row.id, queue: row.queue, jobName: row.job_name, failures: counted.failures, reason: error };
-      if (counted.failures >= options.maxFailures) {
+      if (counted.failures >= maxFailures) {
         deps.metrics.outboxRowsSkipped.inc({ queue: row.queue });
         deps.log.error(fields, 'outbox row skipped after repeated failures; fix it and reset outbox.failures to 0 to publish it');
       } else {
@@ -103,14 +103,38 @@ export interface OutboxRelay {
   stop(): Promise<void>;
 }
 
-/** Polls for unpublished rows until stopped; drains a backlog batch after batch without sleeping. */
+/** How far back a reconnect re-adds published rows: failover detection plus promotion take seconds, not minutes. */
+const REPUBLISH_WINDOW_MS = 60_000;
+
+/**
+ * Polls for unpublished rows until stopped; drains a backlog batch after batch
+ * without sleeping. Each time the producer connection becomes ready (start,
+ * reconnect, failover) it first re-adds the rows published in the last minute.
+ */
 export function startOutboxRelay(deps: RelayDeps, options: { intervalMs: number; graceMs: number; batchSize?: number; maxFailures?: number }): OutboxRelay {
   const batchSize = options.batchSize ?? 500;
   const maxFailures = options.maxFailures ?? 5;
   const stopping = new AbortController();
+  let wake = () => {};
+  let republishDue = deps.redis.status === 'ready';
+  const onReady = () => {
+    republishDue = true;
+    wake();
+  };
+  deps.redis.on('ready', onReady);
 
   const loop = async () => {
     while (!stopping.signal.aborted) {
+      if (republishDue && deps.redis.status === 'ready') {
+        republishDue = false;
+        try {
+          const republished = await republishRecentRows(deps, { windowMs: REPUBLISH_WINDOW_MS, batchSize });
+          if (republished > 0) deps.log.info({ republished }, 'outbox relay re-added recently published rows after (re)connecting');
+        } catch (err) {
+          republishDue = true;
+          deps.log.warn({ err }, 'outbox relay could not re-add recently published rows; will retry');
+        }
+      }
       let published = 0;
       try {
         published = await relayOutboxBatch(deps, { graceMs: options.graceMs, batchSize, maxFailures });
@@ -118,13 +142,18 @@ export function startOutboxRelay(deps: RelayDeps, options: { intervalMs: number;
       } catch (err) {
         deps.log.warn({ err }, 'outbox relay pass failed');
       }
-      if (published < batchSize) await delay(options.intervalMs, undefined, { signal: stopping.signal }).catch(() => undefined);
+      if (published < batchSize) {
+        const idle = new AbortController();
+        wake = () => idle.abort();
+        await delay(options.intervalMs, undefined, { signal: AbortSignal.any([stopping.signal, idle.signal]) }).catch(() => undefined);
+      }
     }
   };
   const running = loop();
 
   return {
     async stop() {
+      deps.redis.off('ready', onReady);
       stopping.abort();
       await running;
     },

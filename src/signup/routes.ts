@@ -5,6 +5,7 @@ import type { RedisClient } from '../core/redis.js';
 import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { SafeString } from '../core/schemas.js';
+import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import { maskEmail, type Logger } from '../core/logger.js';
 import type { Queues } from '../queues.js';
 import { publishAfterCommit } from '../outbox/producer.js';
@@ -19,10 +20,39 @@ export const SignupBodySchema = Type.Object(
     // Pasted into email bodies: one line, no control characters.
     name: Type.Optional(SafeString({ maxLength: 200, singleLine: true })),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, examples: [{ email: 'ada@example.com', name: 'Ada' }] },
 );
 
 const VerifyQuerySchema = Type.Object({ token: SafeString({ minLength: 1, maxLength: 512 }) });
+
+// For GET /docs/openapi.json: what each route answers, beyond its schemas.
+const SIGNUP_ROUTE_DOCS: Record<string, RouteDoc> = {
+  'POST /auth/signup': {
+    tags: ['signup'],
+    summary: 'Sign up (or ask again for the verification email)',
+    description:
+      'Accepted for any valid address, new, unverified or verified alike (no account enumeration). ' +
+      'A verification email is queued for new and unverified addresses, at most one per address per 60 s.',
+    responses: {
+      202: 'accepted; the verification email, if any, is queued',
+      400: 'invalid email, unknown property or wrong type',
+      413: 'body over 16 KiB',
+      415: 'body is not application/json',
+      429: 'over the per-client rate limit (see the Retry-After header)',
+      503: 'database unavailable; nothing was written',
+    },
+  },
+  'GET /auth/verify-email': {
+    tags: ['signup'],
+    summary: 'Verify an email address with the token from the verification email',
+    description: 'The token is single-use and expires after 24 h.',
+    responses: {
+      200: 'verified',
+      400: 'missing, unknown, used or expired token',
+      503: 'database unavailable',
+    },
+  },
+};
 
 export interface SignupRoutesOptions {
   db: Db;
@@ -34,6 +64,7 @@ export interface SignupRoutesOptions {
 
 export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  app.addHook('onRoute', describeRoutes(SIGNUP_ROUTE_DOCS));
   const signupUser = prepareSignupUser(deps.db);
 
   app.post(
