@@ -5,6 +5,7 @@ import type { RedisClient } from '../core/redis.js';
 import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
+import { noteOutcome } from '../core/access-log.js';
 import { maskEmail, type Logger } from '../core/logger.js';
 import type { Queues } from '../queues.js';
 import { publishAfterCommit } from '../outbox/producer.js';
@@ -75,7 +76,7 @@ export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fast
       const email = request.body.email.trim().toLowerCase();
       const outboxRow = await signupUser({ email, name: request.body.name?.trim() || null });
       if (outboxRow) await publishAfterCommit({ ...deps, log: request.log }, [outboxRow]);
-      request.log.info({ recipient: maskEmail(email), emailQueued: outboxRow !== undefined }, 'signup accepted');
+      noteOutcome(request, 'signup accepted', { recipient: maskEmail(email), emailQueued: outboxRow !== undefined });
       // Same answer whether the address is new, unverified or verified: no account enumeration.
       return reply.code(202).send({ status: 'accepted' });
     },
