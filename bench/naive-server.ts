@@ -9,7 +9,7 @@ import { createDb } from '../src/core/db.js';
 import { createLogger } from '../src/core/logger.js';
 import { createMailer } from '../src/email/mailer.js';
 import { verificationEmail } from '../src/email/templates.js';
-import { insertVerificationToken, upsertUserForVerification } from '../src/signup/repository.js';
+import { insertVerificationToken, signupUser } from '../src/signup/repository.js';
 import { SignupBodySchema } from '../src/signup/routes.js';
 import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from '../src/signup/tokens.js';
 
@@ -29,12 +29,10 @@ app.post('/auth/signup', { bodyLimit: 16 * 1024, schema: { body: SignupBodySchem
   const email = request.body.email.trim().toLowerCase();
   const name = request.body.name ?? null;
   const token = mintVerificationToken();
-  const due = await db.transaction().execute(async (trx) => {
-    const userId = await upsertUserForVerification(trx, { email, name });
-    if (userId === null) return null;
-    await insertVerificationToken(trx, { userId, hash: token.hash, expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS) });
-    return userId;
-  });
+  // The outbox row it also writes is never published here: only the naive send below happens.
+  const row = await signupUser(db, { email, name });
+  const due = row ? (row.payload as { userId: string }).userId : null;
+  if (due !== null) await insertVerificationToken(db, { userId: due, hash: token.hash, expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS) });
   if (due !== null) {
     const link = new URL('/auth/verify-email', config.PUBLIC_BASE_URL);
     link.searchParams.set('token', token.raw);

@@ -4,8 +4,8 @@ import { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { performance } from 'node:perf_hooks';
-import { EMAIL_QUEUE } from '../src/core/queues.js';
-import { outboxJobId } from '../src/outbox/outbox.js';
+import { EMAIL_QUEUE } from '../src/queues.js';
+import { outboxJobId } from '../src/outbox/producer.js';
 import {
   errandEnv,
   freePort,

@@ -1,12 +1,10 @@
 // Scenario 1: POST /auth/signup at fixed rates and flat out, against its floor
-// (the same transaction + publish without HTTP) and a naive baseline (SMTP in the request).
+// (the same statement + publish without HTTP) and a naive baseline (SMTP in the request).
 import { loadConfig } from '../src/config.js';
 import { createDeps, type Deps } from '../src/deps.js';
-import { prepareDatabase } from '../src/errand.js';
-import { EMAIL_QUEUE } from '../src/core/queues.js';
-import { EMAIL_VERIFICATION_JOB } from '../src/email/jobs.js';
-import { insertOutboxJob, publishAfterCommit } from '../src/outbox/outbox.js';
-import { upsertUserForVerification } from '../src/signup/repository.js';
+import { prepareDatabase } from '../src/core/db.js';
+import { publishAfterCommit } from '../src/outbox/producer.js';
+import { signupUser } from '../src/signup/repository.js';
 import {
   closedLoop,
   errandEnv,
@@ -35,15 +33,11 @@ const RATE_CONNECTIONS = 50;
 const MAX_CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
-/** The route's work without HTTP: the same transaction, then the same publish. */
+/** The route's work without HTTP: the same statement, then the same publish. */
 function signupVia(deps: Deps) {
   return async () => {
-    const rows = await deps.db.transaction().execute(async (trx) => {
-      const userId = await upsertUserForVerification(trx, { email: uniqueEmail(), name: 'Bench' });
-      if (userId === null) return [];
-      return [await insertOutboxJob(trx, { queue: EMAIL_QUEUE, name: EMAIL_VERIFICATION_JOB, data: { userId } })];
-    });
-    await publishAfterCommit(deps, rows);
+    const row = await signupUser(deps.db, { email: uniqueEmail(), name: 'Bench' });
+    if (row) await publishAfterCommit(deps, [row]);
   };
 }
 
@@ -70,7 +64,7 @@ await runScenario('signup', async () => {
   }
   // The floor: what the route does, minus HTTP, from this process, on the same database and pool size.
   const config = loadConfig(env);
-  await prepareDatabase(config);
+  await prepareDatabase(config.DATABASE_URL);
   const deps = createDeps(config, { logDestination: nullStream() });
   onCleanup('close floor deps', () => deps.close());
   await new Promise<void>((resolve) => (deps.redis.status === 'ready' ? resolve() : deps.redis.once('ready', () => resolve())));

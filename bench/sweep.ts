@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { loadConfig } from '../src/config.js';
 import { createDeps } from '../src/deps.js';
-import { prepareDatabase } from '../src/errand.js';
+import { prepareDatabase } from '../src/core/db.js';
 import { runPaymentsSweep, type SweepSummary } from '../src/reconcile/sweep.js';
 import {
   errandEnv,
@@ -44,7 +44,7 @@ await runScenario('sweep', async () => {
   await put(`${sim.url}/_sim/config`, { latencyMs: LATENCY_MS, failRate: 0 });
 
   const config = loadConfig({ ...env, PAYMENT_PROVIDER_URL: sim.url });
-  await prepareDatabase(config);
+  await prepareDatabase(config.DATABASE_URL);
   const deps = createDeps(config, { logDestination: nullStream() });
   onCleanup('close sweep deps', () => deps.close());
   await new Promise<void>((resolve) => (deps.redis.status === 'ready' ? resolve() : deps.redis.once('ready', () => resolve())));

@@ -1,9 +1,9 @@
 import { ConfigError, loadConfig } from '../src/config.js';
-import { prepareDatabase } from '../src/errand.js';
+import { prepareDatabase } from '../src/core/db.js';
 
 // Creates the database if missing, applies pending migrations, exits 0; any failure exits 1.
 try {
-  const applied = await prepareDatabase(loadConfig());
+  const applied = await prepareDatabase(loadConfig().DATABASE_URL);
   process.stdout.write(`${JSON.stringify({ applied })}\n`);
 } catch (error) {
   process.stderr.write(`${error instanceof ConfigError ? error.message : `migration failed: ${(error as Error).message}`}\n`);

@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from '../src/config.js';
 import { createDeps, type Deps } from '../src/deps.js';
-import { prepareDatabase } from '../src/errand.js';
+import { prepareDatabase } from '../src/core/db.js';
 import { parseDuration } from '../src/reconcile/duration.js';
 import { enqueuePaymentsSweep, MAX_SWEEP_LIMIT, MAX_WINDOW_HOURS } from '../src/reconcile/jobs.js';
 import { runPaymentsSweep } from '../src/reconcile/sweep.js';
@@ -104,7 +104,7 @@ if (args.help) {
   let deps: Deps | undefined;
   try {
     config = loadConfig();
-    if (!args.enqueue) await prepareDatabase(config);
+    if (!args.enqueue) await prepareDatabase(config.DATABASE_URL);
     deps = createDeps(config, { logDestination: pino.destination({ fd: 2, sync: true }) });
     const line = await main(args, config, deps);
     process.stdout.write(`${JSON.stringify(line)}\n`);

@@ -3,11 +3,11 @@ import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
 import { createDb, type Db } from './core/db.js';
 import { createLogger, type Logger } from './core/logger.js';
-import { createQueues, type Queues } from './core/queues.js';
+import { createQueues, type Queues } from './queues.js';
 import { createProducerRedis } from './core/redis.js';
 import { createMailer, type Mailer } from './email/mailer.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
-import { createPublishedMarks, type PublishedMarks } from './outbox/outbox.js';
+import { createPublishedMarks, type PublishedMarks } from './outbox/published-marks.js';
 import { createHttpPaymentProvider, type PaymentProvider } from './reconcile/provider.js';
 import { ProviderSimulator } from './reconcile/simulator.js';
 

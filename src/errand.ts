@@ -1,20 +1,22 @@
 import type { DestinationStream } from 'pino';
+import { setTimeout as delay } from 'node:timers/promises';
 import { QueueEvents, type Worker } from 'bullmq';
 import type { Config } from './config.js';
 import { createDeps, type Deps } from './deps.js';
 import { buildApp, type App } from './app.js';
-import { createDb, ensureDatabase, migrateToLatest } from './core/db.js';
+import { prepareDatabase } from './core/db.js';
+import { createQueueWorker, type Processors } from './core/job-registry.js';
 import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
-import { QUEUE_NAMES, type QueueName } from './core/queues.js';
 import { waitUntilConnected, warnUnlessNoEviction, workerConnectionOptions } from './core/redis.js';
-import { createEmailWorker } from './email/worker.js';
-import { EMAIL_VERIFICATION_JOB, ORDER_TRACKING_LINK_JOB } from './email/jobs.js';
-import { startOutboxRelay, type OutboxRelay } from './outbox/outbox.js';
+import { startSchedulerSync, type SchedulerSync } from './core/scheduler-sync.js';
+import { emailProcessors } from './email/worker.js';
+import { startOutboxRelay, type OutboxRelay } from './outbox/relay.js';
 import { instrumentWorker } from './ops/metrics.js';
 import { composeVerificationEmail } from './signup/verification-email.js';
 import { composeOrderTrackingEmail } from './payments/tracking-email.js';
-import { createPaymentsSweepWorker } from './reconcile/worker.js';
-import { startSchedulerSync, type SchedulerSync } from './reconcile/scheduler.js';
+import { paymentsReconcileProcessors } from './reconcile/worker.js';
+import { QUEUE_DEFINITIONS, type WorkerProcessors } from './queues.js';
+import { SCHEDULERS } from './schedulers.js';
 
 export interface Errand {
   deps: Deps;
@@ -24,34 +26,19 @@ export interface Errand {
   close(): Promise<void>;
 }
 
-/** Creates the database if missing and applies migrations, on a short-lived pool of its own. */
-export async function prepareDatabase(config: Config): Promise<string[]> {
-  await ensureDatabase(config.DATABASE_URL);
-  const db = createDb(config.DATABASE_URL, 1);
-  try {
-    return await migrateToLatest(db);
-  } finally {
-    await db.destroy();
-  }
-}
-
-function sleep(ms: number): Promise<'timeout'> {
-  return new Promise((resolve) => setTimeout(() => resolve('timeout'), ms).unref());
-}
-
 /** `worker.close()` waits for active jobs with no deadline of its own (and can hang without Redis). */
 async function closeWorkerWithin(worker: Worker, graceMs: number, deps: Deps): Promise<void> {
   // pause() takes no new jobs and waits for the active ones; a second close() call would only return the first's promise.
-  const outcome = await Promise.race([worker.pause().then(() => 'drained' as const), sleep(graceMs)]);
+  const outcome = await Promise.race([worker.pause().then(() => 'drained' as const), delay(graceMs, 'timeout' as const, { ref: false })]);
   if (outcome === 'timeout') {
     deps.log.warn({ queue: worker.name, graceMs }, 'active jobs did not finish within the grace period; forcing the worker closed');
   }
-  await Promise.race([worker.close(outcome === 'timeout'), sleep(1000)]);
+  await Promise.race([worker.close(outcome === 'timeout'), delay(1000, undefined, { ref: false })]);
 }
 
 /** Wires one errand process for its role. The caller listens and handles signals. */
 export async function startErrand(config: Config, options: { logDestination?: DestinationStream } = {}): Promise<Errand> {
-  await prepareDatabase(config);
+  await prepareDatabase(config.DATABASE_URL);
   const deps = createDeps(config, options);
   const runsWorkers = config.ROLE !== 'api';
   // Serving without Redis is fine (the outbox keeps jobs), but give it a moment so a normal start is ready at once.
@@ -63,29 +50,32 @@ export async function startErrand(config: Config, options: { logDestination?: De
   let relay: OutboxRelay | undefined;
   let schedulerSync: SchedulerSync | undefined;
   if (runsWorkers) {
-    const emailWorker = createEmailWorker(deps, {
-      [EMAIL_VERIFICATION_JOB]: composeVerificationEmail(deps),
-      [ORDER_TRACKING_LINK_JOB]: composeOrderTrackingEmail(deps),
-    });
-    const sweepWorker = createPaymentsSweepWorker(deps);
-    workers.push(emailWorker, sweepWorker);
-    // Listeners go on at once: a worker runs from construction, and a job may finish before start-up does.
-    for (const worker of workers) {
-      logWorkerEvents(worker, deps.queues[worker.name as QueueName], deps.log);
+    // Keyed by queue name: a queue without its processors (or a job without its handler) does not compile.
+    const processors: WorkerProcessors = {
+      email: emailProcessors(deps, {
+        'email-verification': composeVerificationEmail(deps),
+        'order-tracking-link': composeOrderTrackingEmail(deps),
+      }),
+      'payments-reconcile': paymentsReconcileProcessors(deps),
+    };
+    for (const definition of QUEUE_DEFINITIONS) {
+      // TypeScript cannot pair `definition` with `processors[definition.name]` across the union; WorkerProcessors already did.
+      const worker = createQueueWorker(definition, processors[definition.name] as Processors<typeof definition>, config);
+      // Listeners go on at once: a worker runs from construction, and a job may finish before start-up does.
+      logWorkerEvents(worker, deps.queues[definition.name], deps.log);
       instrumentWorker(worker, deps.metrics);
-    }
+      workers.push(worker);
 
-    for (const name of QUEUE_NAMES) {
       // Read from now, not from whenever the blocking read first runs: jobs added during start-up are logged too.
-      const events = new QueueEvents(name, { connection: workerConnectionOptions(config.REDIS_URL), prefix: config.QUEUE_PREFIX, lastEventId: `${Date.now()}-0` });
-      logQueueEvents(events, deps.queues[name], deps.log);
+      const events = new QueueEvents(definition.name, { connection: workerConnectionOptions(config.REDIS_URL), prefix: config.QUEUE_PREFIX, lastEventId: `${Date.now()}-0` });
+      logQueueEvents(events, deps.queues[definition.name], deps.log);
       queueEvents.push(events);
     }
     relay = startOutboxRelay(deps, { intervalMs: config.OUTBOX_RELAY_INTERVAL_MS, graceMs: config.OUTBOX_RELAY_GRACE_MS });
 
     // Wait a little for the schedulers (so a started worker has them); with Redis away, keep retrying in the background.
-    schedulerSync = startSchedulerSync(deps.queues, config, deps.log);
-    await Promise.race([schedulerSync.firstAttempt, sleep(5000)]);
+    schedulerSync = startSchedulerSync(deps.queues, config, deps.log, SCHEDULERS);
+    await Promise.race([schedulerSync.firstAttempt, delay(5000, undefined, { ref: false })]);
   }
 
   const app = await buildApp(deps);

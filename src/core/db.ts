@@ -124,3 +124,14 @@ export async function migrateToLatest(db: Db, dir = migrationsDir): Promise<stri
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
+
+/** Creates the database if missing and applies migrations, on a short-lived pool of its own. */
+export async function prepareDatabase(databaseUrl: string): Promise<string[]> {
+  await ensureDatabase(databaseUrl);
+  const db = createDb(databaseUrl, 1);
+  try {
+    return await migrateToLatest(db);
+  } finally {
+    await db.destroy();
+  }
+}

@@ -1,14 +1,18 @@
-import { RateLimitError, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { RateLimitError, UnrecoverableError, type Job } from 'bullmq';
 import type { Config } from '../config.js';
 import type { Db } from '../core/db.js';
+import type { JobNameOf, PayloadOf, Processors } from '../core/job-registry.js';
 import { maskEmailsIn, type Logger } from '../core/logger.js';
-import { COMPLETED_JOBS_KEPT, EMAIL_QUEUE, type Queues } from '../core/queues.js';
-import { workerConnectionOptions } from '../core/redis.js';
+import type { Queues } from '../queues.js';
+import { EMAIL_QUEUE, emailQueue } from './jobs.js';
 import { classifySmtpError, type Mailer, type OutgoingEmail } from './mailer.js';
 
+type EmailJobName = JobNameOf<typeof emailQueue>;
+
 /** Reads fresh rows for a job and returns the email to send, or null when there is nothing to send any more. */
-export type EmailComposer = (data: unknown, job: Job) => Promise<OutgoingEmail | null>;
-export type EmailComposers = Readonly<Record<string, EmailComposer>>;
+export type EmailComposer<N extends EmailJobName> = (data: PayloadOf<typeof emailQueue, N>, job: Job) => Promise<OutgoingEmail | null>;
+/** One composer per email job name: a new email job without its composer does not compile. */
+export type EmailComposers = { readonly [N in EmailJobName]: EmailComposer<N> };
 
 export interface EmailWorkerDeps {
   config: Config;
@@ -18,18 +22,16 @@ export interface EmailWorkerDeps {
   queues: Queues;
 }
 
-/** The email job processor: dedupe, compose, send, classify failures. */
-export function processEmailJob(deps: EmailWorkerDeps, composers: EmailComposers) {
-  return async (job: Job): Promise<{ sent: boolean }> => {
-    const compose = composers[job.name];
-    if (!compose) throw new UnrecoverableError(`unknown email job name ${job.name}`);
+/** The email job processor around one composer: dedupe, compose, send, classify failures. */
+export function processEmailJob<N extends EmailJobName>(deps: EmailWorkerDeps, compose: EmailComposer<N>) {
+  return async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<{ sent: boolean }> => {
     const jobId = job.id!;
 
     // A job re-published by the relay, or retried after its email went out, must not send twice.
     const alreadySent = await deps.db.selectFrom('sent_emails').select('job_id').where('job_id', '=', jobId).executeTakeFirst();
     if (alreadySent) return { sent: false };
 
-    const email = await compose(job.data, job);
+    const email = await compose(data, job);
     if (!email) return { sent: false };
 
     try {
@@ -53,15 +55,10 @@ export function processEmailJob(deps: EmailWorkerDeps, composers: EmailComposers
   };
 }
 
-export function createEmailWorker(deps: EmailWorkerDeps, composers: EmailComposers): Worker {
-  const { config } = deps;
-  return new Worker(EMAIL_QUEUE, processEmailJob(deps, composers), {
-    connection: workerConnectionOptions(config.REDIS_URL),
-    prefix: config.QUEUE_PREFIX,
-    concurrency: config.EMAIL_CONCURRENCY,
-    limiter: { max: config.EMAIL_RATE_MAX, duration: config.EMAIL_RATE_DURATION_MS },
-    removeOnComplete: COMPLETED_JOBS_KEPT,
-    lockDuration: config.WORKER_LOCK_DURATION_MS,
-    stalledInterval: config.WORKER_STALLED_INTERVAL_MS,
-  });
+/** The email queue's processors: every job kind goes through the same send path with its own composer. */
+export function emailProcessors(deps: EmailWorkerDeps, composers: EmailComposers): Processors<typeof emailQueue> {
+  return {
+    'email-verification': processEmailJob(deps, composers['email-verification']),
+    'order-tracking-link': processEmailJob(deps, composers['order-tracking-link']),
+  };
 }

@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
-import { QUEUE_NAMES, isQueueName, type Queues } from '../core/queues.js';
+import { QUEUE_NAMES, isQueueName, type Queues } from '../queues.js';
 import { enqueuePaymentsSweep } from '../reconcile/jobs.js';
 import { sendError } from '../core/errors.js';
 import { requireBearer } from './auth.js';

@@ -2,7 +2,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
-import { QUEUE_NAMES, type Queues } from '../core/queues.js';
+import { QUEUE_NAMES, type Queues } from '../queues.js';
 import { requireBasicPassword } from './auth.js';
 
 export const BOARD_PATH = '/admin/board';

@@ -5,7 +5,7 @@ import type { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import type { Db } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
-import { QUEUE_NAMES, type Queues } from '../core/queues.js';
+import { QUEUE_NAMES, type Queues } from '../queues.js';
 
 export interface Metrics {
   /** errand's own registry: never prom-client's global one, so several apps can live in one process (tests). */

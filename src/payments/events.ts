@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox';
 import type { Db } from '../core/db.js';
-import type { OutboxRow } from '../outbox/outbox.js';
+import type { OutboxRow } from '../outbox/producer.js';
 import { findOrderByProviderRef, markPaymentEventTransitioned, recordPaymentEvent } from './repository.js';
 import { settleOrder, type PaymentOutcome } from './transitions.js';
 

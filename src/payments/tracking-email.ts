@@ -1,20 +1,14 @@
-import { Value } from 'typebox/value';
-import { UnrecoverableError } from 'bullmq';
 import type { Config } from '../config.js';
 import type { Db } from '../core/db.js';
-import { OrderTrackingLinkPayloadSchema } from '../email/jobs.js';
 import type { EmailComposer } from '../email/worker.js';
 import { orderTrackingEmail, publicLink } from '../email/templates.js';
 import { findOrderById } from './repository.js';
-import { deriveTrackingKey, isUuid, trackingToken } from './tracking.js';
+import { deriveTrackingKey, trackingToken } from './tracking.js';
 
 /** The tracking link is computed at send time from the order id; the token is never stored, queued or logged. */
-export function composeOrderTrackingEmail(deps: { db: Db; config: Config }): EmailComposer {
+export function composeOrderTrackingEmail(deps: { db: Db; config: Config }): EmailComposer<'order-tracking-link'> {
   const trackingKey = deriveTrackingKey(deps.config.PAYMENT_WEBHOOK_SECRET);
   return async (data) => {
-    if (!Value.Check(OrderTrackingLinkPayloadSchema, data) || !isUuid(data.orderId)) {
-      throw new UnrecoverableError('invalid order-tracking-link payload');
-    }
     const order = await findOrderById(deps.db, data.orderId);
     // Only paid orders get the email (paid is final, so this never flips back).
     if (!order || order.status !== 'paid') return null;

@@ -1,8 +1,7 @@
 import { sql, type Transaction } from 'kysely';
 import type { Database, OrderStatus } from '../core/db.js';
-import { EMAIL_QUEUE } from '../core/queues.js';
-import { ORDER_TRACKING_LINK_JOB } from '../email/jobs.js';
-import { insertOutboxJob, type OutboxRow } from '../outbox/outbox.js';
+import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB } from '../email/jobs.js';
+import { enqueue, type OutboxRow } from '../outbox/producer.js';
 
 export type PaymentOutcome = 'succeeded' | 'failed' | 'expired';
 
@@ -40,6 +39,6 @@ export async function settleOrder(
     .executeTakeFirst();
   if (!updated) return { transitioned: false, outboxRows: [] };
   if (status !== 'paid') return { transitioned: true, outboxRows: [] };
-  const row = await insertOutboxJob(trx, { queue: EMAIL_QUEUE, name: ORDER_TRACKING_LINK_JOB, data: { orderId: input.orderId } });
+  const row = await enqueue(trx, EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB, { orderId: input.orderId });
   return { transitioned: true, outboxRows: [row] };
 }

@@ -4,8 +4,9 @@ import type { Redis } from 'ioredis';
 import type { Db } from '../core/db.js';
 import { sendError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import type { Queues } from '../core/queues.js';
-import { publishAfterCommit, type PublishedMarks } from '../outbox/outbox.js';
+import type { Queues } from '../queues.js';
+import { publishAfterCommit, } from '../outbox/producer.js';
+import type { PublishedMarks } from '../outbox/published-marks.js';
 import { PaymentEventSchema, processPaymentEvent } from './events.js';
 import { SIGNATURE_HEADER, SIGNATURE_TOLERANCE_S, verifyWebhookSignature } from './signature.js';
 

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { Type, type Static } from 'typebox';
-import { PAYMENTS_RECONCILE_QUEUE, type Queues } from '../core/queues.js';
+import { defineQueue } from '../core/job-registry.js';
+import type { Queues } from '../queues.js';
 
+export const PAYMENTS_RECONCILE_QUEUE = 'payments-reconcile';
 export const PAYMENTS_SWEEP_JOB = 'payments-sweep';
 export const PAYMENTS_RECONCILE_SCHEDULER_ID = 'payments-reconcile';
 
@@ -18,6 +20,13 @@ export const PaymentsSweepPayloadSchema = Type.Object(
   { additionalProperties: false },
 );
 export type PaymentsSweepPayload = Static<typeof PaymentsSweepPayloadSchema>;
+
+export const paymentsReconcileQueue = defineQueue({
+  name: PAYMENTS_RECONCILE_QUEUE,
+  jobs: { [PAYMENTS_SWEEP_JOB]: { payload: PaymentsSweepPayloadSchema } },
+  // Concurrency 1: two sweeps at once would only ask the provider twice about the same orders.
+  worker: () => ({ concurrency: 1 }),
+});
 
 /** A one-off sweep's job id: unique, never all digits and never a colon (BullMQ refuses both for custom ids). */
 export function oneOffSweepJobId(now = new Date()): string {

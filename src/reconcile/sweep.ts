@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Config } from '../config.js';
-import { publishAfterCommit, type OutboxDeps } from '../outbox/outbox.js';
+import { publishAfterCommit, type OutboxDeps } from '../outbox/producer.js';
 import { settleOrder, type PaymentOutcome } from '../payments/transitions.js';
 import type { PaymentProvider } from './provider.js';
 

@@ -8,10 +8,10 @@ import { maskEmail, type Logger } from '../core/logger.js';
 import { sendPage } from '../pages/layout.js';
 import { prefersHtml } from '../pages/negotiation.js';
 import { confirmEmailPage, emailVerifiedPage, verificationLinkProblemPage } from '../pages/verify-email.js';
-import { EMAIL_QUEUE, type Queues } from '../core/queues.js';
-import { EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
-import { insertOutboxJob, publishAfterCommit, type PublishedMarks } from '../outbox/outbox.js';
-import { consumeVerificationToken, findVerificationToken, upsertUserForVerification } from './repository.js';
+import type { Queues } from '../queues.js';
+import { publishAfterCommit } from '../outbox/producer.js';
+import type { PublishedMarks } from '../outbox/published-marks.js';
+import { consumeVerificationToken, findVerificationToken, signupUser } from './repository.js';
 import { hashToken } from './tokens.js';
 
 export const SignupBodySchema = Type.Object(
@@ -48,13 +48,9 @@ export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fast
     },
     async (request, reply) => {
       const email = request.body.email.trim().toLowerCase();
-      const outboxRows = await deps.db.transaction().execute(async (trx) => {
-        const userId = await upsertUserForVerification(trx, { email, name: request.body.name?.trim() || null });
-        if (userId === null) return [];
-        return [await insertOutboxJob(trx, { queue: EMAIL_QUEUE, name: EMAIL_VERIFICATION_JOB, data: { userId } })];
-      });
-      await publishAfterCommit({ ...deps, log: request.log }, outboxRows);
-      request.log.info({ recipient: maskEmail(email), emailQueued: outboxRows.length > 0 }, 'signup accepted');
+      const outboxRow = await signupUser(deps.db, { email, name: request.body.name?.trim() || null });
+      if (outboxRow) await publishAfterCommit({ ...deps, log: request.log }, [outboxRow]);
+      request.log.info({ recipient: maskEmail(email), emailQueued: outboxRow !== undefined }, 'signup accepted');
       // Same answer whether the address is new, unverified or verified: no account enumeration.
       return reply.code(202).send({ status: 'accepted' });
     },

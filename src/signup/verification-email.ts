@@ -1,8 +1,5 @@
-import { Value } from 'typebox/value';
-import { UnrecoverableError } from 'bullmq';
 import type { Config } from '../config.js';
 import type { Db } from '../core/db.js';
-import { EmailVerificationPayloadSchema } from '../email/jobs.js';
 import type { EmailComposer } from '../email/worker.js';
 import { publicLink, verificationEmail } from '../email/templates.js';
 import { findUserById, insertVerificationToken } from './repository.js';
@@ -12,9 +9,8 @@ import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from './tokens.js';
  * Minted at send time, so the raw token exists only inside the email: never in
  * Redis, the outbox or a log. A retry mints a new one; older ones stay valid.
  */
-export function composeVerificationEmail(deps: { db: Db; config: Config }): EmailComposer {
+export function composeVerificationEmail(deps: { db: Db; config: Config }): EmailComposer<'email-verification'> {
   return async (data) => {
-    if (!Value.Check(EmailVerificationPayloadSchema, data)) throw new UnrecoverableError('invalid email-verification payload');
     const user = await findUserById(deps.db, data.userId);
     if (!user || user.verified_at) return null;
     const token = mintVerificationToken();

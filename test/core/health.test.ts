@@ -2,7 +2,7 @@ import t from 'tap';
 import { loadConfig } from '../../src/config.js';
 import { createDeps } from '../../src/deps.js';
 import { buildApp } from '../../src/app.js';
-import { EMAIL_QUEUE } from '../../src/core/queues.js';
+import { EMAIL_QUEUE } from '../../src/queues.js';
 import { waitUntilConnected } from '../../src/core/redis.js';
 import { captureLogs, freePort, REDIS_URL, startTestErrand, testEnv, uniqueName } from '../support/helpers.js';
 

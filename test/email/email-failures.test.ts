@@ -1,6 +1,6 @@
 import t from 'tap';
-import { EMAIL_QUEUE } from '../../src/core/queues.js';
-import { outboxJobId } from '../../src/outbox/outbox.js';
+import { EMAIL_QUEUE } from '../../src/queues.js';
+import { outboxJobId } from '../../src/outbox/producer.js';
 import { sleep, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 
 const smtp = await startSmtpServer(t);

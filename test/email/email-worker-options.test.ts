@@ -1,5 +1,5 @@
 import t from 'tap';
-import { EMAIL_QUEUE } from '../../src/core/queues.js';
+import { EMAIL_QUEUE } from '../../src/queues.js';
 import { startSmtpServer, startTestErrand, testEnv } from '../support/helpers.js';
 
 t.test('the email worker and queue carry the configured options', async (t) => {

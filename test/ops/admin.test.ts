@@ -1,5 +1,5 @@
 import t from 'tap';
-import { EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE } from '../../src/core/queues.js';
+import { EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
 import { secretsEqual } from '../../src/ops/auth.js';
 import { startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 

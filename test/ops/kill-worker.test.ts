@@ -1,6 +1,6 @@
 import t from 'tap';
 import { SMTPServer } from 'smtp-server';
-import { EMAIL_QUEUE } from '../../src/core/queues.js';
+import { EMAIL_QUEUE } from '../../src/queues.js';
 import { sleep, spawnErrand, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 
 // Two tsx-started child processes on a shared machine: be generous.

@@ -3,10 +3,11 @@ import { QueueEvents, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/core/logger.js';
-import { createQueues, PAYMENTS_RECONCILE_QUEUE } from '../../src/core/queues.js';
+import { createQueues, PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
 import { workerConnectionOptions } from '../../src/core/redis.js';
 import { PAYMENTS_RECONCILE_SCHEDULER_ID } from '../../src/reconcile/jobs.js';
-import { syncSchedulers } from '../../src/reconcile/scheduler.js';
+import { syncSchedulers } from '../../src/core/scheduler-sync.js';
+import { SCHEDULERS } from '../../src/schedulers.js';
 import { REDIS_URL, sleep, spawnErrand, testEnv, waitFor, type SpawnOptions } from '../support/helpers.js';
 
 const runnable = new Set(['delayed', 'waiting', 'prioritized', 'active']);
@@ -29,29 +30,29 @@ t.test('syncSchedulers: upsert, update in place, remove, and a next job after re
     return job ? job.getState() : 'missing';
   };
 
-  t.match(await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'false' }), log), [{ id: 'payments-reconcile', action: 'absent' }]);
-  t.match(await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'true' }), log), [{ action: 'upserted', pattern: '0 * * * *', repaired: false }]);
+  t.match(await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'false' }), log, SCHEDULERS), [{ id: 'payments-reconcile', action: 'absent' }]);
+  t.match(await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'true' }), log, SCHEDULERS), [{ action: 'upserted', pattern: '0 * * * *', repaired: false }]);
   let schedulers = await queue.getJobSchedulers();
   t.equal(schedulers.length, 1);
   t.match(schedulers[0], { key: 'payments-reconcile', pattern: '0 * * * *', tz: 'Europe/Paris', template: { data: { windowHours: 6, limit: 50 } } });
   t.equal(schedulers[0]!.name, 'payments-sweep');
   t.equal(await nextJobState(), 'delayed');
 
-  await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'true' }), log);
+  await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'true' }), log, SCHEDULERS);
   t.equal((await queue.getJobSchedulers()).length, 1, 'a second upsert leaves one');
   t.equal(await queue.getDelayedCount(), 1, 'and one next job');
 
-  await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'true', PAYMENTS_RECONCILE_CRON: '*/5 * * * *', PAYMENTS_RECONCILE_LIMIT: '75' }), log);
+  await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'true', PAYMENTS_RECONCILE_CRON: '*/5 * * * *', PAYMENTS_RECONCILE_LIMIT: '75' }), log, SCHEDULERS);
   schedulers = await queue.getJobSchedulers();
   t.equal(schedulers.length, 1, 'a changed pattern updates the one scheduler');
   t.match(schedulers[0], { pattern: '*/5 * * * *', template: { data: { limit: 75 } } });
   t.equal(await queue.getDelayedCount(), 1);
 
   for (let round = 0; round < 3; round++) {
-    t.match(await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'false' }), log), [{ action: 'removed' }]);
+    t.match(await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'false' }), log, SCHEDULERS), [{ action: 'removed' }]);
     t.equal((await queue.getJobSchedulers()).length, 0, 'removed');
     t.equal(await queue.getDelayedCount(), 0, 'with its next job');
-    await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'true' }), log);
+    await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'true' }), log, SCHEDULERS);
     t.ok(runnable.has(await nextJobState()), `round ${round}: after remove → upsert a next job exists`);
   }
 
@@ -70,7 +71,7 @@ t.test('syncSchedulers: upsert, update in place, remove, and a next job after re
     /job ID already exists/,
     'the stale state is reproduced',
   );
-  const [result] = await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'true' }), log);
+  const [result] = await syncSchedulers(queues, config({ PAYMENTS_RECONCILE_ENABLED: 'true' }), log, SCHEDULERS);
   t.match(result, { action: 'upserted', repaired: true }, 'the guard noticed and repaired it');
   t.ok(runnable.has(await nextJobState()), 'a runnable next job exists again');
 });

@@ -2,7 +2,7 @@ import t from 'tap';
 import { Redis } from 'ioredis';
 import { createDb, migrateToLatest } from '../../src/core/db.js';
 import { createLogger } from '../../src/core/logger.js';
-import { createQueues, PAYMENTS_RECONCILE_QUEUE } from '../../src/core/queues.js';
+import { createQueues, PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
 import { loadConfig } from '../../src/config.js';
 import { freePort, REDIS_URL, runScript, testEnv } from '../support/helpers.js';
 import { insertOrders, startSimulator } from '../support/reconcile.js';

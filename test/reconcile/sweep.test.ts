@@ -4,7 +4,7 @@ import { sql } from 'kysely';
 import { sleep, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 import { paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
 import { insertOrders, startSimulator, type TestOrder } from '../support/reconcile.js';
-import { PAYMENTS_RECONCILE_QUEUE } from '../../src/core/queues.js';
+import { PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
 import { workerConnectionOptions } from '../../src/core/redis.js';
 import { enqueuePaymentsSweep } from '../../src/reconcile/jobs.js';
 import { runPaymentsSweep, type SweepProgress, type SweepSummary } from '../../src/reconcile/sweep.js';

@@ -1,32 +1,19 @@
 import type { JobSchedulerTemplateOptions, Queue } from 'bullmq';
 import type { Config } from '../config.js';
-import type { Logger } from '../core/logger.js';
-import { FAILED_JOBS_KEPT, COMPLETED_JOBS_KEPT, PAYMENTS_RECONCILE_QUEUE, type QueueName, type Queues } from '../core/queues.js';
-import { PAYMENTS_RECONCILE_SCHEDULER_ID, PAYMENTS_SWEEP_JOB, type PaymentsSweepPayload } from './jobs.js';
+import type { JobName, Payload, QueueName, Queues } from '../queues.js';
+import type { Logger } from './logger.js';
 
-export interface SchedulerDefinition {
+/** One scheduler: which queue, when it is on, its pattern and the job it adds (typed by the queue's declaration). */
+export interface SchedulerDefinition<Q extends QueueName, N extends JobName<Q> = JobName<Q>> {
   id: string;
-  queue: QueueName;
+  queue: Q;
   enabled(config: Config): boolean;
   repeat(config: Config): { pattern: string; tz: string };
-  job(config: Config): { name: string; data: Record<string, unknown>; opts?: JobSchedulerTemplateOptions };
+  job(config: Config): { name: N; data: Payload<Q, N>; opts?: JobSchedulerTemplateOptions };
 }
 
-/** Every job scheduler errand runs. `syncSchedulers` makes Redis match this table on each start of a worker process. */
-export const SCHEDULERS: readonly SchedulerDefinition[] = [
-  {
-    id: PAYMENTS_RECONCILE_SCHEDULER_ID,
-    queue: PAYMENTS_RECONCILE_QUEUE,
-    enabled: (config) => config.PAYMENTS_RECONCILE_ENABLED,
-    repeat: (config) => ({ pattern: config.PAYMENTS_RECONCILE_CRON, tz: config.PAYMENTS_RECONCILE_TZ }),
-    job: (config) => ({
-      name: PAYMENTS_SWEEP_JOB,
-      data: { windowHours: config.PAYMENTS_RECONCILE_WINDOW_HOURS, limit: config.PAYMENTS_RECONCILE_LIMIT } satisfies PaymentsSweepPayload,
-      // One attempt: the next tick is the retry, and a late retry would only overlap it.
-      opts: { attempts: 1, removeOnComplete: COMPLETED_JOBS_KEPT, removeOnFail: FAILED_JOBS_KEPT },
-    }),
-  },
-];
+/** A scheduler of any queue (the table mixes queues). */
+export type AnySchedulerDefinition = { [Q in QueueName]: SchedulerDefinition<Q> }[QueueName];
 
 export type SchedulerSyncResult =
   | { id: string; action: 'upserted'; pattern: string; tz: string; next: number | null; repaired: boolean }
@@ -64,7 +51,7 @@ async function removeFinishedFutureJobs(queue: Queue, id: string, log: Logger): 
   }
 }
 
-async function upsertAndVerify(queue: Queue, definition: SchedulerDefinition, config: Config, log: Logger): Promise<SchedulerSyncResult> {
+async function upsertAndVerify(queue: Queue, definition: AnySchedulerDefinition, config: Config, log: Logger): Promise<SchedulerSyncResult> {
   const repeat = definition.repeat(config);
   const job = definition.job(config);
   let repaired = false;
@@ -100,7 +87,7 @@ export async function syncSchedulers(
   queues: Queues,
   config: Config,
   log: Logger,
-  schedulers: readonly SchedulerDefinition[] = SCHEDULERS,
+  schedulers: readonly AnySchedulerDefinition[],
 ): Promise<SchedulerSyncResult[]> {
   const results: SchedulerSyncResult[] = [];
   for (const definition of schedulers) {
@@ -126,13 +113,19 @@ export interface SchedulerSync {
 }
 
 /** `syncSchedulers` now, and again every `retryMs` until it succeeds once (Redis may be away at start). */
-export function startSchedulerSync(queues: Queues, config: Config, log: Logger, options: { retryMs?: number } = {}): SchedulerSync {
+export function startSchedulerSync(
+  queues: Queues,
+  config: Config,
+  log: Logger,
+  schedulers: readonly AnySchedulerDefinition[],
+  options: { retryMs?: number } = {},
+): SchedulerSync {
   const retryMs = options.retryMs ?? 5000;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   const attempt = async (): Promise<boolean> => {
     try {
-      await syncSchedulers(queues, config, log);
+      await syncSchedulers(queues, config, log, schedulers);
       return true;
     } catch (err) {
       if (stopped) return false;

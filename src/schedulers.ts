@@ -1,0 +1,19 @@
+import { COMPLETED_JOBS_KEPT, FAILED_JOBS_KEPT } from './core/job-registry.js';
+import type { AnySchedulerDefinition } from './core/scheduler-sync.js';
+import { PAYMENTS_RECONCILE_QUEUE, PAYMENTS_RECONCILE_SCHEDULER_ID, PAYMENTS_SWEEP_JOB } from './reconcile/jobs.js';
+
+/** Every job scheduler errand runs. `syncSchedulers` makes Redis match this table on each start of a worker process. */
+export const SCHEDULERS: readonly AnySchedulerDefinition[] = [
+  {
+    id: PAYMENTS_RECONCILE_SCHEDULER_ID,
+    queue: PAYMENTS_RECONCILE_QUEUE,
+    enabled: (config) => config.PAYMENTS_RECONCILE_ENABLED,
+    repeat: (config) => ({ pattern: config.PAYMENTS_RECONCILE_CRON, tz: config.PAYMENTS_RECONCILE_TZ }),
+    job: (config) => ({
+      name: PAYMENTS_SWEEP_JOB,
+      data: { windowHours: config.PAYMENTS_RECONCILE_WINDOW_HOURS, limit: config.PAYMENTS_RECONCILE_LIMIT },
+      // One attempt: the next tick is the retry, and a late retry would only overlap it.
+      opts: { attempts: 1, removeOnComplete: COMPLETED_JOBS_KEPT, removeOnFail: FAILED_JOBS_KEPT },
+    }),
+  },
+];
