@@ -11,9 +11,9 @@ export interface TrackedOrder {
 }
 
 // The order's state in a buyer's words: a headline, a short label and what it means for them.
-const STATUS_WORDS: Record<TrackedOrder['status'], { title: string; label: string; tone: string; explanation: string }> = {
+const STATUS_WORDS: Record<TrackedOrder['status'], { title: string; label: string; tone: 'status-good' | 'status-bad' | null; explanation: string }> = {
   paid: { title: 'Your order is paid', label: 'Paid', tone: 'status-good', explanation: 'We have received your payment. Thank you!' },
-  pending: { title: 'We are waiting for your payment', label: 'Waiting for payment', tone: '', explanation: 'We have not received your payment yet. This page shows the new status as soon as it arrives.' },
+  pending: { title: 'We are waiting for your payment', label: 'Waiting for payment', tone: null, explanation: 'We have not received your payment yet. Open this page again later to see its new status.' },
   failed: { title: 'Your payment did not go through', label: 'Payment failed', tone: 'status-bad', explanation: 'The payment was not completed. If money has left your account anyway, it will show here as paid once it reaches us.' },
   expired: { title: 'Your payment has expired', label: 'Payment expired', tone: 'status-bad', explanation: 'The payment was not completed in time. If money has left your account anyway, it will show here as paid once it reaches us.' },
 };
@@ -27,7 +27,7 @@ export function orderTrackingPage(order: TrackedOrder): Page {
   const words = STATUS_WORDS[order.status];
   return {
     title: words.title,
-    body: html`<p class="status ${words.tone}">${words.label}</p>
+    body: html`<p class="${['status', words.tone].filter(Boolean).join(' ')}">${words.label}</p>
 <p>${words.explanation}</p>
 <dl>
 <dt>Amount</dt><dd>${formatMinorUnits(order.amount, order.currency)}</dd>

@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap';
 import type { Page } from 'playwright-core';
 import { extractLink, freePort, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+import { deriveTrackingKey, trackingToken } from '../../src/payments/tracking.js';
 import { createOrder, paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
 import { fitsTheWindow, launchBrowser, PHONE_VIEWPORT, saveScreenshot, seriousAccessibilityViolations } from '../support/browser.js';
 
@@ -72,6 +73,15 @@ t.test('a pending order, and a wrong token: the buyer reads what it means', asyn
   const { link } = await paidOrderEmail('reference@example.com', 100, 'EUR');
   const page = await context.newPage();
   t.teardown(() => page.close());
+
+  // No email is sent before payment; the token is the one the email would carry.
+  const pending = await page.goto(`${baseUrl}/orders/${order.id}/tracking?token=${trackingToken(deriveTrackingKey(WEBHOOK_SECRET), order.id)}`);
+  t.equal(pending?.status(), 200);
+  t.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'We are waiting for your payment');
+  t.equal(await page.locator('.status').textContent(), 'Waiting for payment');
+  t.equal(await termOf(page, 'Amount'), 'KWD\u00a01.500', 'three decimals for KWD');
+  t.equal(await page.locator('dt', { hasText: 'Paid on' }).count(), 0, 'no paid date yet');
+  await assertAccessibleAndShoot(t, page, 'tracking-pending-kwd');
 
   const wrongToken = await page.goto(`${baseUrl}/orders/${order.id}/tracking?token=${new URL(link).searchParams.get('token')}`);
   t.equal(wrongToken?.status(), 404, "another order's token");
