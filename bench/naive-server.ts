@@ -9,13 +9,14 @@ import { createDb } from '../src/core/db.js';
 import { createLogger } from '../src/core/logger.js';
 import { createMailer } from '../src/email/mailer.js';
 import { verificationEmail } from '../src/email/templates.js';
-import { insertVerificationToken, signupUser } from '../src/signup/repository.js';
+import { insertVerificationToken, prepareSignupUser } from '../src/signup/repository.js';
 import { SignupBodySchema } from '../src/signup/routes.js';
 import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from '../src/signup/tokens.js';
 
 const config = loadConfig(process.env);
 if (!config.SMTP_URL) throw new Error('naive-server needs SMTP_URL');
 const db = createDb(config.DATABASE_URL, config.PG_POOL_MAX);
+const signupUser = prepareSignupUser(db);
 const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR });
 
 const app = Fastify({
@@ -30,7 +31,7 @@ app.post('/auth/signup', { bodyLimit: 16 * 1024, schema: { body: SignupBodySchem
   const name = request.body.name ?? null;
   const token = mintVerificationToken();
   // The outbox row it also writes is never published here: only the naive send below happens.
-  const row = await signupUser(db, { email, name });
+  const row = await signupUser({ email, name });
   const due = row ? (row.payload as { userId: string }).userId : null;
   if (due !== null) await insertVerificationToken(db, { userId: due, hash: token.hash, expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS) });
   if (due !== null) {

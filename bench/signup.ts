@@ -4,7 +4,7 @@ import { loadConfig } from '../src/config.js';
 import { createDeps, type Deps } from '../src/deps.js';
 import { prepareDatabase } from '../src/core/db.js';
 import { publishAfterCommit } from '../src/outbox/producer.js';
-import { signupUser } from '../src/signup/repository.js';
+import { prepareSignupUser } from '../src/signup/repository.js';
 import {
   closedLoop,
   errandEnv,
@@ -35,8 +35,9 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
 /** The route's work without HTTP: the same statement, then the same publish. */
 function signupVia(deps: Deps) {
+  const signupUser = prepareSignupUser(deps.db);
   return async () => {
-    const row = await signupUser(deps.db, { email: uniqueEmail(), name: 'Bench' });
+    const row = await signupUser({ email: uniqueEmail(), name: 'Bench' });
     if (row) await publishAfterCommit(deps, [row]);
   };
 }

@@ -3,8 +3,6 @@ import type { Deps } from './deps.js';
 import { errorHandler, notFoundHandler } from './core/errors.js';
 import { healthRoutes } from './ops/health.routes.js';
 import { instrumentHttp, metricsRoutes } from './ops/metrics.js';
-import { adminRoutes } from './ops/admin.routes.js';
-import { boardRoutes } from './ops/board.js';
 import { signupRoutes } from './signup/routes.js';
 import { orderRoutes } from './payments/orders.routes.js';
 import { webhookRoutes } from './payments/webhook.routes.js';
@@ -21,6 +19,11 @@ export async function buildApp(deps: Deps) {
     // Answer 503 to new requests while closing, and let keep-alive clients go.
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // Fastify logs two lines per request (incoming, completed); one line at the end says both.
+    disableRequestLogging: true,
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info({ req: request, res: reply, route: request.routeOptions.url ?? null, responseTime: reply.elapsedTime }, 'request completed');
   });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
@@ -36,6 +39,8 @@ export async function buildApp(deps: Deps) {
   // Unset ADMIN_TOKEN: the admin routes do not exist (404), rather than exist unprotected.
   const adminToken = deps.config.ADMIN_TOKEN;
   if (deps.config.ROLE !== 'worker' && adminToken) {
+    // Imported only here: Bull Board and the admin routes cost start-up time and memory that most replicas never use.
+    const [{ adminRoutes }, { boardRoutes }] = await Promise.all([import('./ops/admin.routes.js'), import('./ops/board.js')]);
     await app.register(adminRoutes, { config: deps.config, redis: deps.redis, queues: deps.queues, adminToken });
     await app.register(boardRoutes, { queues: deps.queues, adminToken });
   }

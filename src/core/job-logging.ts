@@ -1,6 +1,7 @@
 import type { Job, Queue, QueueEvents, Worker } from 'bullmq';
-import { pino } from 'pino';
-import type { Logger } from './logger.js';
+import { logsInfo, type Logger } from './logger.js';
+
+const ADDED_NAMES_KEPT = 10_000;
 
 type JobEvent = 'added' | 'waiting' | 'active' | 'progress' | 'completed' | 'failed' | 'stalled' | 'error';
 
@@ -38,17 +39,28 @@ export function logWorkerEvents(worker: Worker, queue: Queue, log: Logger): void
  */
 export function logQueueEvents(events: QueueEvents, queue: Queue, log: Logger): void {
   const name = queue.name;
-  const logWithJob = (event: JobEvent, jobId: string) => {
-    // Each of these lines costs a Redis round trip (getJob): skip it when info is off.
-    if ((pino.levels.values[log.level] ?? Infinity) > pino.levels.values.info!) return;
+  // 'added' carries the job's name and comes just before its first 'waiting': remembering it spares that
+  // line a Redis round trip (getJob) per job. Bounded: a job that is never 'waiting' (delayed) ages out.
+  const addedNames = new Map<string, string>();
+  const logWaiting = (jobId: string) => {
+    const jobName = addedNames.get(jobId);
+    if (jobName !== undefined) {
+      addedNames.delete(jobId);
+      return log.info({ queue: name, event: 'waiting', jobId, jobName, attempt: 0, source: 'queue-events' }, 'job waiting');
+    }
     void queue.getJob(jobId).then(
-      (job) => log.info({ ...jobFields(name, event, job, jobId), source: 'queue-events' }, `job ${event}`),
-      () => log.info({ ...jobFields(name, event, undefined, jobId), source: 'queue-events' }, `job ${event}`),
+      (job) => log.info({ ...jobFields(name, 'waiting', job, jobId), source: 'queue-events' }, 'job waiting'),
+      () => log.info({ ...jobFields(name, 'waiting', undefined, jobId), source: 'queue-events' }, 'job waiting'),
     );
   };
-  events.on('added', ({ jobId, name: jobName }) =>
-    log.info({ queue: name, event: 'added', jobId, jobName, attempt: 0, source: 'queue-events' }, 'job added'),
-  );
-  events.on('waiting', ({ jobId }) => logWithJob('waiting', jobId));
+  events.on('added', ({ jobId, name: jobName }) => {
+    if (!logsInfo(log)) return;
+    addedNames.set(jobId, jobName);
+    if (addedNames.size > ADDED_NAMES_KEPT) addedNames.delete(addedNames.keys().next().value!);
+    log.info({ queue: name, event: 'added', jobId, jobName, attempt: 0, source: 'queue-events' }, 'job added');
+  });
+  events.on('waiting', ({ jobId }) => {
+    if (logsInfo(log)) logWaiting(jobId);
+  });
   events.on('error', (err) => log.error({ queue: name, event: 'error', jobId: null, jobName: null, attempt: 0, source: 'queue-events', err }, 'queue events error'));
 }

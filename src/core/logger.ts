@@ -39,6 +39,13 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
         err: pino.stdSerializers.err,
       },
     },
-    destination,
+    // Asynchronous stdout: lines written while a write is in flight go out together in the next one, instead
+    // of one blocking write(2) per line on the request path. pino flushes what is left when the process exits.
+    destination ?? pino.destination({ dest: 1, sync: false }),
   );
+}
+
+/** Whether `log` writes info lines (Fastify's logger type does not expose pino's isLevelEnabled). */
+export function logsInfo(log: Logger): boolean {
+  return (pino.levels.values[log.level] ?? Infinity) <= pino.levels.values.info!;
 }

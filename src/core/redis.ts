@@ -16,6 +16,8 @@ export function createProducerRedis(redisUrl: string): Redis {
     commandTimeout: 2000,
     connectTimeout: 2000,
     retryStrategy: reconnectDelay,
+    // Concurrent requests' commands share one write and one round trip.
+    enableAutoPipelining: true,
   });
 }
 

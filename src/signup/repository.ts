@@ -1,45 +1,50 @@
 import { sql } from 'kysely';
-import type { Db } from '../core/db.js';
+import { compileOnce, type Db } from '../core/db.js';
 import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
+
+export type SignupUser = (user: { email: string; name: string | null }) => Promise<OutboxRow | undefined>;
 
 /**
  * Signup in one statement, with no explicit transaction: creates the user, or
  * re-arms an unverified one whose last verification email was queued over
  * 60 s ago, and in the same statement records the `email-verification` job in
- * the outbox for exactly that case. Returns the outbox row when an email is
+ * the outbox for exactly that case. Resolves to the outbox row when an email is
  * due, undefined otherwise (verified, or throttled). Concurrent signups for one
  * address serialise on the unique email, so they agree on a single email.
+ * Compiled once: this is the hottest statement errand runs.
  */
-export async function signupUser(db: Db, user: { email: string; name: string | null }): Promise<OutboxRow | undefined> {
-  return db
-    .with('due', (qb) =>
-      qb
-        .insertInto('users')
-        .values({ email: user.email, name: user.name })
-        .onConflict((oc) =>
-          oc
-            .column('email')
-            .doUpdateSet({ verification_requested_at: sql`now()` })
-            .where('users.verified_at', 'is', null)
-            .where('users.verification_requested_at', '<=', sql<Date>`now() - interval '60 seconds'`),
-        )
-        .returning('id'),
-    )
-    .insertInto('outbox')
-    .columns(['queue', 'job_name', 'payload'])
-    .expression((eb) =>
-      eb
-        .selectFrom('due')
-        .select([
-          sql.val(EMAIL_QUEUE).as('queue'),
-          sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),
-          // The job's declared payload, {userId}: built here because the id exists only inside this statement.
-          sql`jsonb_build_object('userId', due.id::text)`.as('payload'),
-        ]),
-    )
-    .returning(['id', 'queue', 'job_name', 'payload'])
-    .executeTakeFirst();
+export function prepareSignupUser(db: Db): SignupUser {
+  const run = compileOnce(db, ['email', 'name'], (qb, user: { email: string; name: string | null }) =>
+    qb
+      .with('due', (cte) =>
+        cte
+          .insertInto('users')
+          .values({ email: user.email, name: user.name })
+          .onConflict((oc) =>
+            oc
+              .column('email')
+              .doUpdateSet({ verification_requested_at: sql`now()` })
+              .where('users.verified_at', 'is', null)
+              .where('users.verification_requested_at', '<=', sql<Date>`now() - interval '60 seconds'`),
+          )
+          .returning('id'),
+      )
+      .insertInto('outbox')
+      .columns(['queue', 'job_name', 'payload'])
+      .expression((eb) =>
+        eb
+          .selectFrom('due')
+          .select([
+            sql.val(EMAIL_QUEUE).as('queue'),
+            sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),
+            // The job's declared payload, {userId}: built here because the id exists only inside this statement.
+            sql`jsonb_build_object('userId', due.id::text)`.as('payload'),
+          ]),
+      )
+      .returning(['id', 'queue', 'job_name', 'payload']),
+  );
+  return async (user) => (await run(user))[0];
 }
 
 export async function findUserById(db: Db, id: string) {

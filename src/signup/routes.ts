@@ -11,7 +11,7 @@ import { confirmEmailPage, emailVerifiedPage, verificationLinkProblemPage } from
 import type { Queues } from '../queues.js';
 import { publishAfterCommit } from '../outbox/producer.js';
 import type { PublishedMarks } from '../outbox/published-marks.js';
-import { consumeVerificationToken, findVerificationToken, signupUser } from './repository.js';
+import { consumeVerificationToken, findVerificationToken, prepareSignupUser } from './repository.js';
 import { hashToken } from './tokens.js';
 
 export const SignupBodySchema = Type.Object(
@@ -39,6 +39,7 @@ export interface SignupRoutesOptions {
 
 export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const signupUser = prepareSignupUser(deps.db);
 
   app.post(
     '/auth/signup',
@@ -48,7 +49,7 @@ export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fast
     },
     async (request, reply) => {
       const email = request.body.email.trim().toLowerCase();
-      const outboxRow = await signupUser(deps.db, { email, name: request.body.name?.trim() || null });
+      const outboxRow = await signupUser({ email, name: request.body.name?.trim() || null });
       if (outboxRow) await publishAfterCommit({ ...deps, log: request.log }, [outboxRow]);
       request.log.info({ recipient: maskEmail(email), emailQueued: outboxRow !== undefined }, 'signup accepted');
       // Same answer whether the address is new, unverified or verified: no account enumeration.

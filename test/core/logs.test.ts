@@ -41,6 +41,9 @@ t.test('job lifecycle lines carry the contract fields; no line leaks an address,
   for (const [key, count] of perEvent) t.equal(count, 1, `one line for ${key}`);
 
   const httpLines = lines.filter((l) => l.req || l.res);
-  t.ok(httpLines.length >= 6, 'request lines logged');
-  for (const line of httpLines) t.match(line.reqId, /\S/, 'HTTP lines carry reqId');
+  t.equal(httpLines.length, 4, 'one access line per request');
+  for (const line of httpLines) {
+    t.match(line, { reqId: /\S/, req: { method: String, url: String }, res: { statusCode: Number }, responseTime: Number }, 'HTTP lines carry reqId, method, url, status and duration');
+  }
+  t.match(httpLines.map((l) => l.route), ['/auth/signup', '/auth/verify-email', '/auth/verify-email', null], 'the route pattern, null when none matched');
 });
