@@ -229,7 +229,7 @@ export interface Child {
 
 /** Environment of a bench errand: quiet logs, its own database and prefix. */
 export function errandEnv(overrides: Record<string, string>): Record<string, string> {
-  return { NODE_ENV: 'production', ROLE: 'all', HOST: '127.0.0.1', LOG_LEVEL: 'warn', REDIS_URL, PAYMENT_WEBHOOK_SECRET: 'bench-webhook-secret-0123456789', ...overrides };
+  return { NODE_ENV: 'production', ROLE: 'all', HOST: '127.0.0.1', LOG_LEVEL: 'warn', REDIS_URL, PAYMENT_WEBHOOK_SECRET: 'bench-webhook-secret-0123456789', LINK_SECRET: 'bench-link-secret-0123456789abcdef', ...overrides };
 }
 
 /**

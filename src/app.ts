@@ -33,8 +33,16 @@ export async function buildApp(deps: Deps) {
   await app.register(metricsRoutes, { metrics: deps.metrics });
   if (deps.config.ROLE !== 'worker') {
     await app.register(signupRoutes, { db: deps.db, redis: deps.redis, queues: deps.queues, log: deps.log, publishedMarks: deps.publishedMarks });
-    await app.register(orderRoutes, { db: deps.db, webhookSecret: deps.config.PAYMENT_WEBHOOK_SECRET });
-    await app.register(webhookRoutes, { db: deps.db, redis: deps.redis, queues: deps.queues, log: deps.log, publishedMarks: deps.publishedMarks, webhookSecret: deps.config.PAYMENT_WEBHOOK_SECRET });
+    await app.register(orderRoutes, { db: deps.db, trackingKey: deps.trackingKey });
+    await app.register(webhookRoutes, {
+      db: deps.db,
+      redis: deps.redis,
+      queues: deps.queues,
+      log: deps.log,
+      publishedMarks: deps.publishedMarks,
+      webhookSecrets: deps.config.PAYMENT_WEBHOOK_SECRETS,
+      lateSuccess: deps.metrics.paymentsLateSuccess,
+    });
   }
   // Unset ADMIN_TOKEN: the admin routes do not exist (404), rather than exist unprotected.
   const adminToken = deps.config.ADMIN_TOKEN;

@@ -1,6 +1,7 @@
 import envSchema from 'env-schema';
 import { CronExpressionParser } from 'cron-parser';
 import { Type, type Static } from 'typebox';
+import { clusterQueuePrefix, parseRedisUrl, type RedisTopology } from './core/redis-url.js';
 
 // `enum` rather than a union of literals: Ajv then reports one readable line.
 function oneOf<const T extends readonly string[]>(values: T, defaultValue: T[number]) {
@@ -8,6 +9,7 @@ function oneOf<const T extends readonly string[]>(values: T, defaultValue: T[num
 }
 
 const DEV_WEBHOOK_SECRET = 'errand-dev-webhook-secret-change-me';
+const DEV_LINK_SECRET = 'errand-dev-link-secret-change-me';
 
 // Every variable errand reads. Defaults are the contract's; the few extra
 // knobs (timings) exist so tests and operators can shorten them.
@@ -17,7 +19,8 @@ export const ConfigSchema = Type.Object({
   HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
   ROLE: oneOf(['api', 'worker', 'all'] as const, 'all'),
   DATABASE_URL: Type.String({ pattern: '^postgres(ql)?://', default: 'postgres://postgres@127.0.0.1:5432/errand' }),
-  REDIS_URL: Type.String({ pattern: '^rediss?://', default: 'redis://127.0.0.1:6379' }),
+  // Parsed (and checked) by parseRedisUrl below: a pattern could not say what is wrong with a host list.
+  REDIS_URL: Type.String({ minLength: 1, default: 'redis://127.0.0.1:6379' }),
   QUEUE_PREFIX: Type.String({ minLength: 1, pattern: '^[^:\\s]+$', default: 'errand' }),
   LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
   PUBLIC_BASE_URL: Type.String({ pattern: '^https?://[^\\s]+$', default: 'http://localhost:3000' }),
@@ -39,7 +42,10 @@ export const ConfigSchema = Type.Object({
   PAYMENTS_RECONCILE_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 4 }),
   PAYMENT_PROVIDER_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   PAYMENT_PROVIDER_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000 }),
+  // Several secrets separated by spaces during a rotation; any one may sign.
   PAYMENT_WEBHOOK_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  // errand's own key for tracking-link tokens; never shared with the payment provider.
+  LINK_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
   OUTBOX_RELAY_INTERVAL_MS: Type.Integer({ minimum: 10, default: 1000 }),
   // Rows younger than this are left to the request that wrote them.
@@ -51,7 +57,16 @@ export const ConfigSchema = Type.Object({
 });
 
 type RawConfig = Static<typeof ConfigSchema>;
-export type Config = Readonly<Omit<RawConfig, 'PAYMENT_WEBHOOK_SECRET'> & { PAYMENT_WEBHOOK_SECRET: string }>;
+export type Config = Readonly<
+  Omit<RawConfig, 'PAYMENT_WEBHOOK_SECRET' | 'LINK_SECRET'> & {
+    PAYMENT_WEBHOOK_SECRET: string;
+    /** PAYMENT_WEBHOOK_SECRET split on whitespace, in the order given (the first one signs, in scripts). */
+    PAYMENT_WEBHOOK_SECRETS: readonly string[];
+    LINK_SECRET: string;
+    /** REDIS_URL parsed: every Redis connection is made from this (core/redis.ts). */
+    redis: RedisTopology;
+  }
+>;
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -85,12 +100,40 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   } catch (error) {
     throw new ConfigError(`invalid configuration: PAYMENTS_RECONCILE_CRON is not a valid cron pattern (${(error as Error).message})`);
   }
-  let secret = raw.PAYMENT_WEBHOOK_SECRET;
-  if (secret === undefined) {
-    if (raw.NODE_ENV === 'production') {
-      throw new ConfigError('invalid configuration: PAYMENT_WEBHOOK_SECRET is required when NODE_ENV=production');
-    }
-    secret = DEV_WEBHOOK_SECRET;
+  const webhookSecret = raw.PAYMENT_WEBHOOK_SECRET?.trim() || undefined;
+  if (webhookSecret === undefined && raw.NODE_ENV === 'production') {
+    throw new ConfigError('invalid configuration: PAYMENT_WEBHOOK_SECRET is required when NODE_ENV=production');
   }
-  return Object.freeze({ ...raw, PAYMENT_WEBHOOK_SECRET: secret });
+  let redis: RedisTopology;
+  try {
+    redis = parseRedisUrl(raw.REDIS_URL);
+  } catch (error) {
+    throw new ConfigError(`invalid configuration: REDIS_URL ${(error as Error).message}`);
+  }
+  let queuePrefix = raw.QUEUE_PREFIX;
+  if (redis.kind === 'cluster') {
+    try {
+      queuePrefix = clusterQueuePrefix(queuePrefix);
+    } catch (error) {
+      throw new ConfigError(`invalid configuration: ${(error as Error).message}`);
+    }
+  }
+  const webhookSecrets = Object.freeze((webhookSecret ?? DEV_WEBHOOK_SECRET).split(/\s+/));
+  // A Standard Webhooks secret is `whsec_` + base64; a typo there would make every signature fail, so say so now.
+  for (const secret of webhookSecrets) {
+    if (secret.startsWith('whsec_') && !/^[A-Za-z0-9+/]+={0,2}$/.test(secret.slice('whsec_'.length))) {
+      throw new ConfigError('invalid configuration: PAYMENT_WEBHOOK_SECRET has a whsec_ secret whose rest is not base64');
+    }
+  }
+  if (raw.LINK_SECRET === undefined && raw.NODE_ENV === 'production') {
+    throw new ConfigError('invalid configuration: LINK_SECRET is required when NODE_ENV=production');
+  }
+  return Object.freeze({
+    ...raw,
+    QUEUE_PREFIX: queuePrefix,
+    redis,
+    PAYMENT_WEBHOOK_SECRET: webhookSecret ?? DEV_WEBHOOK_SECRET,
+    PAYMENT_WEBHOOK_SECRETS: webhookSecrets,
+    LINK_SECRET: raw.LINK_SECRET ?? DEV_LINK_SECRET,
+  });
 }

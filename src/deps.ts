@@ -1,13 +1,13 @@
 import type { DestinationStream } from 'pino';
-import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
 import { createDb, type Db } from './core/db.js';
 import { createLogger, type Logger } from './core/logger.js';
 import { createQueues, type Queues } from './queues.js';
-import { createProducerRedis } from './core/redis.js';
+import { createRedis, type RedisClient } from './core/redis.js';
 import { createMailer, type Mailer } from './email/mailer.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createPublishedMarks, type PublishedMarks } from './outbox/published-marks.js';
+import { deriveTrackingKey } from './payments/tracking.js';
 import { createHttpPaymentProvider, type PaymentProvider } from './reconcile/provider.js';
 import { ProviderSimulator } from './reconcile/simulator.js';
 
@@ -16,7 +16,12 @@ export interface Deps {
   log: Logger;
   db: Db;
   /** Fail-fast producer connection shared by every Queue (and the readiness check). */
-  redis: Redis;
+  redis: RedisClient;
+  /**
+   * Worker-profile connection (waits for Redis) shared by every Worker's non-blocking commands and duplicated by
+   * each Worker and QueueEvents for its blocking reads. Connects on first use: an `api` process never opens it.
+   */
+  workerRedis: RedisClient;
   queues: Queues;
   mailer: Mailer;
   /** Batches the outbox's `published_at` marks across requests (flushed by close). */
@@ -25,6 +30,8 @@ export interface Deps {
   metrics: Metrics;
   /** The payment provider's read API (the built-in simulator when PAYMENT_PROVIDER_URL is unset). */
   provider: PaymentProvider;
+  /** Key of tracking-link tokens, derived once from LINK_SECRET (the route and the email composer share it). */
+  trackingKey: Buffer;
   close(): Promise<void>;
 }
 
@@ -32,11 +39,13 @@ export interface Deps {
 export function createDeps(config: Config, options: { logDestination?: DestinationStream; log?: Logger } = {}): Deps {
   const log = options.log ?? createLogger(config.LOG_LEVEL, options.logDestination);
   const db = createDb(config.DATABASE_URL, config.PG_POOL_MAX);
-  const redis = createProducerRedis(config.REDIS_URL);
+  const redis = createRedis(config.redis, 'producer');
   redis.on('error', (err) => log.debug({ err }, 'producer redis connection error'));
+  const workerRedis = createRedis(config.redis, 'worker', { lazyConnect: true });
+  workerRedis.on('error', (err) => log.debug({ err }, 'worker redis connection error'));
   const queues = createQueues(redis, config, log);
   const publishedMarks = createPublishedMarks(db, log);
-  const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR });
+  const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR, maxConnections: config.EMAIL_CONCURRENCY });
   const metrics = createMetrics({ db, redis, queues, log });
   const provider = config.PAYMENT_PROVIDER_URL
     ? createHttpPaymentProvider({ baseUrl: config.PAYMENT_PROVIDER_URL, timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS })
@@ -47,15 +56,19 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
     log,
     db,
     redis,
+    workerRedis,
     queues,
     mailer,
     publishedMarks,
     metrics,
     provider,
+    trackingKey: deriveTrackingKey(config.LINK_SECRET),
     async close() {
       mailer.close();
       await Promise.allSettled(Object.values(queues).map((queue) => queue.close()));
       redis.disconnect();
+      // After the workers and queue events (closed by their owner before this): they share it.
+      workerRedis.disconnect();
       await publishedMarks.flush();
       await db.destroy();
     },

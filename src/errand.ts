@@ -7,7 +7,7 @@ import { buildApp, type App } from './app.js';
 import { prepareDatabase } from './core/db.js';
 import { createQueueWorker, type Processors } from './core/job-registry.js';
 import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
-import { waitUntilConnected, warnUnlessNoEviction, workerConnectionOptions } from './core/redis.js';
+import { describeRedisTopology, waitUntilConnected, warnUnlessNoEviction } from './core/redis.js';
 import { startSchedulerSync, type SchedulerSync } from './core/scheduler-sync.js';
 import { emailProcessors } from './email/worker.js';
 import { startOutboxRelay, type OutboxRelay } from './outbox/relay.js';
@@ -60,14 +60,14 @@ export async function startErrand(config: Config, options: { logDestination?: De
     };
     for (const definition of QUEUE_DEFINITIONS) {
       // TypeScript cannot pair `definition` with `processors[definition.name]` across the union; WorkerProcessors already did.
-      const worker = createQueueWorker(definition, processors[definition.name] as Processors<typeof definition>, config);
+      const worker = createQueueWorker(definition, processors[definition.name] as Processors<typeof definition>, config, deps.workerRedis);
       // Listeners go on at once: a worker runs from construction, and a job may finish before start-up does.
       logWorkerEvents(worker, deps.queues[definition.name], deps.log);
       instrumentWorker(worker, deps.metrics);
       workers.push(worker);
 
       // Read from now, not from whenever the blocking read first runs: jobs added during start-up are logged too.
-      const events = new QueueEvents(definition.name, { connection: workerConnectionOptions(config.REDIS_URL), prefix: config.QUEUE_PREFIX, lastEventId: `${Date.now()}-0` });
+      const events = new QueueEvents(definition.name, { connection: deps.workerRedis, prefix: config.QUEUE_PREFIX, lastEventId: `${Date.now()}-0` });
       logQueueEvents(events, deps.queues[definition.name], deps.log);
       queueEvents.push(events);
     }
@@ -79,7 +79,7 @@ export async function startErrand(config: Config, options: { logDestination?: De
   }
 
   const app = await buildApp(deps);
-  deps.log.info({ role: config.ROLE, queuePrefix: config.QUEUE_PREFIX }, 'errand started');
+  deps.log.info({ role: config.ROLE, queuePrefix: config.QUEUE_PREFIX, redis: describeRedisTopology(config.redis) }, 'errand started');
 
   let closing: Promise<void> | undefined;
   return {

@@ -1,5 +1,5 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './core/redis.js';
 import type { Config } from './config.js';
 import { COMPLETED_JOBS_KEPT, FAILED_JOBS_KEPT, type JobDeclaration, type JobNameOf, type PayloadOf, type Processors } from './core/job-registry.js';
 import type { Logger } from './core/logger.js';
@@ -45,7 +45,7 @@ export function jobOptionsFor(queue: string, jobName: string): { priority?: numb
  * waits for the first 'ready' before its first command; callers on the
  * request path check `redis.status` first so they never wait on that.
  */
-export function createQueues(redis: Redis, config: Config, log: Logger): Queues {
+export function createQueues(redis: RedisClient, config: Config, log: Logger): Queues {
   const queues = {} as Record<QueueName, Queue>;
   for (const name of QUEUE_NAMES) {
     const queue = new Queue(name, {

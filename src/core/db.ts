@@ -48,12 +48,15 @@ export interface OrdersTable {
   paid_at: Date | null;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
+  /** When the reconciliation sweep last asked the provider (null: never). */
+  last_checked_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
 
 export interface PaymentEventsTable {
   event_id: string;
   type: string;
-  provider_ref: string;
+  /** Null for an event type errand does not handle that carries no providerRef. */
+  provider_ref: string | null;
   order_id: string | null;
   transitioned: boolean;
   received_at: Generated<Date>;

@@ -2,7 +2,7 @@ import { UnrecoverableError, Worker, type Job, type WorkerOptions } from 'bullmq
 import type { Static, TSchema } from 'typebox';
 import { Value } from 'typebox/value';
 import type { Config } from '../config.js';
-import { workerConnectionOptions } from './redis.js';
+import type { RedisClient } from './redis.js';
 
 export const COMPLETED_JOBS_KEPT = { age: 24 * 3600, count: 1000 } as const;
 export const FAILED_JOBS_KEPT = { age: 7 * 24 * 3600, count: 10000 } as const;
@@ -59,10 +59,13 @@ export function dispatchJobs<Q extends QueueDefinition>(definition: Q, processor
   };
 }
 
-/** The one Worker factory: shared defaults from config, then the queue's own options. */
-export function createQueueWorker<Q extends QueueDefinition>(definition: Q, processors: Processors<Q>, config: Config): Worker {
+/**
+ * The one Worker factory: shared defaults from config, then the queue's own options. `connection` is the process's
+ * worker-profile connection (Deps.workerRedis): the Worker shares it and duplicates it for its blocking reads.
+ */
+export function createQueueWorker<Q extends QueueDefinition>(definition: Q, processors: Processors<Q>, config: Config, connection: RedisClient): Worker {
   return new Worker(definition.name, dispatchJobs(definition, processors), {
-    connection: workerConnectionOptions(config.REDIS_URL),
+    connection,
     prefix: config.QUEUE_PREFIX,
     removeOnComplete: COMPLETED_JOBS_KEPT,
     lockDuration: config.WORKER_LOCK_DURATION_MS,

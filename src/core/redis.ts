@@ -1,33 +1,88 @@
-import { Redis } from 'ioredis';
-import type { RedisOptions } from 'bullmq';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Logger } from './logger.js';
+import type { RedisTopology } from './redis-url.js';
+
+export { parseRedisUrl, describeRedisTopology, type RedisTopology } from './redis-url.js';
+
+/** A connection to errand's Redis, whatever its topology: one server (direct or found through Sentinel) or a Cluster. */
+export type RedisClient = Redis | Cluster;
+
+/**
+ * `producer`: the request path's connection. Commands fail at once while Redis is away instead of queueing, so a
+ * request never waits on Redis (the outbox covers it). BullMQ Queues accept it.
+ * `worker`: Workers and QueueEvents wait for Redis to come back (BullMQ requires `maxRetriesPerRequest: null`).
+ */
+export type RedisProfile = 'producer' | 'worker';
 
 // Keep reconnecting, no faster than every 100 ms - 2 s.
 const reconnectDelay = (times: number) => Math.min(100 * times, 2000);
 
-/**
- * The request path's connection: commands fail at once while Redis is away
- * instead of queueing, so a request never waits on Redis (the outbox covers it).
- */
-export function createProducerRedis(redisUrl: string): Redis {
-  return new Redis(redisUrl, {
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    commandTimeout: 2000,
-    connectTimeout: 2000,
-    retryStrategy: reconnectDelay,
-    // Concurrent requests' commands share one write and one round trip.
-    enableAutoPipelining: true,
-  });
+function profileOptions(profile: RedisProfile): RedisOptions {
+  return profile === 'producer'
+    ? // Auto-pipelining: concurrent requests' commands share one write and one round trip.
+      { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2000, connectTimeout: 2000, enableAutoPipelining: true }
+    : { maxRetriesPerRequest: null };
 }
 
-/** Workers and QueueEvents open their own connections and wait for Redis to come back (BullMQ requires `maxRetriesPerRequest: null`). */
-export function workerConnectionOptions(redisUrl: string): RedisOptions {
-  return { url: redisUrl, maxRetriesPerRequest: null, retryStrategy: reconnectDelay };
+export interface CreateRedisOptions {
+  /** Connect at the first command instead of now (a role that may never use the connection). */
+  lazyConnect?: boolean;
+}
+
+/** The one place errand opens a Redis connection: every client comes from REDIS_URL's topology and a profile. */
+export function createRedis(topology: RedisTopology, profile: RedisProfile, options: CreateRedisOptions = {}): RedisClient {
+  const { enableOfflineQueue, enableAutoPipelining, ...perConnection } = profileOptions(profile);
+  const credentials = { username: topology.username, password: topology.password };
+  const lazyConnect = options.lazyConnect ?? false;
+  switch (topology.kind) {
+    case 'single':
+      return new Redis({
+        ...topology.address,
+        db: topology.db,
+        ...credentials,
+        ...(topology.tls ? { tls: topology.tls.ca === undefined ? {} : { ca: topology.tls.ca } } : {}),
+        ...perConnection,
+        enableOfflineQueue,
+        enableAutoPipelining,
+        retryStrategy: reconnectDelay,
+        lazyConnect,
+      });
+    case 'sentinel':
+      return new Redis({
+        sentinels: topology.sentinels,
+        name: topology.masterName,
+        ...credentials,
+        ...perConnection,
+        enableOfflineQueue,
+        enableAutoPipelining,
+        // Asks the sentinels again on every reconnect, so a lost primary is replaced by the promoted one.
+        retryStrategy: reconnectDelay,
+        sentinelRetryStrategy: reconnectDelay,
+        // Listens for +switch-master: a demoted primary that is still up is left at once, not at its first READONLY.
+        failoverDetector: true,
+        lazyConnect,
+      });
+    case 'cluster': {
+      // Per-node connection options go in redisOptions; queueing, pipelining and reconnecting are the Cluster's own.
+      const clusterOptions: ClusterOptions = {
+        redisOptions: { ...credentials, ...perConnection },
+        enableOfflineQueue,
+        enableAutoPipelining,
+        clusterRetryStrategy: reconnectDelay,
+        lazyConnect,
+      };
+      return new Cluster(topology.nodes, clusterOptions);
+    }
+  }
+}
+
+/** Compatibility name: the request path's fail-fast connection. */
+export function createProducerRedis(topology: RedisTopology): RedisClient {
+  return createRedis(topology, 'producer');
 }
 
 /** Resolves when the connection is ready or after `ms`, whichever comes first: start-up need not fail without Redis. */
-export async function waitUntilConnected(redis: Redis, ms: number): Promise<boolean> {
+export async function waitUntilConnected(redis: RedisClient, ms: number): Promise<boolean> {
   if (redis.status === 'ready') return true;
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
@@ -42,19 +97,48 @@ export async function waitUntilConnected(redis: Redis, ms: number): Promise<bool
   });
 }
 
-/** BullMQ loses jobs if Redis evicts keys; say so loudly at start (or at first connect). */
-export async function warnUnlessNoEviction(redis: Redis, log: Logger): Promise<void> {
+/** The servers that take writes: the cluster's masters, or the one server. */
+function primaries(redis: RedisClient): Redis[] {
+  return redis instanceof Cluster ? redis.nodes('master') : [redis];
+}
+
+/** BullMQ loses jobs if Redis evicts keys; say so loudly at start (or at first connect), for every primary. */
+export async function warnUnlessNoEviction(redis: RedisClient, log: Logger): Promise<void> {
   if (redis.status !== 'ready') {
     redis.once('ready', () => void warnUnlessNoEviction(redis, log));
     return;
   }
-  try {
-    const reply = (await redis.config('GET', 'maxmemory-policy')) as string[];
-    const policy = reply[1];
-    if (policy !== 'noeviction') {
-      log.warn({ maxmemoryPolicy: policy }, 'Redis maxmemory-policy is not noeviction: queued jobs may be evicted');
-    }
-  } catch (error) {
-    log.warn({ err: error }, 'could not read Redis maxmemory-policy');
+  await Promise.all(
+    primaries(redis).map(async (node) => {
+      const server = `${node.options.host}:${node.options.port}`;
+      try {
+        const reply = (await node.config('GET', 'maxmemory-policy')) as string[];
+        const policy = reply[1];
+        if (policy !== 'noeviction') {
+          log.warn({ server, maxmemoryPolicy: policy }, 'Redis maxmemory-policy is not noeviction: queued jobs may be evicted');
+        }
+      } catch (error) {
+        log.warn({ server, err: error }, 'could not read Redis maxmemory-policy');
+      }
+    }),
+  );
+}
+
+/**
+ * Readiness of the topology, beyond "the socket is open": a cluster must say `cluster_state:ok` (every slot
+ * served), and a server found through Sentinel must be a primary (writes would fail on a demoted one).
+ * Throws when not ready; the caller reports only that.
+ */
+export async function checkRedisReady(redis: RedisClient): Promise<void> {
+  if (redis instanceof Cluster) {
+    const info = (await redis.cluster('INFO')) as string;
+    if (!/^cluster_state:ok\b/m.test(info)) throw new Error('cluster state is not ok');
+    return;
   }
+  if (redis.options.sentinels) {
+    const role = (await redis.call('ROLE')) as [string, ...unknown[]];
+    if (role[0] !== 'master') throw new Error(`connected to a ${role[0]}, not a primary`);
+    return;
+  }
+  await redis.ping();
 }

@@ -16,11 +16,20 @@ export interface Mailer {
 }
 
 /** `SMTP_URL` set → SMTP; unset → one `.eml` file per email under `mailDir`, for local development. */
-export function createMailer(options: { smtpUrl?: string; from: string; mailDir: string }): Mailer {
+export function createMailer(options: { smtpUrl?: string; from: string; mailDir: string; maxConnections?: number }): Mailer {
   if (options.smtpUrl) {
     const url = new URL(options.smtpUrl);
-    // Timeouts well under the job lock, so a hung server fails the attempt instead of stalling it.
-    for (const [key, value] of Object.entries({ connectionTimeout: '10000', greetingTimeout: '10000', socketTimeout: '30000' })) {
+    const defaults = {
+      // Timeouts well under the job lock, so a hung server fails the attempt instead of stalling it.
+      connectionTimeout: '10000',
+      greetingTimeout: '10000',
+      socketTimeout: '30000',
+      // Pooled: a new connection per message (TCP, greeting, EHLO, QUIT) cost ~110 ms against ~4 ms on a
+      // reused one here. One connection per concurrent job; the pool reconnects when the server drops one.
+      pool: 'true',
+      maxConnections: String(options.maxConnections ?? 1),
+    };
+    for (const [key, value] of Object.entries(defaults)) {
       if (!url.searchParams.has(key)) url.searchParams.set(key, value);
     }
     const transport = nodemailer.createTransport(url.toString(), { from: options.from });

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis.js';
 import type { Config } from '../config.js';
 import { QUEUE_NAMES, isQueueName, type Queues } from '../queues.js';
 import { enqueuePaymentsSweep } from '../reconcile/jobs.js';
@@ -10,7 +10,7 @@ import { requireBearer } from './auth.js';
 
 export interface AdminRoutesOptions {
   config: Config;
-  redis: Redis;
+  redis: RedisClient;
   queues: Queues;
   adminToken: string;
 }

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Job, Worker } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis.js';
 import { sql } from 'kysely';
 import type { Db } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
@@ -14,11 +14,13 @@ export interface Metrics {
   jobsFailed: Counter<'queue' | 'name'>;
   jobDuration: Histogram<'queue' | 'name' | 'status'>;
   httpDuration: Histogram<'method' | 'route' | 'status_code'>;
+  /** Orders moved failed | expired → paid (a successful retry after a decline). */
+  paymentsLateSuccess: Counter;
 }
 
 export interface MetricsSources {
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   queues: Queues;
   log: Logger;
 }
@@ -123,6 +125,11 @@ export function createMetrics(sources: MetricsSources): Metrics {
       help: 'HTTP request duration by method, route pattern and status code',
       labelNames: ['method', 'route', 'status_code'] as const,
       buckets: HTTP_DURATION_BUCKETS,
+      registers: [registry],
+    }),
+    paymentsLateSuccess: new Counter({
+      name: 'errand_payments_late_success_total',
+      help: 'Orders marked paid after they were failed or expired (a successful payment after a declined or expired one), by this process',
       registers: [registry],
     }),
   };

@@ -1,5 +1,5 @@
 import type { Transaction } from 'kysely';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis.js';
 import type { Database, Db } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
 import { jobOptionsFor, type JobName, type Payload, type QueueName, type Queues } from '../queues.js';
@@ -34,7 +34,7 @@ export async function enqueue<Q extends QueueName, N extends JobName<Q>>(
 
 export interface OutboxDeps {
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;

@@ -1,65 +1,83 @@
-import { Type, type Static } from 'typebox';
-import type { Db } from '../core/db.js';
-import type { OutboxRow } from '../outbox/producer.js';
-import { findOrderByProviderRef, markPaymentEventTransitioned, recordPaymentEvent } from './repository.js';
-import { settleOrder, type PaymentOutcome } from './transitions.js';
+import { Type, type Static, type TSchema } from 'typebox';
+import { Value } from 'typebox/value';
+import { recordPaymentEvent } from './repository.js';
+import { settlePayment, type PaymentOutcome, type SettleResult, type TransitionDeps } from './transitions.js';
 
 // The literals written out: a Type.Union over `.map()` gets a plain array type, and Static<> of it is never.
 export const PaymentEventTypeSchema = Type.Union([Type.Literal('payment.succeeded'), Type.Literal('payment.failed'), Type.Literal('payment.expired')]);
 export type PaymentEventType = Static<typeof PaymentEventTypeSchema>;
 export const PAYMENT_EVENT_TYPES: readonly PaymentEventType[] = PaymentEventTypeSchema.anyOf.map((literal) => literal.const);
 
-// Strict like every body (CONTRACT.md): no coercion, unknown properties rejected.
+const EventIdSchema = Type.String({ minLength: 1, maxLength: 255 });
+
+// The one exception to strict bodies (CONTRACT.md): the provider adds properties to its events without notice,
+// so unknown properties are accepted and ignored at every depth (TypeBox objects allow them unless told not to).
+// Every field errand reads stays strictly typed, without coercion.
+
+/** What every event must have, whatever its type: errand records any event by id. */
+export const PaymentEventEnvelopeSchema = Type.Object({
+  id: Type.Optional(EventIdSchema),
+  type: Type.String({ minLength: 1, maxLength: 255 }),
+});
+
+/** An event errand acts on. `id` may come from the `webhook-id` header instead. */
 export const PaymentEventSchema = Type.Object({
-  id: Type.String({ minLength: 1, maxLength: 255 }),
+  id: Type.Optional(EventIdSchema),
   type: PaymentEventTypeSchema,
   data: Type.Object({
     providerRef: Type.String({ minLength: 1, maxLength: 255 }),
     amount: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
     currency: Type.String({ pattern: '^[A-Z]{3}$' }),
-  }, { additionalProperties: false }),
-}, { additionalProperties: false });
+  }),
+});
 export type PaymentEvent = Static<typeof PaymentEventSchema>;
 
-export type PaymentEventResult =
-  | { kind: 'duplicate' }
-  | { kind: 'unknown-order' }
-  | { kind: 'mismatch'; orderId: string; expected: { amount: number; currency: string } }
-  | { kind: 'applied'; orderId: string; transitioned: boolean; outboxRows: OutboxRow[] };
+/** A providerRef an ignored event may carry, recorded alongside its id when it is a usable string. */
+const OptionalProviderRefSchema = Type.Object({ data: Type.Object({ providerRef: Type.String({ minLength: 1, maxLength: 255 }) }) });
 
-/** Thrown inside the transaction to roll back the recorded event id. */
-class AmountMismatch extends Error {
-  constructor(readonly result: Extract<PaymentEventResult, { kind: 'mismatch' }>) {
-    super('amount or currency mismatch');
-  }
-}
+export type ParsedEvent =
+  | { kind: 'invalid'; message: string }
+  | { kind: 'handled'; id: string; event: PaymentEvent }
+  | { kind: 'ignored'; id: string; type: string; providerRef: string | null };
 
-function outcomeOf(type: PaymentEventType): PaymentOutcome {
-  return type === 'payment.succeeded' ? 'succeeded' : type === 'payment.failed' ? 'failed' : 'expired';
+function firstError(schema: TSchema, body: unknown): string {
+  const [first] = Value.Errors(schema, body);
+  return `${first?.instancePath || 'body'} ${first?.message ?? 'is invalid'}`;
 }
 
 /**
- * Applies one verified webhook event in one transaction: record the event id
- * (a replay stops here), check amount and currency, settle the order. A
- * mismatch rolls everything back, event id included, so a corrected delivery
- * of the same event can still apply. The caller publishes `outboxRows` after commit.
+ * Checks a parsed JSON body. The event id is the body's `id`, else the
+ * `webhook-id` header (Standard Webhooks); neither is a 400.
  */
-export async function processPaymentEvent(db: Db, event: PaymentEvent): Promise<PaymentEventResult> {
-  try {
-    return await db.transaction().execute(async (trx): Promise<PaymentEventResult> => {
-      const order = await findOrderByProviderRef(trx, event.data.providerRef);
-      const recorded = await recordPaymentEvent(trx, { eventId: event.id, type: event.type, providerRef: event.data.providerRef, orderId: order?.id ?? null });
-      if (!recorded) return { kind: 'duplicate' };
-      if (!order) return { kind: 'unknown-order' };
-      if (order.amount !== event.data.amount || order.currency !== event.data.currency) {
-        throw new AmountMismatch({ kind: 'mismatch', orderId: order.id, expected: { amount: order.amount, currency: order.currency } });
-      }
-      const settlement = await settleOrder(trx, { orderId: order.id, outcome: outcomeOf(event.type) });
-      if (settlement.transitioned) await markPaymentEventTransitioned(trx, event.id);
-      return { kind: 'applied', orderId: order.id, ...settlement };
-    });
-  } catch (error) {
-    if (error instanceof AmountMismatch) return error.result;
-    throw error;
+export function parsePaymentEvent(body: unknown, webhookId: string | undefined): ParsedEvent {
+  if (!Value.Check(PaymentEventEnvelopeSchema, body)) return { kind: 'invalid', message: firstError(PaymentEventEnvelopeSchema, body) };
+  const id = body.id ?? webhookId;
+  if (id === undefined) return { kind: 'invalid', message: '/id is required when there is no webhook-id header' };
+  if (!Value.Check(EventIdSchema, id)) return { kind: 'invalid', message: `webhook-id ${firstError(EventIdSchema, id)}` };
+  if (!(PAYMENT_EVENT_TYPES as readonly string[]).includes(body.type)) {
+    const providerRef = Value.Check(OptionalProviderRefSchema, body) ? body.data.providerRef : null;
+    return { kind: 'ignored', id, type: body.type, providerRef };
   }
+  if (!Value.Check(PaymentEventSchema, body)) return { kind: 'invalid', message: firstError(PaymentEventSchema, body) };
+  return { kind: 'handled', id, event: body };
+}
+
+export function outcomeOf(type: PaymentEventType): PaymentOutcome {
+  return type === 'payment.succeeded' ? 'succeeded' : type === 'payment.failed' ? 'failed' : 'expired';
+}
+
+/** Applies one verified event through the exactly-once path (one statement: see transitions.ts). */
+export function processPaymentEvent(deps: TransitionDeps, id: string, event: PaymentEvent): Promise<SettleResult> {
+  return settlePayment(deps, {
+    providerRef: event.data.providerRef,
+    outcome: outcomeOf(event.type),
+    amount: event.data.amount,
+    currency: event.data.currency,
+    event: { id, type: event.type },
+  });
+}
+
+/** Records an event errand does not handle; false when its id was already recorded (a replay). */
+export function recordIgnoredPaymentEvent(deps: Pick<TransitionDeps, 'db'>, ignored: { id: string; type: string; providerRef: string | null }): Promise<boolean> {
+  return recordPaymentEvent(deps.db, { eventId: ignored.id, type: ignored.type, providerRef: ignored.providerRef, orderId: null });
 }

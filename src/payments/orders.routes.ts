@@ -9,7 +9,7 @@ import { sendPage } from '../pages/layout.js';
 import { prefersHtml } from '../pages/negotiation.js';
 import { orderNotFoundPage, orderTrackingPage } from '../pages/tracking.js';
 import { findOrderById, insertOrder } from './repository.js';
-import { deriveTrackingKey, isUuid, isValidTrackingToken } from './tracking.js';
+import { isUuid, isValidTrackingToken } from './tracking.js';
 
 export const CreateOrderBodySchema = Type.Object(
   {
@@ -47,7 +47,8 @@ const TrackingQuerySchema = Type.Object({ token: Type.Optional(Type.Unknown()) }
 
 export interface OrderRoutesOptions {
   db: Db;
-  webhookSecret: string;
+  /** From LINK_SECRET, derived once (createDeps). */
+  trackingKey: Buffer;
 }
 
 /** What the payment provider knows the order by. */
@@ -57,7 +58,7 @@ function newProviderRef(): string {
 
 export const orderRoutes: FastifyPluginAsync<OrderRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  const trackingKey = deriveTrackingKey(deps.webhookSecret);
+  const { trackingKey } = deps;
 
   app.post(
     '/orders',

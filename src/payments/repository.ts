@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Db, OrderStatus } from '../core/db.js';
 
 export interface Order {
@@ -41,18 +42,14 @@ export async function findOrderById(db: Db, id: string): Promise<Order | undefin
   return row && toOrder(row);
 }
 
-export async function findOrderByProviderRef(db: Db, providerRef: string): Promise<Order | undefined> {
-  const row = await db.selectFrom('orders').select(ORDER_COLUMNS).where('provider_ref', '=', providerRef).executeTakeFirst();
-  return row && toOrder(row);
-}
-
 /**
- * Records a webhook event id; false when it was already recorded. A concurrent
- * insert of the same id waits for the first transaction and then sees the conflict.
+ * Records a webhook event id that changes no order (an event type errand does
+ * not handle); false when it was already recorded. Handled events are recorded
+ * by the settle statement in transitions.ts.
  */
 export async function recordPaymentEvent(
   db: Db,
-  event: { eventId: string; type: string; providerRef: string; orderId: string | null },
+  event: { eventId: string; type: string; providerRef: string | null; orderId: string | null },
 ): Promise<boolean> {
   const row = await db
     .insertInto('payment_events')
@@ -63,6 +60,41 @@ export async function recordPaymentEvent(
   return row !== undefined;
 }
 
-export async function markPaymentEventTransitioned(db: Db, eventId: string): Promise<void> {
-  await db.updateTable('payment_events').set({ transitioned: true }).where('event_id', '=', eventId).execute();
+export interface PendingOrder {
+  id: string;
+  amount: number;
+  currency: string;
+  providerRef: string;
+  /** When the sweep last asked the provider about it (null: never). */
+  lastCheckedAt: Date | null;
+}
+
+/**
+ * Pending orders created within the window, the least recently checked first
+ * (never-checked ones before all others), then the oldest. Checking the oldest
+ * first instead let orders the provider never settles (abandoned checkouts,
+ * junk orders) fill every batch and starve the rest.
+ */
+export async function findPendingOrdersInWindow(db: Db, options: { windowHours: number; limit: number }): Promise<PendingOrder[]> {
+  const rows = await db
+    .selectFrom('orders')
+    .select(['id', 'amount', 'currency', 'provider_ref', 'last_checked_at'])
+    .where('status', '=', 'pending')
+    .where('created_at', '>=', sql<Date>`now() - make_interval(secs => ${options.windowHours * 3600})`)
+    .orderBy('last_checked_at', (order) => order.asc().nullsFirst())
+    .orderBy('created_at')
+    .orderBy('id')
+    .limit(options.limit)
+    .execute();
+  return rows.map((row) => ({ id: row.id, amount: Number(row.amount), currency: row.currency, providerRef: row.provider_ref, lastCheckedAt: row.last_checked_at }));
+}
+
+/** Stamps the orders the sweep asked the provider about, in one statement. */
+export async function recordOrdersChecked(db: Db, orderIds: readonly string[]): Promise<void> {
+  if (orderIds.length === 0) return;
+  await db
+    .updateTable('orders')
+    .set({ last_checked_at: sql<Date>`now()` })
+    .where(sql<boolean>`id = any(${[...orderIds]}::uuid[])`)
+    .execute();
 }

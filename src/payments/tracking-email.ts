@@ -3,11 +3,11 @@ import type { Db } from '../core/db.js';
 import type { EmailComposer } from '../email/worker.js';
 import { orderTrackingEmail, publicLink } from '../email/templates.js';
 import { findOrderById } from './repository.js';
-import { deriveTrackingKey, trackingToken } from './tracking.js';
+import { trackingToken } from './tracking.js';
 
 /** The tracking link is computed at send time from the order id; the token is never stored, queued or logged. */
-export function composeOrderTrackingEmail(deps: { db: Db; config: Config }): EmailComposer<'order-tracking-link'> {
-  const trackingKey = deriveTrackingKey(deps.config.PAYMENT_WEBHOOK_SECRET);
+export function composeOrderTrackingEmail(deps: { db: Db; config: Config; trackingKey: Buffer }): EmailComposer<'order-tracking-link'> {
+  const { trackingKey } = deps;
   return async (data) => {
     const order = await findOrderById(deps.db, data.orderId);
     // Only paid orders get the email (paid is final, so this never flips back).

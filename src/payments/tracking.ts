@@ -7,12 +7,13 @@ export function isUuid(value: string): boolean {
 }
 
 /**
- * The tracking key is derived from PAYMENT_WEBHOOK_SECRET under its own label,
- * so a tracking token never doubles as a webhook signature. Tokens are never
- * stored: they are recomputed from the order id.
+ * The tracking key is derived from LINK_SECRET, errand's own secret: the payment
+ * provider (and anyone with its dashboard) knows the webhook secret, and rotating
+ * that must not kill the links already sent. Derived once, in createDeps. Tokens
+ * are never stored: they are recomputed from the order id.
  */
-export function deriveTrackingKey(webhookSecret: string): Buffer {
-  return Buffer.from(hkdfSync('sha256', webhookSecret, 'errand', 'order-tracking', 32));
+export function deriveTrackingKey(linkSecret: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', linkSecret, 'errand', 'order-tracking', 32));
 }
 
 /** HMAC-SHA256 of the order id, base64url (43 characters). */

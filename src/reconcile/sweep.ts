@@ -1,7 +1,8 @@
-import { sql } from 'kysely';
 import type { Config } from '../config.js';
+import type { Metrics } from '../ops/metrics.js';
 import { publishAfterCommit, type OutboxDeps } from '../outbox/producer.js';
-import { settleOrder, type PaymentOutcome } from '../payments/transitions.js';
+import { findPendingOrdersInWindow, recordOrdersChecked, type PendingOrder } from '../payments/repository.js';
+import { settlePayment, type PaymentOutcome } from '../payments/transitions.js';
 import type { PaymentProvider } from './provider.js';
 
 export interface SweepOptions {
@@ -29,18 +30,12 @@ export interface SweepProgress extends Omit<SweepSummary, 'durationMs'> {
 export interface SweepDeps extends OutboxDeps {
   config: Pick<Config, 'PAYMENTS_RECONCILE_CONCURRENCY'>;
   provider: PaymentProvider;
+  metrics: Pick<Metrics, 'paymentsLateSuccess'>;
 }
 
 export interface SweepHooks {
   /** Called a few times along the way (about every 5 %) and once at the end. */
   onProgress?(progress: SweepProgress): void | Promise<void>;
-}
-
-interface PendingOrder {
-  id: string;
-  amount: number;
-  currency: string;
-  providerRef: string;
 }
 
 type Counter = 'paid' | 'failed' | 'expired' | 'unchanged' | 'errors';
@@ -59,25 +54,13 @@ export async function forEachWithConcurrency<T>(items: readonly T[], limit: numb
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, lane));
 }
 
-/** Pending orders created within the window, oldest first (the partial index `orders_pending_by_created_at`). */
-export async function findPendingOrdersInWindow(db: OutboxDeps['db'], options: { windowHours: number; limit: number }): Promise<PendingOrder[]> {
-  const rows = await db
-    .selectFrom('orders')
-    .select(['id', 'amount', 'currency', 'provider_ref'])
-    .where('status', '=', 'pending')
-    .where('created_at', '>=', sql<Date>`now() - make_interval(secs => ${options.windowHours * 3600})`)
-    .orderBy('created_at')
-    .orderBy('id')
-    .limit(options.limit)
-    .execute();
-  return rows.map((row) => ({ id: row.id, amount: Number(row.amount), currency: row.currency, providerRef: row.provider_ref }));
-}
-
 /**
- * Asks the provider about each pending order in the window and moves it to
- * paid / failed / expired through `settleOrder` — the webhook's exactly-once
- * path, so a paid order queues one tracking email whoever settles it first.
- * One order's failure is counted and logged, never thrown.
+ * Asks the provider about each pending order in the window, the least recently
+ * checked first, and moves it to paid / failed / expired through `settlePayment`
+ * — the webhook's exactly-once path, so a paid order queues one tracking email
+ * whoever settles it first. One order's failure is counted and logged, never
+ * thrown. Every order asked about gets its `last_checked_at` stamped (not in a
+ * dry run), which sends it to the back of the next sweep's line.
  */
 export async function runPaymentsSweep(options: SweepOptions, deps: SweepDeps, hooks: SweepHooks = {}): Promise<SweepSummary> {
   const started = performance.now();
@@ -86,6 +69,7 @@ export async function runPaymentsSweep(options: SweepOptions, deps: SweepDeps, h
   const orders = await findPendingOrdersInWindow(deps.db, options);
   const counts: Record<Counter, number> = { paid: 0, failed: 0, expired: 0, unchanged: 0, errors: 0 };
   let checked = 0;
+  const checkedIds: string[] = [];
   const progressEvery = Math.max(1, Math.ceil(orders.length / 20));
 
   const report = async () => {
@@ -117,7 +101,15 @@ export async function runPaymentsSweep(options: SweepOptions, deps: SweepDeps, h
     }
     const outcome: PaymentOutcome = lookup.status;
     if (dryRun) return COUNTER_FOR_OUTCOME[outcome];
-    const settlement = await deps.db.transaction().execute((trx) => settleOrder(trx, { orderId: order.id, outcome }));
+    const settlement = await settlePayment(
+      { db: deps.db, log, lateSuccess: deps.metrics.paymentsLateSuccess },
+      { providerRef: order.providerRef, outcome, amount: order.amount, currency: order.currency },
+    );
+    // Amounts were checked above; the statement checks again against the row it locked (and finds it, unless deleted).
+    if (settlement.kind !== 'settled') {
+      log.error({ orderId: order.id, result: settlement.kind }, 'sweep could not settle order; order left unchanged');
+      return 'errors';
+    }
     // Only after commit: the email job must never exist for a transition that rolled back.
     await publishAfterCommit(deps, settlement.outboxRows);
     // Settled meanwhile by a webhook (or another sweep): that caller queued the email.
@@ -128,6 +120,7 @@ export async function runPaymentsSweep(options: SweepOptions, deps: SweepDeps, h
 
   await forEachWithConcurrency(orders, deps.config.PAYMENTS_RECONCILE_CONCURRENCY, async (order) => {
     let counter: Counter;
+    if (!dryRun) checkedIds.push(order.id);
     try {
       counter = await checkOne(order);
     } catch (err) {
@@ -139,8 +132,18 @@ export async function runPaymentsSweep(options: SweepOptions, deps: SweepDeps, h
     if (checked % progressEvery === 0 && checked < orders.length) await report();
   });
   await report();
+  try {
+    await recordOrdersChecked(deps.db, checkedIds);
+  } catch (err) {
+    // Only fairness suffers: these orders keep their place in the line for the next sweep.
+    log.warn({ err, orders: checkedIds.length }, 'sweep could not record when it checked its orders');
+  }
 
   const summary: SweepSummary = { checked, ...counts, durationMs: Math.round(performance.now() - started) };
-  log.info({ summary }, 'payments sweep finished');
+  // How far behind the sweep is: orders never checked before, and the least recently checked of the others.
+  const previouslyChecked = orders.flatMap((order) => (order.lastCheckedAt ? [order.lastCheckedAt.getTime()] : []));
+  const neverChecked = orders.length - previouslyChecked.length;
+  const oldestLastCheckedAt = previouslyChecked.length > 0 ? new Date(Math.min(...previouslyChecked)).toISOString() : null;
+  log.info({ summary, neverChecked, oldestLastCheckedAt }, 'payments sweep finished');
   return summary;
 }

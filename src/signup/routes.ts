@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis.js';
 import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { maskEmail, type Logger } from '../core/logger.js';
@@ -31,7 +31,7 @@ const FORM_CONTENT_TYPE = 'application/x-www-form-urlencoded';
 
 export interface SignupRoutesOptions {
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;

@@ -62,7 +62,7 @@ t.test('a bad value stops with one line naming the variable', async (t) => {
 });
 
 t.test('production with a webhook secret starts; empty strings count as unset', async (t) => {
-  const config = loadConfig({ NODE_ENV: 'production', PAYMENT_WEBHOOK_SECRET: 's'.repeat(32), SMTP_URL: '' });
+  const config = loadConfig({ NODE_ENV: 'production', PAYMENT_WEBHOOK_SECRET: 's'.repeat(32), LINK_SECRET: 'l'.repeat(32), SMTP_URL: '' });
   t.equal(config.PAYMENT_WEBHOOK_SECRET, 's'.repeat(32));
   t.equal(config.SMTP_URL, undefined);
 });

@@ -32,7 +32,7 @@ t.test('with PostgreSQL unreachable: readyz 503 naming it, signup 503 and nothin
   const ready = await app.inject({ method: 'GET', url: '/readyz' });
   t.equal(ready.statusCode, 503);
   t.equal(ready.json().checks.redis, 'ok');
-  t.match(ready.json().checks.postgres, /^error/);
+  t.equal(ready.json().checks.postgres, 'unreachable');
 
   const signup = await app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'a@example.com' } });
   t.equal(signup.statusCode, 503);
@@ -47,7 +47,7 @@ t.test('with Redis unreachable: readyz 503 naming it', async (t) => {
   const ready = await errand.app.inject({ method: 'GET', url: '/readyz' });
   t.equal(ready.statusCode, 503);
   t.equal(ready.json().checks.postgres, 'ok');
-  t.match(ready.json().checks.redis, /^error/);
+  t.equal(ready.json().checks.redis, 'unreachable');
   // And signups still succeed: the outbox keeps the job.
   const signup = await errand.app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'a@example.com' } });
   t.equal(signup.statusCode, 202);

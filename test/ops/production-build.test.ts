@@ -30,6 +30,7 @@ t.test('npm run build, production install, node dist/main.js as api and as worke
     REDIS_URL,
     QUEUE_PREFIX: freshQueuePrefix(t),
     PAYMENT_WEBHOOK_SECRET: 'production-test-webhook-secret',
+    LINK_SECRET: 'production-test-link-secret-0123456789abcdef',
     SMTP_URL: smtp.url,
     MAIL_DIR: path.join(dir, 'var/mail'),
     EMAIL_RATE_DURATION_MS: '10',

@@ -1,12 +1,13 @@
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { startTestErrand, testEnv } from '../support/helpers.js';
-import { createOrder, WEBHOOK_SECRET } from '../support/payments.js';
+import { createOrder, LINK_SECRET, WEBHOOK_SECRET } from '../support/payments.js';
 import { deriveTrackingKey, trackingToken } from '../../src/payments/tracking.js';
 
-const errand = await startTestErrand(t, testEnv(t, { PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET }));
+const errand = await startTestErrand(t, testEnv(t, { PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET, LINK_SECRET }));
 const { app, deps } = errand;
-const key = deriveTrackingKey(WEBHOOK_SECRET);
+// Tracking links are keyed by errand's own LINK_SECRET, never by the secret the payment provider shares.
+const key = deriveTrackingKey(LINK_SECRET);
 
 t.test('POST /orders creates a pending order', async (t) => {
   const res = await app.inject({ method: 'POST', url: '/orders', payload: { email: 'Carol@Example.com', amount: 250, currency: 'GBP' } });
@@ -67,6 +68,7 @@ t.test('tracking answers only to the right token, with one 404 for every refusal
     ['unknown id with its own valid token', `/orders/${unknownId}/tracking?token=${trackingToken(key, unknownId)}`],
     ['non-uuid id', `/orders/123/tracking?token=${trackingToken(key, '123')}`],
     ['token of another secret', `/orders/${order.id}/tracking?token=${trackingToken(deriveTrackingKey('some-other-secret-0123456789'), order.id)}`],
+    ['token keyed by the webhook secret', `/orders/${order.id}/tracking?token=${trackingToken(deriveTrackingKey(WEBHOOK_SECRET), order.id)}`],
   ];
   const first = refusals.length ? (await app.inject({ method: 'GET', url: refusals[0]![1] })).json() : undefined;
   t.same(first, { statusCode: 404, error: 'Not Found', message: 'order not found' });

@@ -4,7 +4,6 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/core/logger.js';
 import { createQueues, PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
-import { workerConnectionOptions } from '../../src/core/redis.js';
 import { PAYMENTS_RECONCILE_SCHEDULER_ID } from '../../src/reconcile/jobs.js';
 import { syncSchedulers } from '../../src/core/scheduler-sync.js';
 import { SCHEDULERS } from '../../src/schedulers.js';
@@ -62,7 +61,7 @@ t.test('syncSchedulers: upsert, update in place, remove, and a next job after re
   const squatterId = `repeat:${PAYMENTS_RECONCILE_SCHEDULER_ID}:${scheduler.next}`;
   await queue.removeJobScheduler(PAYMENTS_RECONCILE_SCHEDULER_ID);
   await queue.add('payments-sweep', { windowHours: 6, limit: 50 }, { jobId: squatterId });
-  const worker = new Worker(PAYMENTS_RECONCILE_QUEUE, async () => 'done', { connection: workerConnectionOptions(REDIS_URL), prefix: env.QUEUE_PREFIX });
+  const worker = new Worker(PAYMENTS_RECONCILE_QUEUE, async () => 'done', { connection: { url: REDIS_URL, maxRetriesPerRequest: null }, prefix: env.QUEUE_PREFIX });
   await waitFor(async () => ((await queue.getJob(squatterId))?.finishedOn ? true : undefined), 15000, 'squatter completed');
   await worker.close();
   // A plain upsert now fails (BullMQ 6 reports the collision; 5.x left the completed job as the "next" one).
@@ -101,7 +100,7 @@ t.test('worker processes: one scheduler for many replicas, removed by false, upd
   await off.stop();
 
   // Back on with an every-second pattern: updated, still one; each tick runs one sweep in total, not one per process.
-  const events = new QueueEvents(PAYMENTS_RECONCILE_QUEUE, { connection: workerConnectionOptions(REDIS_URL), prefix: base.QUEUE_PREFIX });
+  const events = new QueueEvents(PAYMENTS_RECONCILE_QUEUE, { connection: { url: REDIS_URL, maxRetriesPerRequest: null }, prefix: base.QUEUE_PREFIX });
   t.teardown(() => events.close());
   await events.waitUntilReady();
   const completed: string[] = [];

@@ -5,7 +5,6 @@ import { sleep, startSmtpServer, startTestErrand, testEnv, waitFor } from '../su
 import { paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
 import { insertOrders, startSimulator, type TestOrder } from '../support/reconcile.js';
 import { PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
-import { workerConnectionOptions } from '../../src/core/redis.js';
 import { enqueuePaymentsSweep } from '../../src/reconcile/jobs.js';
 import { runPaymentsSweep, type SweepProgress, type SweepSummary } from '../../src/reconcile/sweep.js';
 import type { ProviderPaymentStatus } from '../../src/reconcile/provider.js';
@@ -125,7 +124,7 @@ t.test('limit 200 checks exactly the 200 oldest pending orders in the window; on
   t.equal(again.paid, newest50.filter((_, i) => kinds[i % 5] === 'succeeded').length);
 });
 
-t.test('concurrent settleOrder and sweep: exactly one tracking email', async (t) => {
+t.test('two concurrent sweeps: exactly one tracking email', async (t) => {
   const orders = await insertOrders(deps.db, Array.from({ length: 20 }, (_, i) => ({ ageMinutes: i + 1, email: `race-${i}@example.com` })));
   for (const order of orders) providerStatus(order, 'succeeded');
   const before = smtp.received.length;
@@ -170,7 +169,7 @@ t.test('provider 500/429/timeouts and mismatches count as errors; the others set
   sim.setPayment(mismatched[0]!.providerRef, { status: 'succeeded', amount: mismatched[0]!.amount + 1, currency: 'USD' });
   sim.setPayment(mismatched[1]!.providerRef, { status: 'succeeded', amount: mismatched[1]!.amount, currency: 'EUR' });
 
-  const events = new QueueEvents(PAYMENTS_RECONCILE_QUEUE, { connection: workerConnectionOptions(errand.config.REDIS_URL), prefix: errand.config.QUEUE_PREFIX });
+  const events = new QueueEvents(PAYMENTS_RECONCILE_QUEUE, { connection: { url: errand.config.REDIS_URL, maxRetriesPerRequest: null }, prefix: errand.config.QUEUE_PREFIX });
   t.teardown(() => events.close());
   await events.waitUntilReady();
   const progressSeen: unknown[] = [];

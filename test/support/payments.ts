@@ -2,6 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import type { App } from '../../src/app.js';
 
 export const WEBHOOK_SECRET = 'test-webhook-secret-0123456789abcdef';
+export const LINK_SECRET = 'test-link-secret-0123456789abcdef';
 
 /** Signs as the contract says, independently of errand's own code: HMAC-SHA256 over `${t}.${rawBody}`. */
 export function signatureHeader(rawBody: string | Buffer, options: { secret?: string; timestamp?: number } = {}): string {
@@ -44,4 +45,17 @@ export async function sendWebhook(
   const header = options.header === undefined ? signatureHeader(raw, options) : options.header;
   if (header !== null) headers['webhook-signature'] = header;
   return app.inject({ method: 'POST', url: '/payments/webhook', headers, payload: options.sendBody ?? raw });
+}
+
+/** Standard Webhooks headers, computed independently of errand's code: HMAC-SHA256 over `${id}.${ts}.${body}`, key = base64 part of `whsec_…`. */
+export function standardWebhookHeaders(rawBody: string | Buffer, options: { secret: string; id: string; timestamp?: number }): Record<string, string> {
+  const ts = options.timestamp ?? Math.floor(Date.now() / 1000);
+  const key = options.secret.startsWith('whsec_') ? Buffer.from(options.secret.slice(6), 'base64') : Buffer.from(options.secret);
+  const signature = createHmac('sha256', key).update(`${options.id}.${ts}.`).update(rawBody).digest('base64');
+  return { 'webhook-id': options.id, 'webhook-timestamp': String(ts), 'webhook-signature': `v1,${signature}` };
+}
+
+/** Posts `raw` with exactly `headers` (plus a JSON content type). */
+export function postWebhook(app: App, raw: string, headers: Record<string, string>) {
+  return app.inject({ method: 'POST', url: '/payments/webhook', headers: { 'content-type': 'application/json', ...headers }, payload: raw });
 }

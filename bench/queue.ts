@@ -1,0 +1,159 @@
+// Scenario: the queue side of errand (issue 16). A. outbox relay drain rate over a backlog;
+// B. pickup latency, commit → job active, with idle workers; C. email-queue throughput with the
+// limiter off at concurrency 1 and 50, next to a plain BullMQ worker (no-op processor) on the same Redis.
+import { performance } from 'node:perf_hooks';
+import { Queue, Worker } from 'bullmq';
+import { sql } from 'kysely';
+import { loadConfig } from '../src/config.js';
+import { prepareDatabase } from '../src/core/db.js';
+import { createDeps } from '../src/deps.js';
+import { startErrand } from '../src/errand.js';
+import { EMAIL_QUEUE } from '../src/queues.js';
+import { outboxJobId, publishAfterCommit } from '../src/outbox/producer.js';
+import { startOutboxRelay } from '../src/outbox/relay.js';
+import { prepareSignupUser } from '../src/signup/repository.js';
+import {
+  errandEnv,
+  freePort,
+  freshDatabaseUrl,
+  freshQueuePrefix,
+  machineInfo,
+  nullStream,
+  onCleanup,
+  percentile,
+  progress,
+  REDIS_URL,
+  report,
+  round,
+  runScenario,
+  sleep,
+  startSmtpSink,
+  uniqueEmail,
+} from './lib.js';
+
+const BACKLOG = Number(process.env.BENCH_RELAY_ROWS ?? 20_000);
+const PICKUPS = Number(process.env.BENCH_PICKUPS ?? 200);
+const THROUGHPUT_JOBS = Number(process.env.BENCH_THROUGHPUT_JOBS ?? 3000);
+
+async function waitUntil(probe: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await probe())) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** A: rows written while Redis was away, then one relay publishing them. */
+async function relayDrain() {
+  const config = loadConfig(errandEnv({ DATABASE_URL: freshDatabaseUrl(), QUEUE_PREFIX: freshQueuePrefix() }));
+  await prepareDatabase(config.DATABASE_URL);
+  const deps = createDeps(config, { logDestination: nullStream() });
+  onCleanup('close relay deps', () => deps.close());
+  await sql`insert into outbox (queue, job_name, payload)
+            select 'email', 'email-verification', jsonb_build_object('userId', g::text) from generate_series(1, ${BACKLOG}) g`.execute(deps.db);
+  progress(`relay: ${BACKLOG} unpublished rows`);
+  const started = performance.now();
+  const relay = startOutboxRelay(deps, { intervalMs: 50, graceMs: 0 });
+  await waitUntil(async () => {
+    const { count } = await deps.db.selectFrom('outbox').select((eb) => eb.fn.countAll<string>().as('count')).where('published_at', 'is', null).executeTakeFirstOrThrow();
+    return Number(count) === 0;
+  }, 120_000, 'the backlog to drain');
+  const drainMs = performance.now() - started;
+  await relay.stop();
+  const counts = await deps.queues[EMAIL_QUEUE].getJobCounts('prioritized', 'waiting');
+  return { rows: BACKLOG, drainMs: Math.round(drainMs), jobsPerS: Math.round((BACKLOG * 1000) / drainMs), inRedis: (counts.prioritized ?? 0) + (counts.waiting ?? 0) };
+}
+
+/** B and C share an in-process errand with the limiter effectively off. */
+async function startUnlimited(concurrency: number, smtpUrl: string) {
+  const config = loadConfig(
+    errandEnv({
+      PORT: String(await freePort()),
+      DATABASE_URL: freshDatabaseUrl(),
+      QUEUE_PREFIX: freshQueuePrefix(),
+      SMTP_URL: smtpUrl,
+      EMAIL_CONCURRENCY: String(concurrency),
+      EMAIL_RATE_MAX: '1000000',
+      EMAIL_RATE_DURATION_MS: '1000',
+    }),
+  );
+  const errand = await startErrand(config, { logDestination: nullStream() });
+  onCleanup('close in-process errand', () => errand.close());
+  const worker = errand.workers.find((w) => w.name === EMAIL_QUEUE)!;
+  return { errand, worker };
+}
+
+async function pickupLatency(smtpUrl: string) {
+  const { errand, worker } = await startUnlimited(1, smtpUrl);
+  const activeAt = new Map<string, number>();
+  const completed = new Set<string>();
+  worker.on('active', (job) => activeAt.set(job.id!, performance.now()));
+  worker.on('completed', (job) => completed.add(job.id!));
+  const signupUser = prepareSignupUser(errand.deps.db);
+  const latencies: number[] = [];
+  progress(`pickup: ${PICKUPS} signups one at a time, idle worker`);
+  for (let i = 0; i < PICKUPS; i++) {
+    const row = (await signupUser({ email: uniqueEmail(), name: null }))!;
+    const committedAt = performance.now(); // the statement is its own transaction: it has committed
+    await publishAfterCommit(errand.deps, [row]);
+    const jobId = outboxJobId(row.id);
+    await waitUntil(() => activeAt.has(jobId), 10_000, `job ${jobId} active`);
+    latencies.push(activeAt.get(jobId)! - committedAt);
+    // Measure the idle-worker path: the job is done and the worker is blocked waiting again.
+    await waitUntil(() => completed.has(jobId), 10_000, `job ${jobId} completed`);
+    await sleep(10);
+  }
+  latencies.sort((a, b) => a - b);
+  return { samples: PICKUPS, p50Ms: round(percentile(latencies, 50), 2), p99Ms: round(percentile(latencies, 99), 2), maxMs: round(latencies.at(-1)!, 2) };
+}
+
+async function errandThroughput(concurrency: number, smtpUrl: string) {
+  const { errand, worker } = await startUnlimited(concurrency, smtpUrl);
+  const { db } = errand.deps;
+  const users = await sql<{ id: string }>`insert into users (email) select 'tp' || g || '@example.com' from generate_series(1, ${THROUGHPUT_JOBS}) g returning id::text`.execute(db);
+  let completed = 0;
+  worker.on('completed', () => (completed += 1));
+  await worker.pause();
+  await errand.deps.queues[EMAIL_QUEUE].addBulk(users.rows.map((u, i) => ({ name: 'email-verification', data: { userId: u.id }, opts: { jobId: `tp-${i}` } })));
+  const started = performance.now();
+  worker.resume();
+  await waitUntil(() => completed >= THROUGHPUT_JOBS, 300_000, `${THROUGHPUT_JOBS} emails`);
+  return round((THROUGHPUT_JOBS * 1000) / (performance.now() - started), 1);
+}
+
+async function plainBullmqThroughput(concurrency: number) {
+  const prefix = freshQueuePrefix();
+  const queue = new Queue('plain', { connection: { url: REDIS_URL }, prefix });
+  onCleanup('close plain queue', () => queue.close());
+  await queue.addBulk(Array.from({ length: THROUGHPUT_JOBS }, (_, i) => ({ name: 'noop', data: { i }, opts: { removeOnComplete: { count: 1000 } } })));
+  let completed = 0;
+  const started = performance.now();
+  const worker = new Worker('plain', async () => undefined, { connection: { url: REDIS_URL, maxRetriesPerRequest: null }, prefix, concurrency });
+  onCleanup('close plain worker', () => worker.close());
+  worker.on('completed', () => (completed += 1));
+  await waitUntil(() => completed >= THROUGHPUT_JOBS, 300_000, `${THROUGHPUT_JOBS} plain jobs`);
+  return round((THROUGHPUT_JOBS * 1000) / (performance.now() - started), 1);
+}
+
+await runScenario('queue', async () => {
+  const machine = await machineInfo();
+  const sink = await startSmtpSink();
+  const relay = await relayDrain();
+  progress(`relay: ${relay.jobsPerS} jobs/s`);
+  const pickup = await pickupLatency(sink.url);
+  progress(`pickup p50 ${pickup.p50Ms} ms, p99 ${pickup.p99Ms} ms`);
+  const throughput: Record<string, number> = {};
+  for (const concurrency of [1, 50]) {
+    progress(`throughput at concurrency ${concurrency}: ${THROUGHPUT_JOBS} jobs`);
+    throughput[`errandEmailC${concurrency}`] = await errandThroughput(concurrency, sink.url);
+    throughput[`plainBullmqC${concurrency}`] = await plainBullmqThroughput(concurrency);
+  }
+  report('queue', machine, { relay, pickup, throughput }, [
+    { measure: `relay drain of ${relay.rows} rows (jobs/s)`, value: relay.jobsPerS },
+    { measure: 'pickup commit → active p50 / p99 / max (ms)', value: `${pickup.p50Ms} / ${pickup.p99Ms} / ${pickup.maxMs}` },
+    { measure: 'email worker, limiter off, concurrency 1 (jobs/s)', value: throughput.errandEmailC1 },
+    { measure: 'plain BullMQ no-op worker, concurrency 1 (jobs/s)', value: throughput.plainBullmqC1 },
+    { measure: 'email worker, limiter off, concurrency 50 (jobs/s)', value: throughput.errandEmailC50 },
+    { measure: 'plain BullMQ no-op worker, concurrency 50 (jobs/s)', value: throughput.plainBullmqC50 },
+  ]);
+});
