@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
 import { insertVerificationToken } from '../../src/signup/repository.js';
 import { hashToken, mintVerificationToken } from '../../src/signup/tokens.js';
-import { deriveTrackingKey, trackingToken } from '../../src/payments/tracking.js';
+import { trackingToken } from '../../src/payments/tracking.js';
 import { PAGE_CONTENT_SECURITY_POLICY } from '../../src/pages/layout.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
 import { createOrder, paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
@@ -159,7 +159,8 @@ t.test('POST bodies are validated strictly, and nothing is used on a refusal', a
 });
 
 t.test('tracking: a page for browsers, JSON unchanged, one 404 page for every wrong id or token', async (t) => {
-  const key = deriveTrackingKey(WEBHOOK_SECRET);
+  // The key errand itself derived from LINK_SECRET.
+  const key = deps.trackingKey;
   const order = await createOrder(app, { email: 'buyer@example.com', amount: 1999, currency: 'USD' });
   const pendingPage = await app.inject({ method: 'GET', url: `/orders/${order.id}/tracking?token=${trackingToken(key, order.id)}`, headers: { accept: BROWSER_ACCEPT } });
   t.equal(pendingPage.statusCode, 200);

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
 import type { Page } from 'playwright-core';
 import { extractLink, freePort, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
-import { deriveTrackingKey, trackingToken } from '../../src/payments/tracking.js';
+import { trackingToken } from '../../src/payments/tracking.js';
 import { createOrder, paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
 import { fitsTheWindow, launchBrowser, PHONE_VIEWPORT, saveScreenshot, seriousAccessibilityViolations } from '../support/browser.js';
 
@@ -75,7 +75,7 @@ t.test('a pending order, and a wrong token: the buyer reads what it means', asyn
   t.teardown(() => page.close());
 
   // No email is sent before payment; the token is the one the email would carry.
-  const pending = await page.goto(`${baseUrl}/orders/${order.id}/tracking?token=${trackingToken(deriveTrackingKey(WEBHOOK_SECRET), order.id)}`);
+  const pending = await page.goto(`${baseUrl}/orders/${order.id}/tracking?token=${trackingToken(errand.deps.trackingKey, order.id)}`);
   t.equal(pending?.status(), 200);
   t.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'We are waiting for your payment');
   t.equal(await page.locator('.status').textContent(), 'Waiting for payment');
