@@ -48,9 +48,19 @@ export async function buildApp(deps: Deps) {
   const adminToken = deps.config.ADMIN_TOKEN;
   if (deps.config.ROLE !== 'worker' && adminToken) {
     // Imported only here: Bull Board and the admin routes cost start-up time and memory that most replicas never use.
-    const [{ adminRoutes }, { boardRoutes }] = await Promise.all([import('./ops/admin.routes.js'), import('./ops/board.js')]);
+    const [{ adminRoutes }, { boardRoutes }, { batchRoutes }] = await Promise.all([import('./ops/admin.routes.js'), import('./ops/board.js'), import('./batch/routes.js')]);
     await app.register(adminRoutes, { config: deps.config, redis: deps.redis, queues: deps.queues, adminToken });
     await app.register(boardRoutes, { queues: deps.queues, adminToken });
+    await app.register(batchRoutes, {
+      config: deps.config,
+      db: deps.db,
+      redis: deps.redis,
+      workerRedis: deps.workerRedis,
+      queues: deps.queues,
+      log: deps.log,
+      publishedMarks: deps.publishedMarks,
+      adminToken,
+    });
   }
   return app;
 }

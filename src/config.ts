@@ -54,6 +54,15 @@ export const ConfigSchema = Type.Object({
   WORKER_STALLED_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30000 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10000 }),
   PG_POOL_MAX: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
+  BATCH_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 1 }),
+  IMPORT_MAX_BYTES: Type.Integer({ minimum: 1, maximum: 1024 * 1024 * 1024, default: 52428800 }),
+  // Rows per batch chunk: each chunk is one transaction with its checkpoint, and one progress report.
+  BATCH_CHUNK_ROWS: Type.Integer({ minimum: 1, maximum: 10000, default: 1000 }),
+  // Pause between chunks, to spare a busy primary during a long export or backfill.
+  BATCH_CHUNK_PAUSE_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 0 }),
+  // Batch jobs run for minutes: a longer lock than the other queues, so a slow chunk never loses it.
+  BATCH_LOCK_DURATION_MS: Type.Integer({ minimum: 100, default: 60000 }),
+  BATCH_STALLED_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30000 }),
 });
 
 type RawConfig = Static<typeof ConfigSchema>;

@@ -15,6 +15,8 @@ import { instrumentWorker } from './ops/metrics.js';
 import { composeVerificationEmail } from './signup/verification-email.js';
 import { composeOrderTrackingEmail } from './payments/tracking-email.js';
 import { paymentsReconcileProcessors } from './reconcile/worker.js';
+import { batchProcessors } from './batch/worker.js';
+import { abortCancelledJobs } from './batch/cancel.js';
 import { QUEUE_DEFINITIONS, type WorkerProcessors } from './queues.js';
 import { SCHEDULERS } from './schedulers.js';
 
@@ -57,6 +59,7 @@ export async function startErrand(config: Config, options: { logDestination?: De
         'order-tracking-link': composeOrderTrackingEmail(deps),
       }),
       'payments-reconcile': paymentsReconcileProcessors(deps),
+      batch: batchProcessors(deps),
     };
     for (const definition of QUEUE_DEFINITIONS) {
       // TypeScript cannot pair `definition` with `processors[definition.name]` across the union; WorkerProcessors already did.
@@ -69,6 +72,8 @@ export async function startErrand(config: Config, options: { logDestination?: De
       // Read from now, not from whenever the blocking read first runs: jobs added during start-up are logged too.
       const events = new QueueEvents(definition.name, { connection: deps.workerRedis, prefix: config.QUEUE_PREFIX, lastEventId: `${Date.now()}-0` });
       logQueueEvents(events, deps.queues[definition.name], deps.log);
+      // POST /admin/jobs/:queue/:id/cancel, from any process, reaches the one running the job through this stream.
+      abortCancelledJobs(events, worker, deps.log);
       queueEvents.push(events);
     }
     relay = startOutboxRelay(deps, { intervalMs: config.OUTBOX_RELAY_INTERVAL_MS, graceMs: config.OUTBOX_RELAY_GRACE_MS });

@@ -1,6 +1,6 @@
 import { UnrecoverableError, Worker, type Job, type WorkerOptions } from 'bullmq';
 import type { Static, TSchema } from 'typebox';
-import { Value } from 'typebox/value';
+import { Compile } from 'typebox/compile';
 import type { Config } from '../config.js';
 import type { RedisClient } from './redis.js';
 
@@ -40,12 +40,17 @@ export type JobProcessor<Data> = (data: Data, job: Job, signal: AbortSignal | un
 /** One processor per declared job name: a declared job without a handler does not compile. */
 export type Processors<Q extends QueueDefinition> = { readonly [N in JobNameOf<Q>]: JobProcessor<PayloadOf<Q, N>> };
 
+// Each payload schema compiled on first use: far cheaper per job than interpreting it (Value.Check).
+const payloadValidators = new WeakMap<TSchema, ReturnType<typeof Compile>>();
+
 /** Throws UnrecoverableError (no retry can fix it) unless `data` matches the job's declared payload. */
 export function checkPayload<Q extends QueueDefinition>(definition: Q, jobName: string, data: unknown): void {
   const declaration = definition.jobs[jobName];
   if (!declaration) throw new UnrecoverableError(`unknown ${definition.name} job name ${jobName}`);
-  if (!Value.Check(declaration.payload, data)) {
-    const [first] = Value.Errors(declaration.payload, data);
+  let validator = payloadValidators.get(declaration.payload);
+  if (!validator) payloadValidators.set(declaration.payload, (validator = Compile(declaration.payload)));
+  if (!validator.Check(data)) {
+    const [first] = validator.Errors(data);
     throw new UnrecoverableError(`invalid ${jobName} payload: ${first?.instancePath || 'data'} ${first?.message ?? 'is invalid'}`);
   }
 }

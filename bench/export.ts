@@ -1,0 +1,77 @@
+// Scenario: the `orders-export` job over BENCH_EXPORT_ORDERS orders (default 1,000,000) in an `all`-role
+// errand: rows/s and MB/s of the job, peak RSS of the process (sampled every 100 ms) and its growth over
+// the RSS before the job, then the download of the finished file (MB/s). Smoke run: BENCH_EXPORT_ORDERS=5000.
+import { performance } from 'node:perf_hooks';
+import pg from 'pg';
+import { prepareDatabase } from '../src/core/db.js';
+import { errandEnv, freePort, freshDatabaseUrl, freshQueuePrefix, machineInfo, progress, report, round, runScenario, sleep, spawnServer } from './lib.js';
+
+const ORDERS = Number(process.env.BENCH_EXPORT_ORDERS ?? 1_000_000);
+const FORMATS = (process.env.BENCH_EXPORT_FORMATS ?? 'csv,ndjson').split(',') as ('csv' | 'ndjson')[];
+const ADMIN_TOKEN = 'bench-admin-token-0123456789abcdef0123456789';
+const headers = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+
+await runScenario('export', async () => {
+  const machine = await machineInfo();
+  const databaseUrl = freshDatabaseUrl();
+  await prepareDatabase(databaseUrl);
+  progress(`inserting ${ORDERS} orders`);
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  for (let start = 1; start <= ORDERS; start += 100_000) {
+    const end = Math.min(start + 99_999, ORDERS);
+    // Some fields need CSV quoting, as real data would.
+    await client.query(
+      `INSERT INTO orders (email, amount, currency, status, provider_ref, paid_at, created_at)
+       SELECT CASE WHEN i % 10 = 0 THEN 'quoted,"buyer"' || i || '@example.com' ELSE 'buyer' || i || '@example.com' END,
+              100 + i % 5000, 'EUR', (ARRAY['pending','paid','failed','expired'])[1 + i % 4], 'pay_' || i,
+              CASE WHEN i % 4 = 1 THEN timestamptz '2026-01-01' + i * interval '1 second' END,
+              timestamptz '2026-01-01' + i * interval '1 second'
+         FROM generate_series($1::int, $2::int) AS i`,
+      [start, end],
+    );
+  }
+  await client.query('ANALYZE orders');
+  await client.end();
+
+  const env = errandEnv({ PORT: String(await freePort()), DATABASE_URL: databaseUrl, QUEUE_PREFIX: freshQueuePrefix(), ADMIN_TOKEN, MAIL_DIR: '/tmp/errand-bench-mail' });
+  const server = await spawnServer('src/main.ts', env);
+  const rows: Record<string, unknown>[] = [];
+  for (const format of FORMATS) {
+    await sleep(500);
+    const rssBefore = server.rssMb();
+    let peak = rssBefore;
+    const sampler = setInterval(() => (peak = Math.max(peak, server.rssMb())), 100);
+    const started = performance.now();
+    const { jobId } = (await (await fetch(`${server.url}/admin/exports/orders`, { method: 'POST', headers, body: JSON.stringify({ format }) })).json()) as { jobId: string };
+    let view: { state: string; result: { rows: number; bytes: number } | null; failedReason: string | null };
+    for (;;) {
+      view = (await (await fetch(`${server.url}/admin/jobs/batch/${jobId}`, { headers })).json()) as typeof view;
+      if (view.state === 'completed' || view.state === 'failed') break;
+      await sleep(100);
+    }
+    const jobMs = performance.now() - started;
+    clearInterval(sampler);
+    if (view.state !== 'completed' || !view.result) throw new Error(`export failed: ${view.failedReason}`);
+    progress(`${format}: ${view.result.rows} rows, ${round(view.result.bytes / 2 ** 20)} MB in ${round(jobMs / 1000, 2)} s`);
+
+    const downloadStarted = performance.now();
+    const response = await fetch(`${server.url}/admin/exports/${jobId}/file`, { headers });
+    let downloaded = 0;
+    for await (const chunk of response.body!) downloaded += (chunk as Uint8Array).length;
+    const downloadMs = performance.now() - downloadStarted;
+    rows.push({
+      format,
+      rows: view.result.rows,
+      mb: round(view.result.bytes / 2 ** 20),
+      'job s': round(jobMs / 1000, 2),
+      'rows/s': Math.round(view.result.rows / (jobMs / 1000)),
+      'MB/s': round(view.result.bytes / 2 ** 20 / (jobMs / 1000)),
+      'rss before MB': round(rssBefore),
+      'peak rss MB': round(peak),
+      'rss growth MB': round(peak - rssBefore),
+      'download MB/s': round(downloaded / 2 ** 20 / (downloadMs / 1000)),
+    });
+  }
+  report('export', machine, { orders: ORDERS, chunkRows: 'BATCH_CHUNK_ROWS default (1000)', runs: rows }, rows);
+});

@@ -1,0 +1,63 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import { UnrecoverableError } from 'bullmq';
+import { CANCELLED_REASON } from './jobs.js';
+import { discardBatchOutput, type BatchDb, type CheckpointOutcome } from './repository.js';
+
+/** Thrown inside a chunk transaction to roll the chunk back because the job was cancelled. */
+export class JobCancelledError extends Error {
+  constructor() {
+    super(CANCELLED_REASON);
+    this.name = 'JobCancelledError';
+  }
+}
+
+/** Thrown when another worker wrote a checkpoint this one did not expect (this one lost the job). */
+export class CheckpointTakenOverError extends Error {
+  constructor(jobId: string) {
+    super(`batch job ${jobId} was moved on by another worker; this run stops`);
+    this.name = 'CheckpointTakenOverError';
+  }
+}
+
+/** Throws (rolling the chunk back) unless the checkpoint was written. */
+export function assertCheckpointWritten(outcome: CheckpointOutcome, jobId: string): void {
+  if (outcome === 'cancel-requested') throw new JobCancelledError();
+  if (outcome === 'taken-over') throw new CheckpointTakenOverError(jobId);
+}
+
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new JobCancelledError();
+}
+
+/** The optional pause between chunks (BATCH_CHUNK_PAUSE_MS); a cancel cuts it short. */
+export async function pauseBetweenChunks(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (ms <= 0) return;
+  try {
+    await delay(ms, undefined, { signal });
+  } catch {
+    throw new JobCancelledError();
+  }
+}
+
+/**
+ * Runs one batch job's body; a cancellation (abort signal or the database
+ * flag seen at a checkpoint) deletes the partial output and fails the job
+ * with reason `cancelled`, without retries.
+ */
+export async function runCancellable<T>(db: BatchDb, jobId: string, body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (error) {
+    if (error instanceof JobCancelledError) {
+      await discardBatchOutput(db, jobId);
+      throw new UnrecoverableError(CANCELLED_REASON);
+    }
+    throw error;
+  }
+}
+
+/** `job.updateProgress` at most this often by time, and after every chunk of at most BATCH_CHUNK_ROWS rows. */
+export interface BatchProgress {
+  done: number;
+  total: number | null;
+}
