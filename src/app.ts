@@ -1,11 +1,23 @@
-import Fastify from 'fastify';
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Deps } from './deps.js';
-import { errorHandler, notFoundHandler } from './core/errors.js';
+import { addStandardErrorResponses, errorHandler, notFoundHandler } from './core/errors.js';
 import { healthRoutes } from './ops/health.routes.js';
 import { instrumentHttp, metricsRoutes } from './ops/metrics.js';
+import { registerApiDocs } from './ops/docs.js';
 import { signupRoutes } from './signup/routes.js';
 import { orderRoutes } from './payments/orders.routes.js';
 import { webhookRoutes } from './payments/webhook.routes.js';
+
+/** Fastify logs two lines per request (incoming, completed); one line at the end says both. */
+class OneLineAccessLog extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const fields = { req: request, res: reply, route: request.routeOptions.url ?? null, responseTime: reply.elapsedTime };
+    if (error) request.log.error({ ...fields, err: error }, 'request errored');
+    else request.log.info(fields, 'request completed');
+  }
+}
 
 /** Builds (never starts) the HTTP app. Public routes only when the role serves them. */
 export async function buildApp(deps: Deps) {
@@ -19,14 +31,14 @@ export async function buildApp(deps: Deps) {
     // Answer 503 to new requests while closing, and let keep-alive clients go.
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    // Fastify logs two lines per request (incoming, completed); one line at the end says both.
-    disableRequestLogging: true,
-  });
-  app.addHook('onResponse', async (request, reply) => {
-    request.log.info({ req: request, res: reply, route: request.routeOptions.url ?? null, responseTime: reply.elapsedTime }, 'request completed');
+    logController: new OneLineAccessLog(),
   });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
+  // Before any route: both hooks see each route as it is added.
+  app.addHook('onRoute', addStandardErrorResponses);
+  // The roles that serve the API also serve its description; a worker has no public routes to describe.
+  if (deps.config.ROLE !== 'worker') await registerApiDocs(app);
 
   instrumentHttp(app, deps.metrics);
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis });

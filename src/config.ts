@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseEnv } from 'node:util';
 import envSchema from 'env-schema';
 import { CronExpressionParser } from 'cron-parser';
 import { Type, type Static } from 'typebox';
@@ -90,8 +93,26 @@ function isTimeZone(tz: string): boolean {
   }
 }
 
+/**
+ * The process environment laid over `.env` in `cwd`, when there is one: a variable
+ * already in the environment wins. Read into an object (Node's own parser,
+ * the one behind `process.loadEnvFile`), never written into `process.env`.
+ */
+export function environmentWithDotenv(env: Record<string, string | undefined> = process.env, cwd: string = process.cwd()): Record<string, string | undefined> {
+  const path = join(cwd, '.env');
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { ...env };
+    throw new ConfigError(`invalid configuration: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined));
+  return { ...parseEnv(text), ...present };
+}
+
 /** Validates `env` against the schema; throws a one-line ConfigError naming the bad variable. */
-export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+export function loadConfig(env: Record<string, string | undefined> = environmentWithDotenv()): Config {
   // Empty strings mean "unset", as in most .env files.
   const data = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
   let raw: RawConfig;

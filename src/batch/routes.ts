@@ -5,6 +5,8 @@ import { Type } from 'typebox';
 import { QueueEvents } from 'bullmq';
 import type { Config } from '../config.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
+import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
+import { adminRouteDoc } from '../ops/docs.js';
 import type { RedisClient } from '../core/redis.js';
 import { enqueue, outboxJobId, publishAfterCommit, type OutboxDeps, type OutboxRow } from '../outbox/producer.js';
 import { requireBearer } from '../ops/auth.js';
@@ -55,6 +57,54 @@ const JobViewSchema = Type.Object({
 });
 const errors = (...codes: number[]) => Object.fromEntries(codes.map((code) => [code, ErrorResponseSchema]));
 
+const file = (description: string, mediaTypes: string[]) => ({ description, content: Object.fromEntries(mediaTypes.map((type) => [type, { schema: { type: 'string' } }])) });
+const JOB_EXAMPLE = { params: { queue: 'batch', id: 'batch-0' } };
+
+// For GET /docs/openapi.json: what each route answers, beyond its schemas.
+const BATCH_ROUTE_DOCS: Record<string, RouteDoc> = {
+  'POST /admin/exports/orders': adminRouteDoc({
+    summary: 'Export orders (CSV or NDJSON) in a batch job',
+    examples: { body: { from: '2026-01-01T00:00:00Z', status: 'paid', format: 'csv' } },
+    responses: { 202: 'queued; follow it at /admin/jobs/batch/{jobId}', 400: 'bad from, to, status or format, or from not before to', 503: 'database unavailable; nothing queued' },
+  }),
+  'GET /admin/exports/:jobId/file': adminRouteDoc({
+    summary: 'Download a finished export (streamed, content-disposition: attachment)',
+    examples: { params: { jobId: 'batch-0' } },
+    responses: { 200: file('the export file', ['text/csv', 'application/x-ndjson']), 404: 'unknown export, or not finished' },
+  }),
+  'POST /admin/backfills/tracking-links': adminRouteDoc({
+    summary: 'Queue the tracking email of every order paid since then that never had one',
+    examples: { body: { since: '2026-01-01T00:00:00Z' } },
+    responses: { 202: 'queued', 400: 'since is not a date-time', 503: 'database unavailable; nothing queued' },
+  }),
+  'POST /admin/imports/users': adminRouteDoc({
+    summary: 'Import users from a CSV upload (header row email,name) in a batch job',
+    description: 'The body is `text/csv`; the upload is stored before the answer. `sendVerification=true` queues a verification email per created user.',
+    responses: { 202: 'stored and queued', 400: 'not text/csv, empty, or no email column', 413: 'over IMPORT_MAX_BYTES', 503: 'database unavailable; nothing stored' },
+  }),
+  'GET /admin/imports/:jobId/errors': adminRouteDoc({
+    summary: "An import's rejected rows, as CSV `line,reason`",
+    examples: { params: { jobId: 'batch-0' } },
+    responses: { 200: file('the rejected rows', ['text/csv']), 404: 'unknown import' },
+  }),
+  'GET /admin/jobs/:queue/:id': adminRouteDoc({
+    summary: "A job's state, progress and result (never its data)",
+    examples: JOB_EXAMPLE,
+    responses: { 200: 'the job', 404: 'unknown queue or job', 503: 'Redis unavailable, try again later' },
+  }),
+  'GET /admin/jobs/:queue/:id/events': adminRouteDoc({
+    summary: "A job's events as Server-Sent Events until it ends",
+    description: 'The current state first, then `progress`, `completed` and `failed` events.',
+    examples: JOB_EXAMPLE,
+    responses: { 200: file('text/event-stream', ['text/event-stream']), 404: 'unknown queue or job', 503: 'Redis unavailable, try again later' },
+  }),
+  'POST /admin/jobs/:queue/:id/cancel': adminRouteDoc({
+    summary: 'Cancel a job: a waiting one is removed, a running batch job stops at its next checkpoint',
+    examples: JOB_EXAMPLE,
+    responses: { 202: '`removed` or `cancelling`', 404: 'unknown queue or job', 409: 'already finished, or running in a queue that cannot stop it', 503: 'Redis unavailable, try again later' },
+  }),
+};
+
 const FINISHED_STATES = new Set(['completed', 'failed']);
 const REMOVABLE_STATES = new Set(['waiting', 'delayed', 'prioritized', 'waiting-children', 'paused']);
 const SSE_HEARTBEAT_MS = 15_000;
@@ -100,6 +150,7 @@ async function jobView(queue: Queues[QueueName], id: string) {
  */
 export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  app.addHook('onRoute', describeRoutes(BATCH_ROUTE_DOCS));
   app.addHook('onRequest', requireBearer(deps.adminToken));
   const bdb = batchDb(deps.db);
   const redisGuard = async (_request: unknown, reply: FastifyReply) => {

@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import { pathOnly } from './logger.js';
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { Type } from 'typebox';
 
 const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006', '53300']);
@@ -14,6 +14,11 @@ export function isDatabaseUnavailable(error: unknown): boolean {
 
 /** Fastify's error body, for route response schemas. */
 export const ErrorResponseSchema = Type.Object({ statusCode: Type.Integer(), error: Type.String(), message: Type.String() });
+
+/** ErrorResponseSchema with a line saying when that status is answered (the OpenAPI response's description). */
+export function errorResponse(description: string) {
+  return Type.Object(ErrorResponseSchema.properties, { description });
+}
 
 /** Answers in Fastify's `{statusCode, error, message}` shape, the one every errand error uses. */
 export function sendError(reply: FastifyReply, statusCode: number, message: string) {
@@ -36,4 +41,23 @@ export function errorHandler(error: FastifyError, request: FastifyRequest, reply
 /** Fastify's own 404 handler logs the raw URL, query string (and so any token) included; this one does not. */
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply) {
   return sendError(reply, 404, `Route ${request.method}:${pathOnly(request.url)} not found`);
+}
+
+/**
+ * onRoute hook: documents the answers any route may get from Fastify and
+ * errorHandler rather than from its own handler — 400 when an input schema
+ * refuses the request, 413 over the body limit, 500. A route's own statuses
+ * (and its own words for these) are declared in its schema and kept.
+ */
+export function addStandardErrorResponses(route: RouteOptions): void {
+  const schema = route.schema ?? {};
+  if (schema.hide) return;
+  const response: Record<string | number, unknown> = { ...(schema.response as Record<string, unknown> | undefined) };
+  const add = (status: number, description: string) => {
+    response[status] ??= errorResponse(description);
+  };
+  if (schema.body || schema.querystring || schema.params || schema.headers) add(400, 'the request does not match its schema');
+  if (schema.body) add(413, 'body over the size limit');
+  add(500, 'internal error (details are in the log, never in the answer)');
+  route.schema = { ...schema, response };
 }

@@ -1,12 +1,14 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { Type } from 'typebox';
+import { Type, type TSchema } from 'typebox';
 import type { RedisClient } from '../core/redis.js';
 import type { Config } from '../config.js';
 import { QUEUE_NAMES, isQueueName, type Queues } from '../queues.js';
 import { enqueuePaymentsSweep } from '../reconcile/jobs.js';
 import { sendError } from '../core/errors.js';
+import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import { requireBearer } from './auth.js';
+import { adminRouteDoc } from './docs.js';
 
 export interface AdminRoutesOptions {
   config: Config;
@@ -15,8 +17,8 @@ export interface AdminRoutesOptions {
   adminToken: string;
 }
 
-const QueueParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }) });
-const JobParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }), id: Type.String({ minLength: 1, maxLength: 256 }) });
+const QueueParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100, examples: ['email'] }) });
+const JobParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100, examples: ['email'] }), id: Type.String({ minLength: 1, maxLength: 256, examples: ['1'] }) });
 // Query strings are strings, and the app's Ajv does not coerce: digits, range-checked in the handler.
 const FailedQuerySchema = Type.Object(
   {
@@ -27,6 +29,75 @@ const FailedQuerySchema = Type.Object(
 );
 const MAX_FAILED_PAGE = 1000;
 
+const nullable = (schema: TSchema) => Type.Union([schema, Type.Null()]);
+const QueuesAnswerSchema = Type.Object(
+  {
+    queues: Type.Array(
+      Type.Object({
+        name: Type.String(),
+        counts: Type.Record(Type.String(), Type.Integer(), { description: 'jobs per BullMQ state (waiting, active, delayed, prioritized, completed, failed, …)' }),
+        schedulers: Type.Array(
+          Type.Object({
+            id: Type.String(),
+            name: Type.String(),
+            pattern: nullable(Type.String()),
+            every: nullable(Type.Number()),
+            tz: nullable(Type.String()),
+            next: nullable(Type.Number({ description: 'next run, ms since the epoch' })),
+          }),
+        ),
+      }),
+    ),
+  },
+  { description: 'every queue, with its job counts and job schedulers' },
+);
+const FailedJobsAnswerSchema = Type.Object(
+  {
+    queue: Type.String(),
+    total: Type.Integer(),
+    jobs: Type.Array(
+      Type.Object({
+        id: nullable(Type.String()),
+        name: Type.String(),
+        reason: nullable(Type.String()),
+        attempts: Type.Integer(),
+        time: Type.String({ description: 'when it failed (ISO 8601)' }),
+        failedReason: nullable(Type.String()),
+        attemptsMade: Type.Integer(),
+        timestamp: Type.Number(),
+        processedOn: nullable(Type.Number()),
+        finishedOn: nullable(Type.Number()),
+      }),
+    ),
+  },
+  { description: "a page of the queue's failed jobs, newest first; never their data" },
+);
+
+/** Every route here: bearer token, 401 without it, 503 while Redis is away (the preHandler below). */
+function adminDoc(doc: Omit<RouteDoc, 'tags' | 'security'>): RouteDoc {
+  return adminRouteDoc({ ...doc, responses: { ...doc.responses, 503: 'Redis unavailable, try again later' } });
+}
+
+// For GET /docs/openapi.json: what each route answers, beyond its schemas.
+const ADMIN_ROUTE_DOCS: Record<string, RouteDoc> = {
+  'GET /admin/queues': adminDoc({ summary: 'Job counts per state and the job schedulers of every queue', responses: { 200: QueuesAnswerSchema } }),
+  'GET /admin/queues/:queue/failed': adminDoc({
+    summary: "A queue's failed jobs",
+    responses: { 200: FailedJobsAnswerSchema, 400: `start or limit not digits, or limit outside 1–${MAX_FAILED_PAGE}`, 404: 'unknown queue' },
+  }),
+  'POST /admin/queues/:queue/jobs/:id/retry': adminDoc({
+    summary: 'Retry a failed job, with a fresh set of attempts',
+    responses: {
+      200: Type.Object({ queue: Type.String(), jobId: Type.String(), status: Type.Literal('retried') }, { description: 'the job is waiting again' }),
+      404: 'unknown queue, unknown job, or a job that is not failed',
+    },
+  }),
+  'POST /admin/sweeps': adminDoc({
+    summary: 'Queue a one-off payments sweep (the configured window and limit)',
+    responses: { 202: Type.Object({ jobId: Type.String() }, { description: 'queued' }) },
+  }),
+};
+
 function notFound(reply: FastifyReply, message: string) {
   return sendError(reply, 404, message);
 }
@@ -34,6 +105,7 @@ function notFound(reply: FastifyReply, message: string) {
 /** `/admin/*` behind `Authorization: Bearer $ADMIN_TOKEN`. Registered only when ADMIN_TOKEN is set. */
 export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  app.addHook('onRoute', describeRoutes(ADMIN_ROUTE_DOCS));
   app.addHook('onRequest', requireBearer(deps.adminToken));
   // Queue reads go over the fail-fast producer connection: answer 503 rather than wait for Redis.
   app.addHook('preHandler', async (_request, reply) => {

@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { RedisClient } from '../core/redis.js';
 import { sql } from 'kysely';
 import type { Db } from '../core/db.js';
+import { describeRoutes } from '../core/route-docs.js';
 import type { Logger } from '../core/logger.js';
 import { QUEUE_NAMES, type Queues } from '../queues.js';
 
@@ -12,6 +13,7 @@ export interface Metrics {
   registry: Registry;
   jobsCompleted: Counter<'queue' | 'name'>;
   jobsFailed: Counter<'queue' | 'name'>;
+  jobsStalled: Counter<'queue'>;
   jobDuration: Histogram<'queue' | 'name' | 'status'>;
   httpDuration: Histogram<'method' | 'route' | 'status_code'>;
   /** Orders moved failed | expired → paid (a successful retry after a decline). */
@@ -56,6 +58,30 @@ export function createMetrics(sources: MetricsSources): Metrics {
             for (const [state, count] of Object.entries(counts)) this.set({ queue: name, state }, count);
           } catch (err) {
             sources.log.warn({ queue: name, err }, 'metrics: could not read queue counts');
+          }
+        }),
+      );
+    },
+  });
+
+  // A scheduler whose next run is long past has no worker taking its jobs
+  // (BullMQ moves `next` on when the current iteration starts): the alert for a silent schedule.
+  new Gauge({
+    name: 'errand_job_scheduler_next_run_timestamp_seconds',
+    help: 'Next run of each BullMQ job scheduler (unix seconds), read on scrape',
+    labelNames: ['queue', 'scheduler'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      if (sources.redis.status !== 'ready') return;
+      await Promise.all(
+        QUEUE_NAMES.map(async (name) => {
+          try {
+            for (const scheduler of await sources.queues[name].getJobSchedulers(0, -1, true)) {
+              if (scheduler.next !== undefined) this.set({ queue: name, scheduler: scheduler.key }, scheduler.next / 1000);
+            }
+          } catch (err) {
+            sources.log.warn({ queue: name, err }, 'metrics: could not read job schedulers');
           }
         }),
       );
@@ -113,6 +139,12 @@ export function createMetrics(sources: MetricsSources): Metrics {
       labelNames: ['queue', 'name'] as const,
       registers: [registry],
     }),
+    jobsStalled: new Counter({
+      name: 'errand_jobs_stalled_total',
+      help: "Jobs this process's stalled check found without a live lock (their worker died) and put back, per queue",
+      labelNames: ['queue'] as const,
+      registers: [registry],
+    }),
     jobDuration: new Histogram({
       name: 'errand_job_duration_seconds',
       help: 'Processing time of job attempts in this process, per queue, job name and outcome',
@@ -143,6 +175,9 @@ function attemptSeconds(job: Job): number {
 /** Feeds the job counters and histogram from a worker's own events. */
 export function instrumentWorker(worker: Worker, metrics: Metrics): void {
   const queue = worker.name;
+  // Present at 0 from the start, so an alert's increase() sees the first stalled job.
+  metrics.jobsStalled.inc({ queue }, 0);
+  worker.on('stalled', () => metrics.jobsStalled.inc({ queue }));
   worker.on('completed', (job) => {
     metrics.jobsCompleted.inc({ queue, name: job.name });
     metrics.jobDuration.observe({ queue, name: job.name, status: 'completed' }, attemptSeconds(job));
@@ -166,6 +201,17 @@ export function instrumentHttp(app: FastifyInstance, metrics: Metrics): void {
 
 /** `GET /metrics` in Prometheus text format; served by every role. */
 export const metricsRoutes = async (app: FastifyInstance, options: { metrics: Metrics }) => {
+  app.addHook(
+    'onRoute',
+    describeRoutes({
+      'GET /metrics': {
+        tags: ['ops'],
+        summary: 'Prometheus metrics of this process (text format 0.0.4)',
+        description: 'Queue depth per queue and state, job completions, failures and durations, outbox backlog, HTTP durations, process metrics. See the README for the list.',
+        responses: { 200: { description: 'Prometheus text exposition', content: { 'text/plain': { schema: { type: 'string' } } } } },
+      },
+    }),
+  );
   app.get('/metrics', async (_request, reply) => {
     const body = await options.metrics.registry.metrics();
     return reply.type(options.metrics.registry.contentType).send(body);

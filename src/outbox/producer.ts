@@ -52,6 +52,17 @@ export function queueForRow(queues: Queues, row: OutboxRow) {
   return queue;
 }
 
+/** Rows grouped by queue, in their order: one `addBulk` (one round trip) per queue. */
+export function groupByQueue(rows: readonly OutboxRow[]): Map<string, OutboxRow[]> {
+  const byQueue = new Map<string, OutboxRow[]>();
+  for (const row of rows) {
+    const group = byQueue.get(row.queue);
+    if (group) group.push(row);
+    else byQueue.set(row.queue, [row]);
+  }
+  return byQueue;
+}
+
 /**
  * Publishes freshly committed rows. Never throws: a row that cannot reach
  * Redis now stays unpublished and the relay picks it up later. Published rows

@@ -1,5 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { jobForRow, queueForRow, type OutboxDeps, type OutboxRow } from './producer.js';
+import { groupByQueue, jobForRow, queueForRow, type OutboxDeps } from './producer.js';
+import { republishRecentRows } from './republish.js';
 
 /**
  * Publishes up to `batchSize` rows left unpublished for longer than `graceMs`,
@@ -20,10 +21,8 @@ export async function relayOutboxBatch(deps: OutboxDeps, options: { graceMs: num
       .execute();
     if (rows.length === 0) return 0;
 
-    const byQueue = new Map<string, OutboxRow[]>();
-    for (const row of rows) byQueue.set(row.queue, [...(byQueue.get(row.queue) ?? []), row]);
     const published: string[] = [];
-    for (const [queueName, queueRows] of byQueue) {
+    for (const [queueName, queueRows] of groupByQueue(rows)) {
       try {
         if (deps.redis.status !== 'ready') throw new Error(`redis not connected (${deps.redis.status})`);
         await queueForRow(deps.queues, queueRows[0]!).addBulk(queueRows.map(jobForRow));
@@ -44,13 +43,37 @@ export interface OutboxRelay {
   stop(): Promise<void>;
 }
 
-/** Polls for unpublished rows until stopped; drains a backlog batch after batch without sleeping. */
+/** How far back a reconnect re-adds published rows: failover detection plus promotion take seconds, not minutes. */
+const REPUBLISH_WINDOW_MS = 60_000;
+
+/**
+ * Polls for unpublished rows until stopped; drains a backlog batch after batch
+ * without sleeping. Each time the producer connection becomes ready (start,
+ * reconnect, failover) it first re-adds the rows published in the last minute.
+ */
 export function startOutboxRelay(deps: OutboxDeps, options: { intervalMs: number; graceMs: number; batchSize?: number }): OutboxRelay {
   const batchSize = options.batchSize ?? 500;
   const stopping = new AbortController();
+  let wake = () => {};
+  let republishDue = deps.redis.status === 'ready';
+  const onReady = () => {
+    republishDue = true;
+    wake();
+  };
+  deps.redis.on('ready', onReady);
 
   const loop = async () => {
     while (!stopping.signal.aborted) {
+      if (republishDue && deps.redis.status === 'ready') {
+        republishDue = false;
+        try {
+          const republished = await republishRecentRows(deps, { windowMs: REPUBLISH_WINDOW_MS, batchSize });
+          if (republished > 0) deps.log.info({ republished }, 'outbox relay re-added recently published rows after (re)connecting');
+        } catch (err) {
+          republishDue = true;
+          deps.log.warn({ err }, 'outbox relay could not re-add recently published rows; will retry');
+        }
+      }
       let published = 0;
       try {
         published = await relayOutboxBatch(deps, { graceMs: options.graceMs, batchSize });
@@ -58,13 +81,18 @@ export function startOutboxRelay(deps: OutboxDeps, options: { intervalMs: number
       } catch (err) {
         deps.log.warn({ err }, 'outbox relay pass failed');
       }
-      if (published < batchSize) await delay(options.intervalMs, undefined, { signal: stopping.signal }).catch(() => undefined);
+      if (published < batchSize) {
+        const idle = new AbortController();
+        wake = () => idle.abort();
+        await delay(options.intervalMs, undefined, { signal: AbortSignal.any([stopping.signal, idle.signal]) }).catch(() => undefined);
+      }
     }
   };
   const running = loop();
 
   return {
     async stop() {
+      deps.redis.off('ready', onReady);
       stopping.abort();
       await running;
     },

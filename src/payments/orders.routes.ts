@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
+import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import { maskEmail } from '../core/logger.js';
 import { sendPage } from '../pages/layout.js';
 import { prefersHtml } from '../pages/negotiation.js';
@@ -18,7 +19,7 @@ export const CreateOrderBodySchema = Type.Object(
     amount: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
     currency: Type.String({ pattern: '^[A-Z]{3}$' }),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, examples: [{ email: 'ada@example.com', amount: 1999, currency: 'USD' }] },
 );
 
 const OrderStatusSchema = Type.Union([Type.Literal('pending'), Type.Literal('paid'), Type.Literal('failed'), Type.Literal('expired')]);
@@ -42,8 +43,35 @@ const OrderTrackingSchema = Type.Object({
 
 // Not `format: uuid`: a malformed id is just another wrong id (404), not a 400 that tells ids apart.
 // No length limits and no type on token: an overlong, repeated (?token=a&token=b) or odd token is a wrong token (404).
-const TrackingParamsSchema = Type.Object({ id: Type.String() });
-const TrackingQuerySchema = Type.Object({ token: Type.Optional(Type.Unknown()) });
+const TrackingParamsSchema = Type.Object({ id: Type.String({ examples: ['0192f1c4-6c1e-7a4b-9d3e-2f5a8b7c6d10'] }) });
+const TrackingQuerySchema = Type.Object({ token: Type.Optional(Type.Unknown({ description: 'from the tracking email', examples: ['token-from-the-email'] })) });
+
+// For GET /docs/openapi.json: what each route answers, beyond its schemas.
+const ORDER_ROUTE_DOCS: Record<string, RouteDoc> = {
+  'POST /orders': {
+    tags: ['orders'],
+    summary: 'Create an order',
+    description: 'amount is a positive integer in minor units (cents); currency is 3 upper-case letters. The order waits for the payment webhook or a sweep.',
+    responses: {
+      201: 'created, pending payment',
+      400: 'invalid email, amount or currency; unknown property or wrong type',
+      413: 'body over 16 KiB',
+      415: 'body is not application/json',
+      429: 'over the per-client rate limit (see the Retry-After header)',
+      503: 'database unavailable; nothing was written',
+    },
+  },
+  'GET /orders/:id/tracking': {
+    tags: ['orders'],
+    summary: "An order's status, with the token from its tracking email",
+    description: 'A request whose Accept ranks text/html above application/json gets the same as an HTML page (and the 404 as a page).',
+    responses: {
+      200: 'the order (an HTML page for HTML requests)',
+      404: 'wrong id or token (the same answer for both)',
+      503: 'database unavailable',
+    },
+  },
+};
 
 export interface OrderRoutesOptions {
   db: Db;
@@ -58,6 +86,7 @@ function newProviderRef(): string {
 
 export const orderRoutes: FastifyPluginAsync<OrderRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  app.addHook('onRoute', describeRoutes(ORDER_ROUTE_DOCS));
   const { trackingKey } = deps;
 
   app.post(

@@ -34,7 +34,7 @@ export interface SweepDeps extends OutboxDeps {
 }
 
 export interface SweepHooks {
-  /** Called a few times along the way (about every 5 %) and once at the end. */
+  /** Called once the orders are known (checked 0), a few times along the way (about every 5 %) and once at the end. */
   onProgress?(progress: SweepProgress): void | Promise<void>;
 }
 
@@ -118,6 +118,7 @@ export async function runPaymentsSweep(options: SweepOptions, deps: SweepDeps, h
     return COUNTER_FOR_OUTCOME[outcome];
   };
 
+  await report();
   await forEachWithConcurrency(orders, deps.config.PAYMENTS_RECONCILE_CONCURRENCY, async (order) => {
     let counter: Counter;
     if (!dryRun) checkedIds.push(order.id);

@@ -4,6 +4,7 @@ import { Type } from 'typebox';
 import type { RedisClient } from '../core/redis.js';
 import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
+import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import { maskEmail, type Logger } from '../core/logger.js';
 import { sendPage } from '../pages/layout.js';
 import { prefersHtml } from '../pages/negotiation.js';
@@ -20,7 +21,7 @@ export const SignupBodySchema = Type.Object(
     // An empty name is a valid string (the contract's 400s are bad email, unknown fields, wrong types); stored as no name.
     name: Type.Optional(Type.String({ maxLength: 200 })),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, examples: [{ email: 'ada@example.com', name: 'Ada' }] },
 );
 
 const VerificationTokenSchema = Type.String({ minLength: 1, maxLength: 512 });
@@ -28,6 +29,51 @@ const VerifyQuerySchema = Type.Object({ token: VerificationTokenSchema });
 const VerifyBodySchema = Type.Object({ token: VerificationTokenSchema }, { additionalProperties: false });
 const VerifiedSchema = Type.Object({ status: Type.Literal('verified') });
 const FORM_CONTENT_TYPE = 'application/x-www-form-urlencoded';
+
+// For GET /docs/openapi.json: what each route answers, beyond its schemas.
+const SIGNUP_ROUTE_DOCS: Record<string, RouteDoc> = {
+  'POST /auth/signup': {
+    tags: ['signup'],
+    summary: 'Sign up (or ask again for the verification email)',
+    description:
+      'Accepted for any valid address, new, unverified or verified alike (no account enumeration). ' +
+      'A verification email is queued for new and unverified addresses, at most one per address per 60 s.',
+    responses: {
+      202: 'accepted; the verification email, if any, is queued',
+      400: 'invalid email, unknown property or wrong type',
+      413: 'body over 16 KiB',
+      415: 'body is not application/json',
+      429: 'over the per-client rate limit (see the Retry-After header)',
+      503: 'database unavailable; nothing was written',
+    },
+  },
+  'GET /auth/verify-email': {
+    tags: ['signup'],
+    summary: 'Verify an email address with the token from the verification email',
+    description:
+      'The token is single-use and expires after 24 h. A request whose Accept ranks text/html above application/json ' +
+      '(browsers, mail link scanners) gets an HTML page instead: a confirm page with a button that POSTs the token ' +
+      '(the token is not used by the GET), or a 400 page saying what to do next. HEAD never uses the token.',
+    responses: {
+      200: 'verified (JSON); the confirm page (HTML)',
+      400: 'missing, unknown, used or expired token (an HTML page for HTML requests)',
+      503: 'database unavailable',
+    },
+  },
+  'POST /auth/verify-email': {
+    tags: ['signup'],
+    summary: 'Verify an email address: the confirm page posts here (form token=…), or JSON {token}',
+    description: 'Uses the token. A form post (application/x-www-form-urlencoded) gets an HTML page back, JSON gets JSON.',
+    responses: {
+      200: 'verified (JSON); the "verified" page for a form post',
+      400: 'missing, unknown, used or expired token, unknown field (an HTML page for a form post)',
+      413: 'body over 4 KiB',
+      415: 'body neither JSON nor a form',
+      503: 'database unavailable',
+    },
+    examples: { body: { token: 'token-from-the-email' } },
+  },
+};
 
 export interface SignupRoutesOptions {
   db: Db;
@@ -39,6 +85,7 @@ export interface SignupRoutesOptions {
 
 export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  app.addHook('onRoute', describeRoutes(SIGNUP_ROUTE_DOCS));
   const signupUser = prepareSignupUser(deps.db);
 
   app.post(
