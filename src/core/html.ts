@@ -2,7 +2,7 @@ const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '
 
 /** The one HTML escaper (emails and pages): safe in text and in quoted attribute values. */
 export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!);
+  return text.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c] ?? c);
 }
 
 /** Markup that is already escaped. Only `html` makes one, so no string reaches a page unescaped by accident. */
@@ -13,9 +13,12 @@ export class SafeHtml {
   }
 }
 
-function render(value: unknown): string {
+/** What may go into html`…`: text and numbers (escaped), markup already made by html`…`, lists of those, or nothing. */
+export type HtmlValue = SafeHtml | string | number | boolean | null | undefined | readonly HtmlValue[];
+
+function render(value: HtmlValue): string {
   if (value instanceof SafeHtml) return value.markup;
-  if (Array.isArray(value)) return value.map(render).join('');
+  if (Array.isArray(value)) return (value as readonly HtmlValue[]).map(render).join('');
   if (value === null || value === undefined || value === false) return '';
   return escapeHtml(String(value));
 }
@@ -24,10 +27,10 @@ function render(value: unknown): string {
  * Tagged template: every interpolated value is escaped unless it is itself `SafeHtml`
  * (a nested html`…`); arrays are joined; null, undefined and false render as nothing.
  */
-export function html(strings: TemplateStringsArray, ...values: unknown[]): SafeHtml {
-  let markup = strings[0]!;
+export function html(strings: TemplateStringsArray, ...values: HtmlValue[]): SafeHtml {
+  let markup = strings[0] ?? '';
   values.forEach((value, i) => {
-    markup += render(value) + strings[i + 1]!;
+    markup += render(value) + (strings[i + 1] ?? '');
   });
   return new SafeHtml(markup);
 }

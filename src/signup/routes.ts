@@ -119,7 +119,8 @@ function parseFormBody(body: string): Record<string, string | string[]> {
 }
 
 function isFormPost(contentType: string | undefined): boolean {
-  return (contentType ?? '').split(';')[0]!.trim().toLowerCase() === FORM_CONTENT_TYPE;
+  const [mediaType = ''] = (contentType ?? '').split(';');
+  return mediaType.trim().toLowerCase() === FORM_CONTENT_TYPE;
 }
 
 /**
