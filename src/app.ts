@@ -1,4 +1,5 @@
-import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify from 'fastify';
+import { OneLineAccessLog } from './core/access-log.js';
 import type { Deps } from './deps.js';
 import { trustProxySetting, type TrustProxy } from './config.js';
 import { registerRateLimit } from './core/rate-limit.js';
@@ -14,17 +15,6 @@ import { webhookRoutes } from './payments/webhook.routes.js';
 /** A hop count as the function Fastify runs it as (its types leave the number form out): trust the nearest `hops` proxies. */
 function fastifyTrustProxy(setting: TrustProxy): boolean | string[] | ((address: string, hop: number) => boolean) {
   return typeof setting === 'number' ? (_address, hop) => hop < setting : setting;
-}
-
-/** Fastify logs two lines per request (incoming, completed); one line at the end says both. */
-class OneLineAccessLog extends LogController {
-  override incomingRequest(): void {}
-
-  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    const fields = { req: request, res: reply, route: request.routeOptions.url ?? null, responseTime: reply.elapsedTime };
-    if (error) request.log.error({ ...fields, err: error }, 'request errored');
-    else request.log.info(fields, 'request completed');
-  }
 }
 
 /** Builds (never starts) the HTTP app. Public routes only when the role serves them. */
