@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { deleteExpiredBatchData } from '../batch/repository.js';
 import type { Db } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
 
@@ -76,6 +77,11 @@ export const RETENTION_DELETERS: readonly RetentionDeleter[] = [
         .executeTakeFirst();
       return Number(result.numDeletedRows);
     },
+  },
+  {
+    // Batch jobs untouched for the period (finished, cancelled or abandoned), with their export files and import uploads and errors.
+    name: 'batchJobs',
+    deleteBatch: (db, cutoff, limit) => deleteExpiredBatchData(db, cutoff, limit),
   },
 ];
 

@@ -26,6 +26,9 @@ t.test('retention deletes rows older than RETENTION_DAYS in batches and leaves r
       await db.insertInto('email_verification_tokens').values({ token_hash: Buffer.from(`${label}-expired-${i}`), user_id: user.id, expires_at: when, used_at: null }).execute();
     }
   }
+  for (const [when, label] of [[old, 'old'], [recent, 'recent']] as const) {
+    await sql`insert into batch_jobs (job_id, kind, updated_at) values (${`batch-${label}`}, 'orders-export', ${when})`.execute(db);
+  }
   // Never deleted, whatever the age: an unpublished outbox row and an unused, unexpired token.
   await db.insertInto('outbox').values({ queue: 'email', job_name: 'email-verification', payload: JSON.stringify({ userId: user.id }), created_at: old, published_at: null, failures: 99 }).execute();
   await db.insertInto('email_verification_tokens').values({ token_hash: Buffer.from('live'), user_id: user.id, expires_at: sql<Date>`now() + interval '1 day'`, used_at: null, created_at: old }).execute();
@@ -33,7 +36,8 @@ t.test('retention deletes rows older than RETENTION_DAYS in batches and leaves r
   const job = await deps.queues[MAINTENANCE_QUEUE].add(RETENTION_JOB, { retentionDays: 30, batchSize: 2 }, { jobId: 'retention-test' });
   await waitFor(async () => ((await job.getState()) === 'completed' ? true : undefined), 20000, 'retention completed');
   const done = await deps.queues[MAINTENANCE_QUEUE].getJob('retention-test');
-  t.same(done!.returnvalue.deleted, { outbox: 5, sentEmails: 5, paymentEvents: 5, verificationTokens: 10, signupThrottle: 0 }, 'counts in the result');
+  t.same(done!.returnvalue.deleted, { outbox: 5, sentEmails: 5, paymentEvents: 5, verificationTokens: 10, signupThrottle: 0, batchJobs: 1 }, 'counts in the result');
+  t.same((await sql<{ job_id: string }>`select job_id from batch_jobs`.execute(db)).rows, [{ job_id: 'batch-recent' }], 'the recent batch job stays');
 
   const count = async (table: 'outbox' | 'sent_emails' | 'payment_events' | 'email_verification_tokens') =>
     Number((await db.selectFrom(table).select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow()).n);
