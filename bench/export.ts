@@ -4,7 +4,19 @@
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { prepareDatabase } from '../src/core/db.js';
-import { errandEnv, freePort, freshDatabaseUrl, freshQueuePrefix, machineInfo, progress, report, round, runScenario, sleep, spawnServer } from './lib.js';
+import {
+  errandEnv,
+  freePort,
+  freshDatabaseUrl,
+  freshQueuePrefix,
+  machineInfo,
+  progress,
+  report,
+  round,
+  runScenario,
+  sleep,
+  spawnServer,
+} from './lib.js';
 
 const ORDERS = Number(process.env.BENCH_EXPORT_ORDERS ?? 1_000_000);
 const FORMATS = (process.env.BENCH_EXPORT_FORMATS ?? 'csv,ndjson').split(',') as ('csv' | 'ndjson')[];
@@ -34,7 +46,13 @@ await runScenario('export', async () => {
   await client.query('ANALYZE orders');
   await client.end();
 
-  const env = errandEnv({ PORT: String(await freePort()), DATABASE_URL: databaseUrl, QUEUE_PREFIX: freshQueuePrefix(), ADMIN_TOKEN, MAIL_DIR: '/tmp/errand-bench-mail' });
+  const env = errandEnv({
+    PORT: String(await freePort()),
+    DATABASE_URL: databaseUrl,
+    QUEUE_PREFIX: freshQueuePrefix(),
+    ADMIN_TOKEN,
+    MAIL_DIR: '/tmp/errand-bench-mail',
+  });
   const server = await spawnServer('src/main.ts', env);
   const rows: Record<string, unknown>[] = [];
   for (const format of FORMATS) {
@@ -43,7 +61,9 @@ await runScenario('export', async () => {
     let peak = rssBefore;
     const sampler = setInterval(() => (peak = Math.max(peak, server.rssMb())), 100);
     const started = performance.now();
-    const { jobId } = (await (await fetch(`${server.url}/admin/exports/orders`, { method: 'POST', headers, body: JSON.stringify({ format }) })).json()) as { jobId: string };
+    const { jobId } = (await (
+      await fetch(`${server.url}/admin/exports/orders`, { method: 'POST', headers, body: JSON.stringify({ format }) })
+    ).json()) as { jobId: string };
     let view: { state: string; result: { rows: number; bytes: number } | null; failedReason: string | null };
     for (;;) {
       view = (await (await fetch(`${server.url}/admin/jobs/batch/${jobId}`, { headers })).json()) as typeof view;

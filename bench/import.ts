@@ -3,14 +3,32 @@
 // Smoke run: BENCH_IMPORT_ROWS=2000.
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
-import { errandEnv, freePort, freshDatabaseUrl, freshQueuePrefix, machineInfo, progress, report, round, runScenario, sleep, spawnServer } from './lib.js';
+import {
+  errandEnv,
+  freePort,
+  freshDatabaseUrl,
+  freshQueuePrefix,
+  machineInfo,
+  progress,
+  report,
+  round,
+  runScenario,
+  sleep,
+  spawnServer,
+} from './lib.js';
 
 const ROWS = Number(process.env.BENCH_IMPORT_ROWS ?? 100_000);
 const ADMIN_TOKEN = 'bench-admin-token-0123456789abcdef0123456789';
 
 await runScenario('import', async () => {
   const machine = await machineInfo();
-  const env = errandEnv({ PORT: String(await freePort()), DATABASE_URL: freshDatabaseUrl(), QUEUE_PREFIX: freshQueuePrefix(), ADMIN_TOKEN, MAIL_DIR: '/tmp/errand-bench-mail' });
+  const env = errandEnv({
+    PORT: String(await freePort()),
+    DATABASE_URL: freshDatabaseUrl(),
+    QUEUE_PREFIX: freshQueuePrefix(),
+    ADMIN_TOKEN,
+    MAIL_DIR: '/tmp/errand-bench-mail',
+  });
   const server = await spawnServer('src/main.ts', env);
   const run = randomBytes(3).toString('hex');
   // 1 % invalid addresses and 1 % repeats, as a real list would have.
@@ -28,13 +46,19 @@ await runScenario('import', async () => {
   let peak = rssBefore;
   const sampler = setInterval(() => (peak = Math.max(peak, server.rssMb())), 100);
   const started = performance.now();
-  const res = await fetch(`${server.url}/admin/imports/users?sendVerification=false`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'text/csv' }, body });
+  const res = await fetch(`${server.url}/admin/imports/users?sendVerification=false`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'text/csv' },
+    body,
+  });
   const uploadMs = performance.now() - started;
   if (res.status !== 202) throw new Error(`upload answered ${res.status}: ${await res.text()}`);
   const { jobId } = (await res.json()) as { jobId: string };
   let view: { state: string; result: Record<string, number> | null; failedReason: string | null };
   for (;;) {
-    view = (await (await fetch(`${server.url}/admin/jobs/batch/${jobId}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as typeof view;
+    view = (await (
+      await fetch(`${server.url}/admin/jobs/batch/${jobId}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+    ).json()) as typeof view;
     if (view.state === 'completed' || view.state === 'failed') break;
     await sleep(100);
   }

@@ -138,9 +138,13 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
   const port = await freePort();
   let proc: ChildProcess | undefined;
   const start = async () => {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'], {
-      stdio: 'ignore',
-    });
+    proc = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'],
+      {
+        stdio: 'ignore',
+      },
+    );
     const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
     probe.on('error', () => {});
     for (let i = 0; ; i++) {
@@ -229,7 +233,16 @@ export interface Child {
 
 /** Environment of a bench errand: quiet logs, its own database and prefix. */
 export function errandEnv(overrides: Record<string, string>): Record<string, string> {
-  return { NODE_ENV: 'production', ROLE: 'all', HOST: '127.0.0.1', LOG_LEVEL: 'warn', REDIS_URL, PAYMENT_WEBHOOK_SECRET: 'bench-webhook-secret-0123456789', LINK_SECRET: 'bench-link-secret-0123456789abcdef', ...overrides };
+  return {
+    NODE_ENV: 'production',
+    ROLE: 'all',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'warn',
+    REDIS_URL,
+    PAYMENT_WEBHOOK_SECRET: 'bench-webhook-secret-0123456789',
+    LINK_SECRET: 'bench-link-secret-0123456789abcdef',
+    ...overrides,
+  };
 }
 
 /**
@@ -256,8 +269,8 @@ export async function spawnServer(
     for (const line of chunk.toString().split('\n')) if (line) output.push(line.slice(0, 500));
     if (output.length > 50) output.splice(0, output.length - 50);
   };
-  proc.stdout!.on('data', keep);
-  proc.stderr!.on('data', keep);
+  proc.stdout.on('data', keep);
+  proc.stderr.on('data', keep);
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
 
   const stop = async (): Promise<number | null> => {
@@ -356,7 +369,8 @@ export async function signupLoad(options: {
     ],
   });
   const { onResponse } = options;
-  if (onResponse) instance.on('response', (_client: unknown, status: number, _bytes: number, latencyMs: number) => onResponse(status, latencyMs));
+  if (onResponse)
+    instance.on('response', (_client: unknown, status: number, _bytes: number, latencyMs: number) => onResponse(status, latencyMs));
   const result = await instance;
   return summariseLoad(options.run, options.overallRate ?? 'max', result);
 }
@@ -383,7 +397,12 @@ export function summariseLoad(run: string, targetRate: number | 'max', result: R
  * Runs `op` from `concurrency` loops for `durationS` seconds (or until `amount`
  * operations), timing each: the no-HTTP counterpart of an autocannon run.
  */
-export async function closedLoop(options: { run: string; concurrency: number; durationS?: number; op: () => Promise<void> }): Promise<LoadSummary> {
+export async function closedLoop(options: {
+  run: string;
+  concurrency: number;
+  durationS?: number;
+  op: () => Promise<void>;
+}): Promise<LoadSummary> {
   const durationMs = (options.durationS ?? RUN_SECONDS) * 1000;
   const latencies: number[] = [];
   let errors = 0;
@@ -427,7 +446,7 @@ export async function closedLoop(options: { run: string; concurrency: number; du
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1];
 }
 
 export function round(value: number, digits = 1): number {
@@ -439,9 +458,14 @@ export function round(value: number, digits = 1): number {
 export function table(rows: Array<Record<string, unknown>>): string {
   if (rows.length === 0) return '(no rows)\n';
   const columns = [...new Set(rows.flatMap((row) => Object.keys(row)))];
-  const cells = rows.map((row) => columns.map((c) => (row[c] === undefined ? '' : String(row[c]))));
-  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i]!.length)));
-  const line = (values: string[]) => values.map((v, i) => v.padEnd(widths[i]!)).join(' | ');
+  const cells = rows.map((row) =>
+    columns.map((c) => {
+      const value = row[c];
+      return value === undefined ? '' : typeof value === 'string' ? value : JSON.stringify(value);
+    }),
+  );
+  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i].length)));
+  const line = (values: string[]) => values.map((v, i) => v.padEnd(widths[i])).join(' | ');
   return [line(columns), widths.map((w) => '-'.repeat(w)).join('-|-'), ...cells.map(line)].join('\n') + '\n';
 }
 

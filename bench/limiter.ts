@@ -28,7 +28,7 @@ function maxInWindow(times: number[], windowMs: number): number {
   let best = 0;
   let start = 0;
   for (let end = 0; end < times.length; end++) {
-    while (times[end]! - times[start]! >= windowMs) start++;
+    while (times[end] - times[start] >= windowMs) start++;
     best = Math.max(best, end - start + 1);
   }
   return best;
@@ -56,16 +56,21 @@ await runScenario('limiter', async () => {
   }
   const queuedMs = performance.now() - queuedFrom;
 
-  progress(`waiting for ${JOBS} emails (about ${Math.round((JOBS * config.EMAIL_RATE_DURATION_MS) / config.EMAIL_RATE_MAX / 1000)} s by design)`);
+  progress(
+    `waiting for ${JOBS} emails (about ${Math.round((JOBS * config.EMAIL_RATE_DURATION_MS) / config.EMAIL_RATE_MAX / 1000)} s by design)`,
+  );
   const deadline = performance.now() + 10 * 60_000;
   while (sink.receivedAt.length < JOBS && performance.now() < deadline) await sleep(100);
   const times = sink.receivedAt.slice(0, JOBS);
   if (times.length < JOBS) throw new Error(`only ${times.length} of ${JOBS} emails arrived`);
 
   const configuredPerS = (config.EMAIL_RATE_MAX * 1000) / config.EMAIL_RATE_DURATION_MS;
-  const spanMs = times.at(-1)! - times[0]!;
+  const spanMs = times.at(-1)! - times[0];
   const achievedPerS = ((times.length - 1) * 1000) / spanMs;
-  const gaps = times.slice(1).map((t, i) => t - times[i]!).sort((a, b) => a - b);
+  const gaps = times
+    .slice(1)
+    .map((t, i) => t - times[i])
+    .sort((a, b) => a - b);
   // A limiter of `max` per `duration` can start at most max * (floor(1000 / duration) + 1) jobs in a 1 s window.
   const allowedIn1s = config.EMAIL_RATE_MAX * (Math.floor(1000 / config.EMAIL_RATE_DURATION_MS) + 1);
   const results = {
@@ -77,9 +82,9 @@ await runScenario('limiter', async () => {
     deviationPct: round(((achievedPerS - configuredPerS) / configuredPerS) * 100, 2),
     maxIn1sWindow: maxInWindow(times, 1000),
     allowedIn1sWindow: allowedIn1s,
-    gapMs: { min: round(gaps[0]!, 1), p50: round(gaps[Math.floor(gaps.length / 2)]!, 1), max: round(gaps.at(-1)!, 1) },
+    gapMs: { min: round(gaps[0], 1), p50: round(gaps[Math.floor(gaps.length / 2)], 1), max: round(gaps.at(-1)!, 1) },
     // The rate between stalls: a few long gaps (CPU starvation on a shared box) pull the mean down.
-    medianGapPerS: round(1000 / gaps[Math.floor(gaps.length / 2)]!, 3),
+    medianGapPerS: round(1000 / gaps[Math.floor(gaps.length / 2)], 3),
     totalS: round((times.at(-1)! - queuedFrom) / 1000, 2),
     firstToLastS: round(spanMs / 1000, 2),
   };

@@ -24,7 +24,7 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
+  return sorted[Math.floor(sorted.length / 2)];
 }
 
 await runScenario('memory', async () => {
@@ -41,7 +41,12 @@ await runScenario('memory', async () => {
   const rows: Array<Record<string, unknown>> = [];
   const results: Record<string, unknown>[] = [];
   for (const { mode, script, tsx } of modes) {
-    const env = errandEnv({ PORT: String(await freePort()), DATABASE_URL: freshDatabaseUrl(), QUEUE_PREFIX: freshQueuePrefix(), SMTP_URL: sink.url });
+    const env = errandEnv({
+      PORT: String(await freePort()),
+      DATABASE_URL: freshDatabaseUrl(),
+      QUEUE_PREFIX: freshQueuePrefix(),
+      SMTP_URL: sink.url,
+    });
     progress(`${mode}: first start (creates the database and migrates)`);
     const first = await spawnServer(script, env, { tsx });
     await sleep(1000);
@@ -50,7 +55,13 @@ await runScenario('memory', async () => {
     const load = await signupLoad({ run: 'memory', url: first.url, connections: CONNECTIONS, amount: SIGNUPS });
     const rssAfterSignups = first.rssMb();
     await sleep(5000);
-    const afterSignups = { signups: load.requests, rps: load.rps, non2xx: load.non2xx, rssAfterSignupsMb: round(rssAfterSignups), rssAfter5sIdleMb: round(first.rssMb()) };
+    const afterSignups = {
+      signups: load.requests,
+      rps: load.rps,
+      non2xx: load.non2xx,
+      rssAfterSignupsMb: round(rssAfterSignups),
+      rssAfter5sIdleMb: round(first.rssMb()),
+    };
     await first.stop();
 
     const warm: number[] = [];

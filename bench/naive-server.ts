@@ -33,7 +33,8 @@ app.post('/auth/signup', { bodyLimit: 16 * 1024, schema: { body: SignupBodySchem
   // The outbox row it also writes is never published here: only the naive send below happens.
   const row = await signupUser({ email, name });
   const due = row ? (row.payload as { userId: string }).userId : null;
-  if (due !== null) await insertVerificationToken(db, { userId: due, hash: token.hash, expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS) });
+  if (due !== null)
+    await insertVerificationToken(db, { userId: due, hash: token.hash, expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS) });
   if (due !== null) {
     const link = new URL('/auth/verify-email', config.PUBLIC_BASE_URL);
     link.searchParams.set('token', token.raw);

@@ -42,7 +42,13 @@ async function pgClient(url: string): Promise<pg.Client> {
 
 function phaseStats(latencies: number[], non2xx: number) {
   const sorted = [...latencies].sort((a, b) => a - b);
-  return { responses: sorted.length, non2xx, p50: round(percentile(sorted, 50)), p99: round(percentile(sorted, 99)), max: round(sorted.at(-1) ?? NaN) };
+  return {
+    responses: sorted.length,
+    non2xx,
+    p50: round(percentile(sorted, 50)),
+    p99: round(percentile(sorted, 99)),
+    max: round(sorted.at(-1) ?? NaN),
+  };
 }
 
 await runScenario('outbox', async () => {
@@ -98,10 +104,16 @@ await runScenario('outbox', async () => {
   const outageDbUrl = freshDatabaseUrl();
   const outage = await spawnServer(
     'src/main.ts',
-    errandEnv({ PORT: String(await freePort()), DATABASE_URL: outageDbUrl, QUEUE_PREFIX: outagePrefix, SMTP_URL: sink.url, REDIS_URL: redis.url }),
+    errandEnv({
+      PORT: String(await freePort()),
+      DATABASE_URL: outageDbUrl,
+      QUEUE_PREFIX: outagePrefix,
+      SMTP_URL: sink.url,
+      REDIS_URL: redis.url,
+    }),
   );
   const odb = await pgClient(outageDbUrl);
-  const pgNow = async () => (await odb.query<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0]!.now;
+  const pgNow = async () => (await odb.query<{ now: Date }>('SELECT clock_timestamp() AS now')).rows[0].now;
 
   const phases = { before: [] as number[], during: [] as number[], after: [] as number[] };
   const non2xx = { before: 0, during: 0, after: 0 };
@@ -133,8 +145,11 @@ await runScenario('outbox', async () => {
   // Drained: nothing written before the restart is still unpublished.
   let drainMs = NaN;
   while (performance.now() - restartedPerf < 60_000) {
-    const { rows: left } = await odb.query<{ n: number }>('SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL AND created_at <= $1', [restartedAt]);
-    if (left[0]!.n === 0) {
+    const { rows: left } = await odb.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL AND created_at <= $1',
+      [restartedAt],
+    );
+    if (left[0].n === 0) {
       drainMs = performance.now() - restartedPerf;
       break;
     }
@@ -146,7 +161,7 @@ await runScenario('outbox', async () => {
   const settleDeadline = performance.now() + 30_000;
   let unpublished = -1;
   while (performance.now() < settleDeadline) {
-    unpublished = (await odb.query<{ n: number }>('SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL')).rows[0]!.n;
+    unpublished = (await odb.query<{ n: number }>('SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL')).rows[0].n;
     if (unpublished === 0) break;
     await sleep(200);
   }
@@ -155,9 +170,7 @@ await runScenario('outbox', async () => {
   const { rows: after } = await odb.query<{ id: string }>('SELECT id FROM outbox WHERE published_at >= $1 ORDER BY id', [restartedAt]);
   const sent = new Set((await odb.query<{ job_id: string }>('SELECT job_id FROM sent_emails')).rows.map((r) => r.job_id));
   const checker = new Redis(redis.url);
-  const exists = await checker
-    .pipeline(after.map((r) => ['exists', `${outagePrefix}:${EMAIL_QUEUE}:${outboxJobId(r.id)}`]))
-    .exec();
+  const exists = await checker.pipeline(after.map((r) => ['exists', `${outagePrefix}:${EMAIL_QUEUE}:${outboxJobId(r.id)}`])).exec();
   checker.disconnect();
   const missing = after.filter((r, i) => exists?.[i]?.[1] !== 1 && !sent.has(outboxJobId(r.id))).length;
   const counts = (
@@ -168,7 +181,7 @@ await runScenario('outbox', async () => {
          FROM outbox`,
       [killedAt, restartedAt],
     )
-  ).rows[0]!;
+  ).rows[0];
   const redisOutage = {
     rate: OUTAGE_RATE,
     loadMs: Math.round(loadMs),
@@ -181,7 +194,11 @@ await runScenario('outbox', async () => {
     jobsLost: missing + Math.max(unpublished, 0),
     // Informational: jobs already in the killed Redis vanish with it, because this bench Redis has no persistence.
     inRedisMemoryAtKill: counts.published_before_kill,
-    responses: { before: phaseStats(phases.before, non2xx.before), during: phaseStats(phases.during, non2xx.during), after: phaseStats(phases.after, non2xx.after) },
+    responses: {
+      before: phaseStats(phases.before, non2xx.before),
+      during: phaseStats(phases.during, non2xx.during),
+      after: phaseStats(phases.after, non2xx.after),
+    },
   };
   await outage.stop();
 

@@ -42,7 +42,7 @@ function category(url: string, functionName: string): string {
   const nm = url.lastIndexOf('node_modules/');
   if (nm >= 0) {
     const rest = url.slice(nm + 'node_modules/'.length).split('/');
-    return rest[0]!.startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0]!;
+    return rest[0].startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0];
   }
   if (url.startsWith('node:')) return `node:${url.slice(5).split('/').slice(0, 2).join('/')}`;
   const inRepo = url.indexOf(repoRoot.replace(/\/$/, ''));
@@ -86,8 +86,18 @@ function summariseProfile(profile: CpuProfile, window: { fromMs: number; toMs: n
     functions.set(fn, (functions.get(fn) ?? 0) + us);
   }
   const top = (map: Map<string, number>, n: number) =>
-    [...map].sort((a, b) => b[1] - a[1]).slice(0, n).map(([name, us]) => ({ name, selfMs: round(us / 1000, 0), pctOfBusy: round((us / busyUs) * 100, 1) }));
-  return { totalMs: round(totalUs / 1000, 0), busyMs: round(busyUs / 1000, 0), idlePct: round((idleUs / totalUs) * 100, 1), byPackage: top(categories, 15), byCallerPackage: top(callers, 15), byFunction: top(functions, 20) };
+    [...map]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([name, us]) => ({ name, selfMs: round(us / 1000, 0), pctOfBusy: round((us / busyUs) * 100, 1) }));
+  return {
+    totalMs: round(totalUs / 1000, 0),
+    busyMs: round(busyUs / 1000, 0),
+    idlePct: round((idleUs / totalUs) * 100, 1),
+    byPackage: top(categories, 15),
+    byCallerPackage: top(callers, 15),
+    byFunction: top(functions, 20),
+  };
 }
 
 /** The main thread's profile of `pid` (CPU.<date>.<time>.<pid>.<thread>.<seq>; thread 0 is main, tsx's loader hooks run in another). */
@@ -96,7 +106,7 @@ function mainThreadProfile(dir: string, pid: number): string {
     .filter((f) => f.endsWith('.cpuprofile') && f.split('.')[3] === String(pid) && f.split('.')[4] === '0')
     .map((f) => path.join(dir, f));
   if (files.length === 0) throw new Error(`no .cpuprofile in ${dir}`);
-  return files.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0]!;
+  return files.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
 }
 
 await runScenario('profile', async () => {
@@ -109,7 +119,12 @@ await runScenario('profile', async () => {
     const dir = path.join(repoRoot, 'var', 'prof');
     mkdirSync(dir, { recursive: true });
     const sink = await startSmtpSink();
-    const env = errandEnv({ PORT: String(await freePort()), DATABASE_URL: freshDatabaseUrl(), QUEUE_PREFIX: freshQueuePrefix(), SMTP_URL: sink.url });
+    const env = errandEnv({
+      PORT: String(await freePort()),
+      DATABASE_URL: freshDatabaseUrl(),
+      QUEUE_PREFIX: freshQueuePrefix(),
+      SMTP_URL: sink.url,
+    });
     progress('starting errand with --cpu-prof');
     const errand = await spawnServer('src/main.ts', env, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir] });
     await signupLoad({ run: 'warm-up', url: errand.url, connections: 10, durationS: 2 });
@@ -128,5 +143,10 @@ await runScenario('profile', async () => {
   process.stdout.write(table(byPackage));
   process.stdout.write(`\n### self time charged to the nearest library / errand frame (native and node: frames included)\n\n`);
   process.stdout.write(table(summary.byCallerPackage.map((r) => ({ ...r }))));
-  report('profile', machine, { file: path.relative(repoRoot, file), load, ...summary }, summary.byFunction.map((r) => ({ ...r })));
+  report(
+    'profile',
+    machine,
+    { file: path.relative(repoRoot, file), load, ...summary },
+    summary.byFunction.map((r) => ({ ...r })),
+  );
 });

@@ -50,18 +50,33 @@ async function relayDrain() {
   const deps = createDeps(config, { logDestination: nullStream() });
   onCleanup('close relay deps', () => deps.close());
   await sql`insert into outbox (queue, job_name, payload)
-            select 'email', 'email-verification', jsonb_build_object('userId', g::text) from generate_series(1, ${BACKLOG}) g`.execute(deps.db);
+            select 'email', 'email-verification', jsonb_build_object('userId', g::text) from generate_series(1, ${BACKLOG}) g`.execute(
+    deps.db,
+  );
   progress(`relay: ${BACKLOG} unpublished rows`);
   const started = performance.now();
   const relay = startOutboxRelay(deps, { intervalMs: 50, graceMs: 0 });
-  await waitUntil(async () => {
-    const { count } = await deps.db.selectFrom('outbox').select((eb) => eb.fn.countAll<string>().as('count')).where('published_at', 'is', null).executeTakeFirstOrThrow();
-    return Number(count) === 0;
-  }, 120_000, 'the backlog to drain');
+  await waitUntil(
+    async () => {
+      const { count } = await deps.db
+        .selectFrom('outbox')
+        .select((eb) => eb.fn.countAll<string>().as('count'))
+        .where('published_at', 'is', null)
+        .executeTakeFirstOrThrow();
+      return Number(count) === 0;
+    },
+    120_000,
+    'the backlog to drain',
+  );
   const drainMs = performance.now() - started;
   await relay.stop();
   const counts = await deps.queues[EMAIL_QUEUE].getJobCounts('prioritized', 'waiting');
-  return { rows: BACKLOG, drainMs: Math.round(drainMs), jobsPerS: Math.round((BACKLOG * 1000) / drainMs), inRedis: (counts.prioritized ?? 0) + (counts.waiting ?? 0) };
+  return {
+    rows: BACKLOG,
+    drainMs: Math.round(drainMs),
+    jobsPerS: Math.round((BACKLOG * 1000) / drainMs),
+    inRedis: (counts.prioritized ?? 0) + (counts.waiting ?? 0),
+  };
 }
 
 /** B and C share an in-process errand with the limiter effectively off. */
@@ -104,17 +119,28 @@ async function pickupLatency(smtpUrl: string) {
     await sleep(10);
   }
   latencies.sort((a, b) => a - b);
-  return { samples: PICKUPS, p50Ms: round(percentile(latencies, 50), 2), p99Ms: round(percentile(latencies, 99), 2), maxMs: round(latencies.at(-1)!, 2) };
+  return {
+    samples: PICKUPS,
+    p50Ms: round(percentile(latencies, 50), 2),
+    p99Ms: round(percentile(latencies, 99), 2),
+    maxMs: round(latencies.at(-1)!, 2),
+  };
 }
 
 async function errandThroughput(concurrency: number, smtpUrl: string) {
   const { errand, worker } = await startUnlimited(concurrency, smtpUrl);
   const { db } = errand.deps;
-  const users = await sql<{ id: string }>`insert into users (email) select 'tp' || g || '@example.com' from generate_series(1, ${THROUGHPUT_JOBS}) g returning id::text`.execute(db);
+  const users = await sql<{
+    id: string;
+  }>`insert into users (email) select 'tp' || g || '@example.com' from generate_series(1, ${THROUGHPUT_JOBS}) g returning id::text`.execute(
+    db,
+  );
   let completed = 0;
   worker.on('completed', () => (completed += 1));
   await worker.pause();
-  await errand.deps.queues[EMAIL_QUEUE].addBulk(users.rows.map((u, i) => ({ name: 'email-verification', data: { userId: u.id }, opts: { jobId: `tp-${i}` } })));
+  await errand.deps.queues[EMAIL_QUEUE].addBulk(
+    users.rows.map((u, i) => ({ name: 'email-verification', data: { userId: u.id }, opts: { jobId: `tp-${i}` } })),
+  );
   const started = performance.now();
   worker.resume();
   await waitUntil(() => completed >= THROUGHPUT_JOBS, 300_000, `${THROUGHPUT_JOBS} emails`);
@@ -125,10 +151,16 @@ async function plainBullmqThroughput(concurrency: number) {
   const prefix = freshQueuePrefix();
   const queue = new Queue('plain', { connection: { url: REDIS_URL }, prefix });
   onCleanup('close plain queue', () => queue.close());
-  await queue.addBulk(Array.from({ length: THROUGHPUT_JOBS }, (_, i) => ({ name: 'noop', data: { i }, opts: { removeOnComplete: { count: 1000 } } })));
+  await queue.addBulk(
+    Array.from({ length: THROUGHPUT_JOBS }, (_, i) => ({ name: 'noop', data: { i }, opts: { removeOnComplete: { count: 1000 } } })),
+  );
   let completed = 0;
   const started = performance.now();
-  const worker = new Worker('plain', async () => undefined, { connection: { url: REDIS_URL, maxRetriesPerRequest: null }, prefix, concurrency });
+  const worker = new Worker('plain', async () => undefined, {
+    connection: { url: REDIS_URL, maxRetriesPerRequest: null },
+    prefix,
+    concurrency,
+  });
   onCleanup('close plain worker', () => worker.close());
   worker.on('completed', () => (completed += 1));
   await waitUntil(() => completed >= THROUGHPUT_JOBS, 300_000, `${THROUGHPUT_JOBS} plain jobs`);

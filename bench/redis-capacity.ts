@@ -72,7 +72,12 @@ async function measure(options: {
         connection: producer,
         prefix,
         streams: { events: { maxLen: 1000 } },
-        defaultJobOptions: { attempts: 3, backoff: { type: 'exponential', delay: 60000 }, removeOnComplete: COMPLETED_JOBS_KEPT, removeOnFail: FAILED_JOBS_KEPT },
+        defaultJobOptions: {
+          attempts: 3,
+          backoff: { type: 'exponential', delay: 60000 },
+          removeOnComplete: COMPLETED_JOBS_KEPT,
+          removeOnFail: FAILED_JOBS_KEPT,
+        },
       }),
   );
   await Promise.all(queues.map((queue) => queue.waitUntilReady()));
@@ -106,7 +111,8 @@ async function measure(options: {
         // errand's email jobs, half of each kind: ids only in the payload, a job id per outbox row, and the
         // verification email's priority (a prioritised job costs BullMQ a sorted-set insert more).
         const id = (next += 1);
-        const [name, data] = id % 2 === 0 ? ['email-verification', { userId: uuidFor(id) }] : ['order-tracking-link', { orderId: uuidFor(id) }];
+        const [name, data] =
+          id % 2 === 0 ? ['email-verification', { userId: uuidFor(id) }] : ['order-tracking-link', { orderId: uuidFor(id) }];
         await queue.add(name, data, { jobId: `outbox-${id}`, ...jobOptionsFor(EMAIL_QUEUE, name) });
         added += 1;
       }
@@ -134,7 +140,7 @@ async function measure(options: {
     addedPerS: round(added / elapsedS, 0),
     processedPerS: round(processedInRun / elapsedS, 0),
     backlogAtEnd: backlog,
-    redisCpuPct: round(Math.max(...cpuAfter.map((after, i) => ((after - cpuBefore[i]!) / elapsedS) * 100)), 0),
+    redisCpuPct: round(Math.max(...cpuAfter.map((after, i) => ((after - cpuBefore[i]) / elapsedS) * 100)), 0),
     clientCpuPct: round(((clientCpu.user + clientCpu.system) / 1e6 / elapsedS) * 100, 0),
   };
 }
@@ -145,7 +151,7 @@ async function tagsOnDistinctPrimaries(cluster: Cluster, count: number): Promise
   const owners = new Set<string>();
   for (let i = 0; tags.length < count && i < 10_000; i += 1) {
     const tag = `bench-q${i}`;
-    const slot = (await cluster.cluster('KEYSLOT', tag)) as number;
+    const slot = await cluster.cluster('KEYSLOT', tag);
     const ranges = await cluster.cluster('SLOTS');
     const owner = ranges.find(([from, to]) => slot >= from && slot <= to)?.[2]?.[1];
     if (owner === undefined || owners.has(String(owner))) continue;
@@ -166,7 +172,16 @@ await runScenario('redis-capacity', async () => {
   for (const queues of [1, QUEUES]) {
     for (const limiter of [false, true]) {
       progress(`single server, ${queues} queue(s), limiter ${limiter ? 'on' : 'off'}`);
-      runs.push(await measure({ target: 'single', tagging: 'none', topology: singleTopology, primaryPorts: [single.port], prefixes: prefixesFor('bench', queues), limiter }));
+      runs.push(
+        await measure({
+          target: 'single',
+          tagging: 'none',
+          topology: singleTopology,
+          primaryPorts: [single.port],
+          prefixes: prefixesFor('bench', queues),
+          limiter,
+        }),
+      );
     }
   }
   await single.kill();
@@ -191,5 +206,10 @@ await runScenario('redis-capacity', async () => {
     }
   }
 
-  report('redis-capacity', machine, { runSeconds: RUN_SECONDS, addersPerQueue: ADDERS_PER_QUEUE, workerConcurrency: WORKER_CONCURRENCY, runs }, runs.map((run) => ({ ...run })));
+  report(
+    'redis-capacity',
+    machine,
+    { runSeconds: RUN_SECONDS, addersPerQueue: ADDERS_PER_QUEUE, workerConcurrency: WORKER_CONCURRENCY, runs },
+    runs.map((run) => ({ ...run })),
+  );
 });

@@ -14,7 +14,12 @@ mkdirSync(dir, { recursive: true });
 const out = path.join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}.jsonl`);
 let failed = 0;
 for (const scenario of only.length ? only : SCENARIOS) {
-  const run = spawnSync(process.execPath, ['--import', 'tsx', `bench/${scenario}.ts`], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'], env: process.env, maxBuffer: 64 * 2 ** 20 });
+  const run = spawnSync(process.execPath, ['--import', 'tsx', `bench/${scenario}.ts`], {
+    cwd: repoRoot,
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: process.env,
+    maxBuffer: 64 * 2 ** 20,
+  });
   const stdout = run.stdout.toString();
   process.stdout.write(stdout);
   for (const line of stdout.split('\n')) if (line.startsWith('{"scenario"')) appendFileSync(out, `${line}\n`);

@@ -44,14 +44,19 @@ function signupVia(deps: Deps) {
 
 /** The run with the median throughput. */
 function medianByRps(runs: LoadSummary[]): LoadSummary {
-  return [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)]!;
+  return [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)];
 }
 
 await runScenario('signup', async () => {
   const machine = await machineInfo();
   const sink = await startSmtpSink();
   const databaseUrl = freshDatabaseUrl();
-  const env = errandEnv({ PORT: String(await freePort()), DATABASE_URL: databaseUrl, QUEUE_PREFIX: freshQueuePrefix(), SMTP_URL: sink.url });
+  const env = errandEnv({
+    PORT: String(await freePort()),
+    DATABASE_URL: databaseUrl,
+    QUEUE_PREFIX: freshQueuePrefix(),
+    SMTP_URL: sink.url,
+  });
 
   progress('starting errand (role all)');
   const errand = await spawnServer('src/main.ts', env);
@@ -105,7 +110,11 @@ await runScenario('signup', async () => {
 
   progress('naive baseline (SMTP inside the request, sink delays 100 ms)');
   const slowSink = await startSmtpSink({ delayMs: 100 });
-  const naive = await spawnServer('bench/naive-server.ts', { ...env, PORT: String(await freePort()), SMTP_URL: slowSink.url }, { readyPath: '/healthz' });
+  const naive = await spawnServer(
+    'bench/naive-server.ts',
+    { ...env, PORT: String(await freePort()), SMTP_URL: slowSink.url },
+    { readyPath: '/healthz' },
+  );
   await signupLoad({ run: 'warm-up', url: naive.url, connections: 10, durationS: 1 });
   const naiveMax = await signupLoad({ run: 'naive', url: naive.url, connections: MAX_CONNECTIONS });
   runs.push(naiveMax);

@@ -27,7 +27,18 @@ const LATENCY_MS = 20;
 const AMOUNT = 1999;
 const CURRENCY = 'USD';
 /** What the provider says, by order index: 70 % succeeded, 10 % each failed / expired / still pending. */
-const MIX = ['succeeded', 'succeeded', 'succeeded', 'succeeded', 'succeeded', 'succeeded', 'succeeded', 'failed', 'expired', 'pending'] as const;
+const MIX = [
+  'succeeded',
+  'succeeded',
+  'succeeded',
+  'succeeded',
+  'succeeded',
+  'succeeded',
+  'succeeded',
+  'failed',
+  'expired',
+  'pending',
+] as const;
 
 async function put(url: string, body: unknown): Promise<void> {
   const response = await fetch(url, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -40,7 +51,11 @@ await runScenario('sweep', async () => {
   const env = errandEnv({ DATABASE_URL: freshDatabaseUrl(), QUEUE_PREFIX: freshQueuePrefix(), LOG_LEVEL: 'warn' });
 
   progress('starting the provider simulator (scripts/provider-sim.ts)');
-  const sim = await spawnServer('scripts/provider-sim.ts', { PORT: String(await freePort()), HOST: '127.0.0.1' }, { readyPath: '/_sim/stats' });
+  const sim = await spawnServer(
+    'scripts/provider-sim.ts',
+    { PORT: String(await freePort()), HOST: '127.0.0.1' },
+    { readyPath: '/_sim/stats' },
+  );
   await put(`${sim.url}/_sim/config`, { latencyMs: LATENCY_MS, failRate: 0 });
 
   const config = loadConfig({ ...env, PAYMENT_PROVIDER_URL: sim.url });
@@ -54,16 +69,32 @@ await runScenario('sweep', async () => {
     for (const concurrency of CONCURRENCIES) {
       // A clean slate: the previous run's still-pending orders would otherwise be swept again.
       await deps.db.deleteFrom('orders').where('status', '=', 'pending').execute();
-      const values = Array.from({ length: size }, () => ({ email: `buyer-${randomBytes(6).toString('hex')}@example.com`, amount: AMOUNT, currency: CURRENCY, provider_ref: `pay_${randomBytes(8).toString('hex')}` }));
-      for (let i = 0; i < values.length; i += 1000) await deps.db.insertInto('orders').values(values.slice(i, i + 1000)).execute();
-      const refs = values.map((v, i) => ({ ref: v.provider_ref, status: MIX[i % MIX.length]! }));
+      const values = Array.from({ length: size }, () => ({
+        email: `buyer-${randomBytes(6).toString('hex')}@example.com`,
+        amount: AMOUNT,
+        currency: CURRENCY,
+        provider_ref: `pay_${randomBytes(8).toString('hex')}`,
+      }));
+      for (let i = 0; i < values.length; i += 1000)
+        await deps.db
+          .insertInto('orders')
+          .values(values.slice(i, i + 1000))
+          .execute();
+      const refs = values.map((v, i) => ({ ref: v.provider_ref, status: MIX[i % MIX.length] }));
       for (let i = 0; i < refs.length; i += 50) {
-        await Promise.all(refs.slice(i, i + 50).map(({ ref, status }) => put(`${sim.url}/_sim/payments/${ref}`, { status, amount: AMOUNT, currency: CURRENCY })));
+        await Promise.all(
+          refs
+            .slice(i, i + 50)
+            .map(({ ref, status }) => put(`${sim.url}/_sim/payments/${ref}`, { status, amount: AMOUNT, currency: CURRENCY })),
+        );
       }
 
       progress(`sweep: ${size} pending orders, concurrency ${concurrency}, provider latency ${LATENCY_MS} ms`);
       const t0 = performance.now();
-      const summary: SweepSummary = await runPaymentsSweep({ windowHours: 24, limit: size }, { ...deps, config: { PAYMENTS_RECONCILE_CONCURRENCY: concurrency } });
+      const summary: SweepSummary = await runPaymentsSweep(
+        { windowHours: 24, limit: size },
+        { ...deps, config: { PAYMENTS_RECONCILE_CONCURRENCY: concurrency } },
+      );
       const wallMs = performance.now() - t0;
       // The provider's latency alone, perfectly overlapped: the floor no sweep at this concurrency can beat.
       const latencyBoundMs = (size * LATENCY_MS) / concurrency;

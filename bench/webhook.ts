@@ -69,7 +69,14 @@ async function insertPendingOrders(db: Db, count: number, email?: string): Promi
  * Flat out over the orders from `cursor.next` on, one distinct order per request.
  * Bodies are signed just before the run (timestamps must be within 300 s).
  */
-async function webhookLoad(url: string, run: string, orders: PendingOrder[], cursor: { next: number }, durationS: number, connections: number): Promise<LoadSummary & { exhausted: boolean }> {
+async function webhookLoad(
+  url: string,
+  run: string,
+  orders: PendingOrder[],
+  cursor: { next: number },
+  durationS: number,
+  connections: number,
+): Promise<LoadSummary & { exhausted: boolean }> {
   const signed = orders.slice(cursor.next).map((order) => {
     const body = succeededEvent(order);
     return { body, header: signatureHeader(body) };
@@ -86,7 +93,7 @@ async function webhookLoad(url: string, run: string, orders: PendingOrder[], cur
         method: 'POST',
         setupRequest: (request) => {
           // Out of fresh orders: repeat the last one (a duplicate) and say so in the result.
-          const next = signed[Math.min(used, signed.length - 1)]!;
+          const next = signed[Math.min(used, signed.length - 1)];
           if (used >= signed.length) exhausted = true;
           used += 1;
           return { ...request, headers: { 'content-type': 'application/json', 'webhook-signature': next.header }, body: next.body };
@@ -99,14 +106,20 @@ async function webhookLoad(url: string, run: string, orders: PendingOrder[], cur
 }
 
 function medianByRps<T extends LoadSummary>(runs: T[]): T {
-  return [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)]!;
+  return [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)];
 }
 
 await runScenario('webhook', async () => {
   const machine = await machineInfo();
   const sink = await startSmtpSink();
   const databaseUrl = freshDatabaseUrl();
-  const env = errandEnv({ PORT: String(await freePort()), DATABASE_URL: databaseUrl, QUEUE_PREFIX: freshQueuePrefix(), SMTP_URL: sink.url, PAYMENT_WEBHOOK_SECRET: SECRET });
+  const env = errandEnv({
+    PORT: String(await freePort()),
+    DATABASE_URL: databaseUrl,
+    QUEUE_PREFIX: freshQueuePrefix(),
+    SMTP_URL: sink.url,
+    PAYMENT_WEBHOOK_SECRET: SECRET,
+  });
 
   progress('starting errand (role all)');
   const errand = await spawnServer('src/main.ts', env);
@@ -119,7 +132,7 @@ await runScenario('webhook', async () => {
   const dupEmail = `dup-${randomBytes(4).toString('hex')}@example.com`;
   const [dupOrder] = await insertPendingOrders(db, 1, dupEmail);
   const dupEventId = `evt_dup_${randomBytes(8).toString('hex')}`;
-  const dupBody = succeededEvent(dupOrder!, dupEventId);
+  const dupBody = succeededEvent(dupOrder, dupEventId);
   const dupHeader = signatureHeader(dupBody);
   const answers = { received: 0, duplicate: 0, other: 0 };
   const dupResult = await autocannon({
@@ -148,8 +161,8 @@ await runScenario('webhook', async () => {
   await sleep(3000);
   const { rows: dupRows } = await sql<{ events: string; outbox: string; status: string }>`
     SELECT (SELECT count(*) FROM payment_events WHERE event_id = ${dupEventId}) AS events,
-           (SELECT count(*) FROM outbox WHERE job_name = ${ORDER_TRACKING_LINK_JOB} AND payload->>'orderId' = ${dupOrder!.id}) AS outbox,
-           (SELECT status FROM orders WHERE id = ${dupOrder!.id}) AS status`.execute(db);
+           (SELECT count(*) FROM outbox WHERE job_name = ${ORDER_TRACKING_LINK_JOB} AND payload->>'orderId' = ${dupOrder.id}) AS outbox,
+           (SELECT status FROM orders WHERE id = ${dupOrder.id}) AS status`.execute(db);
   const duplicates = {
     deliveries: DUPLICATES,
     answered200: answers.received + answers.duplicate,
@@ -165,7 +178,11 @@ await runScenario('webhook', async () => {
     trackingEmailsAtSink: toDup(),
     firstEmailAfterLastAnswerMs,
   };
-  const exactlyOnce = duplicates.trackingEmailsAtSink === 1 && duplicates.trackingOutboxRows === 1 && duplicates.answeredReceived === 1 && duplicates.answeredDuplicate === DUPLICATES - 1;
+  const exactlyOnce =
+    duplicates.trackingEmailsAtSink === 1 &&
+    duplicates.trackingOutboxRows === 1 &&
+    duplicates.answeredReceived === 1 &&
+    duplicates.answeredDuplicate === DUPLICATES - 1;
   progress(`duplicates: ${JSON.stringify(duplicates)}`);
 
   progress(`inserting ${ORDERS} pending orders`);
@@ -186,22 +203,35 @@ await runScenario('webhook', async () => {
   const { rows: totals } = await sql<{ paid: string; outbox: string; distinct_orders: string }>`
     SELECT (SELECT count(*) FROM orders WHERE status = 'paid') AS paid,
            (SELECT count(*) FROM outbox WHERE job_name = ${ORDER_TRACKING_LINK_JOB}) AS outbox,
-           (SELECT count(DISTINCT payload->>'orderId') FROM outbox WHERE job_name = ${ORDER_TRACKING_LINK_JOB}) AS distinct_orders`.execute(db);
-  const consistency = { ordersPaid: Number(totals[0]?.paid), trackingJobs: Number(totals[0]?.outbox), distinctOrdersWithJob: Number(totals[0]?.distinct_orders) };
+           (SELECT count(DISTINCT payload->>'orderId') FROM outbox WHERE job_name = ${ORDER_TRACKING_LINK_JOB}) AS distinct_orders`.execute(
+    db,
+  );
+  const consistency = {
+    ordersPaid: Number(totals[0]?.paid),
+    trackingJobs: Number(totals[0]?.outbox),
+    distinctOrdersWithJob: Number(totals[0]?.distinct_orders),
+  };
   await errand.stop();
 
   const targets = {
     exactlyOneTrackingEmailFor1000Duplicates: exactlyOnce,
     noErrorsOrNon2xxFlatOut: runs.every((r) => r.errors === 0 && r.non2xx === 0 && r.timeouts === 0),
-    oneTrackingJobPerPaidOrder: consistency.trackingJobs === consistency.ordersPaid && consistency.distinctOrdersWithJob === consistency.ordersPaid,
+    oneTrackingJobPerPaidOrder:
+      consistency.trackingJobs === consistency.ordersPaid && consistency.distinctOrdersWithJob === consistency.ordersPaid,
     enoughOrders: runs.every((r) => !r.exhausted),
   };
   report('webhook', machine, { runs, median: { rps: median.rps, p50: median.p50, p99: median.p99 }, duplicates, consistency, targets }, [
     ...runs.map(({ exhausted: _exhausted, ...r }) => ({ ...r })),
     { run: 'median webhook flat out', rps: median.rps, p50: median.p50, p99: median.p99 },
     { ...dupLoad, run: `${DUPLICATES} duplicates, ${DUPLICATE_CONNECTIONS} conn` },
-    { run: `duplicates: 200 received / duplicate / other`, requests: `${duplicates.answeredReceived} / ${duplicates.answeredDuplicate} / ${duplicates.otherAnswers}` },
+    {
+      run: `duplicates: 200 received / duplicate / other`,
+      requests: `${duplicates.answeredReceived} / ${duplicates.answeredDuplicate} / ${duplicates.otherAnswers}`,
+    },
     { run: `duplicates: tracking emails at sink (3 s after first)`, requests: duplicates.trackingEmailsAtSink },
-    { run: 'orders paid / tracking jobs / distinct', requests: `${consistency.ordersPaid} / ${consistency.trackingJobs} / ${consistency.distinctOrdersWithJob}` },
+    {
+      run: 'orders paid / tracking jobs / distinct',
+      requests: `${consistency.ordersPaid} / ${consistency.trackingJobs} / ${consistency.distinctOrdersWithJob}`,
+    },
   ]);
 });

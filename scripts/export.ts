@@ -34,7 +34,10 @@ if (args.help) {
     db = createDb(config.DATABASE_URL, 2);
     if (partial) out = createWriteStream(partial);
     const bar = process.stderr.isTTY
-      ? new cliProgress.SingleBar({ stream: process.stderr, format: 'orders {bar} {percentage}% | {value}/{total} | eta {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic)
+      ? new cliProgress.SingleBar(
+          { stream: process.stderr, format: 'orders {bar} {percentage}% | {value}/{total} | eta {eta_formatted}', hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        )
       : undefined;
     const summary = await writeOrdersExport(db, args.params, out, {
       chunkRows: config.BATCH_CHUNK_ROWS,

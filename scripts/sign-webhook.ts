@@ -21,7 +21,7 @@ try {
     allowPositionals: true,
   });
   if ((values.file === undefined) === (positionals.length !== 1)) throw new Error('give exactly one of <body> or --file');
-  body = values.file === undefined ? Buffer.from(positionals[0]!, 'utf8') : await readFile(values.file);
+  body = values.file === undefined ? Buffer.from(positionals[0], 'utf8') : await readFile(values.file);
   if (values.timestamp !== undefined) {
     if (!/^\d+$/.test(values.timestamp)) throw new Error('--timestamp must be unix seconds');
     timestamp = Number(values.timestamp);
@@ -35,10 +35,14 @@ try {
 }
 
 try {
-  const secret = loadConfig().PAYMENT_WEBHOOK_SECRETS[0]!;
+  const secret = loadConfig().PAYMENT_WEBHOOK_SECRETS[0];
   if (standard) {
     const headers = signStandardWebhook(secret, webhookId ?? `msg_${randomBytes(12).toString('hex')}`, body, timestamp);
-    process.stdout.write(`${Object.entries(headers).map(([name, value]) => `-H '${name}: ${value}'`).join(' ')}\n`);
+    process.stdout.write(
+      `${Object.entries(headers)
+        .map(([name, value]) => `-H '${name}: ${value}'`)
+        .join(' ')}\n`,
+    );
   } else {
     process.stdout.write(`${signWebhook(secret, body, timestamp)}\n`);
   }

@@ -17,11 +17,17 @@ async function main(args: SweepArgs, config: Config, deps: Deps, terminal: Sweep
   const windowHours = args.windowHours ?? config.PAYMENTS_RECONCILE_WINDOW_HOURS;
   const limit = args.limit ?? config.PAYMENTS_RECONCILE_LIMIT;
   if (args.enqueue) {
-    const jobId = await unlessAborted(enqueuePaymentsSweep(deps.queues, { windowHours, limit }), AbortSignal.timeout(ENQUEUE_TIMEOUT_MS), `Redis did not answer within ${ENQUEUE_TIMEOUT_MS} ms`);
+    const jobId = await unlessAborted(
+      enqueuePaymentsSweep(deps.queues, { windowHours, limit }),
+      AbortSignal.timeout(ENQUEUE_TIMEOUT_MS),
+      `Redis did not answer within ${ENQUEUE_TIMEOUT_MS} ms`,
+    );
     deps.log.info({ jobId, windowHours, limit }, 'payments sweep queued');
     return { enqueued: true, jobId, windowHours, limit };
   }
-  const summary = await runPaymentsSweep({ windowHours, limit, dryRun: args.dryRun }, deps, { onProgress: terminal?.onProgress });
+  const summary = await runPaymentsSweep({ windowHours, limit, dryRun: args.dryRun }, deps, {
+    onProgress: terminal && ((progress) => terminal.onProgress(progress)),
+  });
   terminal?.finish();
   return { ...summary };
 }

@@ -43,7 +43,12 @@ export function createSweepTerminal(stream: NodeJS.WriteStream = process.stderr)
         stream.write(`payments sweep: ${progress.total} pending order${progress.total === 1 ? '' : 's'} to check\n`);
         if (progress.total >= LONG_SWEEP_ORDERS) {
           bars = new cliProgress.MultiBar(
-            { stream, format: 'checking [{bar}] {value}/{total} | {counts} | {duration_formatted}', hideCursor: true, clearOnComplete: true },
+            {
+              stream,
+              format: 'checking [{bar}] {value}/{total} | {counts} | {duration_formatted}',
+              hideCursor: true,
+              clearOnComplete: true,
+            },
             cliProgress.Presets.shades_classic,
           );
           bar = bars.create(progress.total, 0, { counts: counts(progress) });
@@ -57,7 +62,10 @@ export function createSweepTerminal(stream: NodeJS.WriteStream = process.stderr)
       bars?.update();
       bars?.stop();
       bars = undefined;
-      if (last) stream.write(`checked ${last.checked} of ${last.total}: ${counts(last)} (${((performance.now() - started) / 1000).toFixed(1)} s)\n`);
+      if (last)
+        stream.write(
+          `checked ${last.checked} of ${last.total}: ${counts(last)} (${((performance.now() - started) / 1000).toFixed(1)} s)\n`,
+        );
     },
   };
 }

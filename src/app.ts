@@ -52,11 +52,23 @@ export async function buildApp(deps: Deps) {
   if (deps.config.ROLE !== 'worker') await registerApiDocs(app);
 
   instrumentHttp(app, deps.metrics);
-  await registerRateLimit(app, { redis: deps.redis, log: deps.log, keyPrefix: deps.config.QUEUE_PREFIX, max: deps.config.RATE_LIMIT_MAX, windowMs: deps.config.RATE_LIMIT_WINDOW_MS });
+  await registerRateLimit(app, {
+    redis: deps.redis,
+    log: deps.log,
+    keyPrefix: deps.config.QUEUE_PREFIX,
+    max: deps.config.RATE_LIMIT_MAX,
+    windowMs: deps.config.RATE_LIMIT_WINDOW_MS,
+  });
   await app.register(healthRoutes, { db: deps.db, redis: deps.redis });
   await app.register(metricsRoutes, { metrics: deps.metrics });
   if (deps.config.ROLE !== 'worker') {
-    await app.register(signupRoutes, { db: deps.db, redis: deps.redis, queues: deps.queues, log: deps.log, publishedMarks: deps.publishedMarks });
+    await app.register(signupRoutes, {
+      db: deps.db,
+      redis: deps.redis,
+      queues: deps.queues,
+      log: deps.log,
+      publishedMarks: deps.publishedMarks,
+    });
     await app.register(orderRoutes, { db: deps.db, trackingKey: deps.trackingKey });
     await app.register(webhookRoutes, {
       db: deps.db,
@@ -72,7 +84,11 @@ export async function buildApp(deps: Deps) {
   const adminToken = deps.config.ADMIN_TOKEN;
   if (deps.config.ROLE !== 'worker' && adminToken) {
     // Imported only here: Bull Board and the admin routes cost start-up time and memory that most replicas never use.
-    const [{ adminRoutes }, { boardRoutes }, { batchRoutes }] = await Promise.all([import('./ops/admin.routes.js'), import('./ops/board.js'), import('./batch/routes.js')]);
+    const [{ adminRoutes }, { boardRoutes }, { batchRoutes }] = await Promise.all([
+      import('./ops/admin.routes.js'),
+      import('./ops/board.js'),
+      import('./batch/routes.js'),
+    ]);
     await app.register(adminRoutes, { config: deps.config, redis: deps.redis, queues: deps.queues, adminToken });
     await app.register(boardRoutes, { queues: deps.queues, adminToken });
     await app.register(batchRoutes, {

@@ -15,7 +15,12 @@ function oneOf<const T extends readonly string[]>(values: T, defaultValue: T[num
 export const DEV_WEBHOOK_SECRET = 'errand-dev-webhook-secret-change-me';
 export const DEV_LINK_SECRET = 'errand-dev-link-secret-change-me';
 /** Values published in this repository (defaults, compose placeholders, docs): never secrets in production. */
-const PUBLISHED_SECRETS = new Set([DEV_WEBHOOK_SECRET, DEV_LINK_SECRET, 'compose-webhook-secret-change-me', 'compose-admin-token-change-me']);
+const PUBLISHED_SECRETS = new Set([
+  DEV_WEBHOOK_SECRET,
+  DEV_LINK_SECRET,
+  'compose-webhook-secret-change-me',
+  'compose-admin-token-change-me',
+]);
 const MIN_SECRET_LENGTH = 32;
 
 // Every variable errand reads. Defaults are the contract's; the few extra
@@ -125,14 +130,19 @@ function isTimeZone(tz: string): boolean {
  * already in the environment wins. Read into an object (Node's own parser,
  * the one behind `process.loadEnvFile`), never written into `process.env`.
  */
-export function environmentWithDotenv(env: Record<string, string | undefined> = process.env, cwd: string = process.cwd()): Record<string, string | undefined> {
+export function environmentWithDotenv(
+  env: Record<string, string | undefined> = process.env,
+  cwd: string = process.cwd(),
+): Record<string, string | undefined> {
   const path = join(cwd, '.env');
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { ...env };
-    throw new ConfigError(`invalid configuration: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    throw new ConfigError(
+      `invalid configuration: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+    );
   }
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined));
   return { ...parseEnv(text), ...present };
@@ -236,14 +246,19 @@ export function trustProxySetting(value: string): TrustProxy {
   if (text === 'false') return false;
   if (text === 'true') return true;
   if (/^[0-9]+$/.test(text)) return Number(text);
-  const entries = text.split(',').map((entry) => entry.trim()).filter(Boolean);
+  const entries = text
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter(Boolean);
   for (const entry of entries) {
     const [address, bits, extra] = entry.split('/');
     const family = isIP(address ?? '');
     const maxBits = family === 6 ? 128 : 32;
     const validBits = bits === undefined || (/^[0-9]{1,3}$/.test(bits) && Number(bits) <= maxBits);
     if (family === 0 || !validBits || extra !== undefined) {
-      throw new ConfigError(`invalid configuration: TRUST_PROXY must be true, false, a hop count or a comma-separated list of addresses/CIDRs (bad entry ${JSON.stringify(entry)})`);
+      throw new ConfigError(
+        `invalid configuration: TRUST_PROXY must be true, false, a hop count or a comma-separated list of addresses/CIDRs (bad entry ${JSON.stringify(entry)})`,
+      );
     }
   }
   if (entries.length === 0) throw new ConfigError('invalid configuration: TRUST_PROXY is empty');

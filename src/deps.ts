@@ -49,7 +49,12 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
   workerRedis.on('error', (err) => log.debug({ err }, 'worker redis connection error'));
   const queues = createQueues(redis, config, log);
   const publishedMarks = createPublishedMarks(db, log);
-  const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR, maxConnections: config.EMAIL_CONCURRENCY });
+  const mailer = createMailer({
+    smtpUrl: config.SMTP_URL,
+    from: config.MAIL_FROM,
+    mailDir: config.MAIL_DIR,
+    maxConnections: config.EMAIL_CONCURRENCY,
+  });
   const metrics = createMetrics({ db, redis, queues, log });
   const provider = config.PAYMENT_PROVIDER_URL
     ? createHttpPaymentProvider({ baseUrl: config.PAYMENT_PROVIDER_URL, timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS })

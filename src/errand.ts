@@ -46,7 +46,11 @@ export async function startErrand(config: Config, options: { logDestination?: De
   const runsWorkers = config.ROLE !== 'api';
   const devDefaults = developmentDefaultsInUse(config);
   // Production refuses these (loadConfig); anywhere else, say it once.
-  if (devDefaults.length > 0) deps.log.warn({ variables: devDefaults }, `running on development defaults (${devDefaults.join(', ')}); set them before exposing errand`);
+  if (devDefaults.length > 0)
+    deps.log.warn(
+      { variables: devDefaults },
+      `running on development defaults (${devDefaults.join(', ')}); set them before exposing errand`,
+    );
   // Serving without Redis is fine (the outbox keeps jobs), but give it a moment so a normal start is ready at once.
   if (!(await waitUntilConnected(deps.redis, 3000))) deps.log.warn('Redis not reachable yet; jobs stay in the outbox until it is');
   void warnUnlessNoEviction(deps.redis, deps.log);
@@ -75,7 +79,11 @@ export async function startErrand(config: Config, options: { logDestination?: De
       workers.push(worker);
 
       // Read from now, not from whenever the blocking read first runs: jobs added during start-up are logged too.
-      const events = new QueueEvents(definition.name, { connection: deps.workerRedis, prefix: config.QUEUE_PREFIX, lastEventId: `${Date.now()}-0` });
+      const events = new QueueEvents(definition.name, {
+        connection: deps.workerRedis,
+        prefix: config.QUEUE_PREFIX,
+        lastEventId: `${Date.now()}-0`,
+      });
       logQueueEvents(events, deps.queues[definition.name], deps.log);
       // POST /admin/jobs/:queue/:id/cancel, from any process, reaches the one running the job through this stream.
       abortCancelledJobs(events, worker, deps.log);

@@ -1,7 +1,14 @@
 import { Queue } from 'bullmq';
 import type { RedisClient } from './core/redis.js';
 import type { Config } from './config.js';
-import { COMPLETED_JOBS_KEPT, FAILED_JOBS_KEPT, type JobDeclaration, type JobNameOf, type PayloadOf, type Processors } from './core/job-registry.js';
+import {
+  COMPLETED_JOBS_KEPT,
+  FAILED_JOBS_KEPT,
+  type JobDeclaration,
+  type JobNameOf,
+  type PayloadOf,
+  type Processors,
+} from './core/job-registry.js';
 import type { Logger } from './core/logger.js';
 import { emailQueue } from './email/jobs.js';
 import { paymentsReconcileQueue } from './reconcile/jobs.js';

@@ -4,7 +4,8 @@ import { EXPORT_FORMATS, ORDER_STATUSES, OrdersExportPayloadSchema, type OrdersE
 
 // The argument parser of `npm run export` (scripts/export.ts), kept here so it can be tested in process.
 
-export const EXPORT_USAGE = 'usage: npm run export -- [--from ISO] [--to ISO] [--status pending|paid|failed|expired] [--format csv|ndjson] [--out FILE] [--help]';
+export const EXPORT_USAGE =
+  'usage: npm run export -- [--from ISO] [--to ISO] [--status pending|paid|failed|expired] [--format csv|ndjson] [--out FILE] [--help]';
 export const EXPORT_HELP = `${EXPORT_USAGE}
 
   --from    orders created at or after this instant (ISO 8601 date-time, e.g. 2026-01-01T00:00:00Z)
@@ -52,15 +53,20 @@ export function parseExportArgs(argv: string[]): ExportArgs {
     ...(values.status !== undefined ? { status: values.status } : {}),
   };
   // Named here: the schema's own message for a union of literals ("must be equal to constant") says nothing useful.
-  for (const [option, value, allowed] of [['--status', values.status, ORDER_STATUSES], ['--format', values.format, EXPORT_FORMATS]] as const) {
-    if (value !== undefined && !(allowed as readonly string[]).includes(value)) throw new ExportUsageError(`${option} must be one of ${allowed.join(', ')}`);
+  for (const [option, value, allowed] of [
+    ['--status', values.status, ORDER_STATUSES],
+    ['--format', values.format, EXPORT_FORMATS],
+  ] as const) {
+    if (value !== undefined && !(allowed as readonly string[]).includes(value))
+      throw new ExportUsageError(`${option} must be one of ${allowed.join(', ')}`);
   }
   if (!Value.Check(OrdersExportPayloadSchema, params)) {
     const [first] = Value.Errors(OrdersExportPayloadSchema, params);
     const option = first?.instancePath.replace(/^\//, '--') || 'arguments';
     throw new ExportUsageError(`${option} ${first?.message ?? 'is invalid'}`);
   }
-  if (params.from && params.to && Date.parse(params.from) >= Date.parse(params.to)) throw new ExportUsageError('--from must be before --to');
+  if (params.from && params.to && Date.parse(params.from) >= Date.parse(params.to))
+    throw new ExportUsageError('--from must be before --to');
   if (values.out === '') throw new ExportUsageError('--out needs a file name');
   return { help: values.help ?? false, params, ...(values.out !== undefined ? { out: values.out } : {}) };
 }

@@ -36,7 +36,10 @@ export type OrdersExportPayload = Static<typeof OrdersExportPayloadSchema>;
 export const UsersImportPayloadSchema = Type.Object({ sendVerification: Type.Boolean() }, { additionalProperties: false });
 export type UsersImportPayload = Static<typeof UsersImportPayloadSchema>;
 
-export const TrackingLinksBackfillPayloadSchema = Type.Object({ since: Type.String({ format: 'date-time' }) }, { additionalProperties: false });
+export const TrackingLinksBackfillPayloadSchema = Type.Object(
+  { since: Type.String({ format: 'date-time' }) },
+  { additionalProperties: false },
+);
 export type TrackingLinksBackfillPayload = Static<typeof TrackingLinksBackfillPayloadSchema>;
 
 export const batchQueue = defineQueue({

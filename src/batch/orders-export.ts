@@ -79,14 +79,16 @@ function filteredOrders(db: Db, filter: OrdersExportFilter) {
 }
 
 export async function countOrdersToExport(db: Db, filter: OrdersExportFilter): Promise<number> {
-  const row = await filteredOrders(db, filter).select(sql<string>`count(*)`.as('count')).executeTakeFirstOrThrow();
+  const row = await filteredOrders(db, filter)
+    .select(sql<string>`count(*)`.as('count'))
+    .executeTakeFirstOrThrow();
   return Number(row.count);
 }
 
 /** The database's clock, as text: the export's `until`. */
 export async function databaseNow(db: Db): Promise<string> {
   const row = await sql<{ now: string }>`SELECT now()::text AS now`.execute(db);
-  return row.rows[0]!.now;
+  return row.rows[0].now;
 }
 
 export interface ExportChunk {
@@ -104,7 +106,11 @@ export interface ExportChunk {
  * one short query per chunk. The CSV header goes in front of the first chunk
  * of a run that starts at the beginning.
  */
-export async function* exportOrderChunks(db: Db, filter: OrdersExportFilter, options: { chunkRows: number; after: ExportKey | null }): AsyncGenerator<ExportChunk> {
+export async function* exportOrderChunks(
+  db: Db,
+  filter: OrdersExportFilter,
+  options: { chunkRows: number; after: ExportKey | null },
+): AsyncGenerator<ExportChunk> {
   let after = options.after;
   let header = after === null && filter.format === 'csv';
   for (;;) {
@@ -158,7 +164,12 @@ function filterFromParams(params: Record<string, unknown>): OrdersExportFilter {
  * after the last committed chunk and the file comes out byte for byte as an
  * uninterrupted run would write it.
  */
-export async function processOrdersExportJob(deps: ExportJobDeps, payload: OrdersExportPayload, job: Job, signal: AbortSignal | undefined): Promise<ExportSummary> {
+export async function processOrdersExportJob(
+  deps: ExportJobDeps,
+  payload: OrdersExportPayload,
+  job: Job,
+  signal: AbortSignal | undefined,
+): Promise<ExportSummary> {
   const bdb = batchDb(deps.db);
   const jobId = job.id!;
   return runCancellable(bdb, jobId, async () => {
@@ -176,7 +187,7 @@ export async function processOrdersExportJob(deps: ExportJobDeps, payload: Order
     const filter = filterFromParams(state.params);
     const total = state.total;
     let { chunksDone, rowsDone, bytesDone } = state;
-    const after = state.cursor ? { createdAt: state.cursor.createdAt!, id: state.cursor.id! } : null;
+    const after = state.cursor ? { createdAt: state.cursor.createdAt, id: state.cursor.id } : null;
     await job.updateProgress({ done: rowsDone, total });
 
     for await (const chunk of exportOrderChunks(deps.db, filter, { chunkRows: deps.chunkRows, after })) {

@@ -124,7 +124,10 @@ export async function findBatchJob(db: BatchDb | BatchTrx, jobId: string): Promi
 }
 
 /** Records a batch job (from its route, in the outbox transaction); a second call for the same id changes nothing. */
-export async function insertBatchJob(db: BatchDb | BatchTrx, job: { jobId: string; kind: string; params: Record<string, unknown>; total?: number | null }): Promise<void> {
+export async function insertBatchJob(
+  db: BatchDb | BatchTrx,
+  job: { jobId: string; kind: string; params: Record<string, unknown>; total?: number | null },
+): Promise<void> {
   await db
     .insertInto('batch_jobs')
     .values({ job_id: job.jobId, kind: job.kind, params: JSON.stringify(job.params), total: job.total ?? null })
@@ -133,7 +136,10 @@ export async function insertBatchJob(db: BatchDb | BatchTrx, job: { jobId: strin
 }
 
 /** The job's row, created on first run when the job was added without one (e.g. from Bull Board or a script). */
-export async function loadOrCreateBatchJob(db: BatchDb, job: { jobId: string; kind: string; params: Record<string, unknown> }): Promise<BatchJobState> {
+export async function loadOrCreateBatchJob(
+  db: BatchDb,
+  job: { jobId: string; kind: string; params: Record<string, unknown> },
+): Promise<BatchJobState> {
   await insertBatchJob(db, job);
   const state = await findBatchJob(db, job.jobId);
   if (!state) throw new Error(`batch job ${job.jobId} vanished`);
@@ -198,7 +204,11 @@ export async function discardBatchOutput(db: BatchDb, jobId: string): Promise<vo
     await trx.deleteFrom('batch_import_errors').where('job_id', '=', jobId).execute();
     await trx
       .updateTable('batch_jobs')
-      .set({ cancelled_at: sql<Date>`coalesce(cancelled_at, now())`, cancel_requested_at: sql<Date>`coalesce(cancel_requested_at, now())`, updated_at: sql<Date>`now()` })
+      .set({
+        cancelled_at: sql<Date>`coalesce(cancelled_at, now())`,
+        cancel_requested_at: sql<Date>`coalesce(cancel_requested_at, now())`,
+        updated_at: sql<Date>`now()`,
+      })
       .where('job_id', '=', jobId)
       .execute();
   });
@@ -210,7 +220,12 @@ export async function deleteBatchJob(db: BatchDb, jobId: string): Promise<void> 
 }
 
 /** Streams stored chunks in order, one query per chunk, so memory stays at one chunk whatever the file size. */
-export async function* readChunks(db: BatchDb, table: 'batch_export_chunks' | 'batch_import_chunks', jobId: string, fromSeq = 0): AsyncGenerator<Buffer> {
+export async function* readChunks(
+  db: BatchDb,
+  table: 'batch_export_chunks' | 'batch_import_chunks',
+  jobId: string,
+  fromSeq = 0,
+): AsyncGenerator<Buffer> {
   for (let seq = fromSeq; ; seq += 1) {
     const row = await db.selectFrom(table).select('data').where('job_id', '=', jobId).where('seq', '=', seq).executeTakeFirst();
     if (!row) return;
@@ -218,7 +233,11 @@ export async function* readChunks(db: BatchDb, table: 'batch_export_chunks' | 'b
   }
 }
 
-export async function insertChunk(trx: BatchTrx, table: 'batch_export_chunks' | 'batch_import_chunks', chunk: { jobId: string; seq: number; data: Buffer }): Promise<void> {
+export async function insertChunk(
+  trx: BatchTrx,
+  table: 'batch_export_chunks' | 'batch_import_chunks',
+  chunk: { jobId: string; seq: number; data: Buffer },
+): Promise<void> {
   await trx.insertInto(table).values({ job_id: chunk.jobId, seq: chunk.seq, data: chunk.data }).execute();
 }
 
@@ -236,7 +255,7 @@ export async function* readImportErrors(db: BatchDb, jobId: string, pageSize = 1
       .execute();
     if (rows.length === 0) return;
     yield rows;
-    after = Number(rows[rows.length - 1]!.line);
+    after = Number(rows[rows.length - 1].line);
     if (rows.length < pageSize) return;
   }
 }

@@ -40,9 +40,15 @@ const ImportQuerySchema = Type.Object(
   { additionalProperties: false },
 );
 const JobIdParamsSchema = Type.Object({ jobId: Type.String({ minLength: 1, maxLength: 256 }) });
-const JobParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100 }), id: Type.String({ minLength: 1, maxLength: 256 }) });
+const JobParamsSchema = Type.Object({
+  queue: Type.String({ minLength: 1, maxLength: 100 }),
+  id: Type.String({ minLength: 1, maxLength: 256 }),
+});
 const JobAcceptedSchema = Type.Object({ jobId: Type.String() });
-const CancelAcceptedSchema = Type.Object({ jobId: Type.String(), status: Type.Union([Type.Literal('removed'), Type.Literal('cancelling')]) });
+const CancelAcceptedSchema = Type.Object({
+  jobId: Type.String(),
+  status: Type.Union([Type.Literal('removed'), Type.Literal('cancelling')]),
+});
 // The job as the contract shows it; serialised through this schema, so nothing else (never its data) can slip out.
 const JobViewSchema = Type.Object({
   id: Type.Union([Type.String(), Type.Null()]),
@@ -57,7 +63,10 @@ const JobViewSchema = Type.Object({
 });
 const errors = (...codes: number[]) => Object.fromEntries(codes.map((code) => [code, ErrorResponseSchema]));
 
-const file = (description: string, mediaTypes: string[]) => ({ description, content: Object.fromEntries(mediaTypes.map((type) => [type, { schema: { type: 'string' } }])) });
+const file = (description: string, mediaTypes: string[]) => ({
+  description,
+  content: Object.fromEntries(mediaTypes.map((type) => [type, { schema: { type: 'string' } }])),
+});
 const JOB_EXAMPLE = { params: { queue: 'batch', id: 'batch-0' } };
 
 // For GET /docs/openapi.json: what each route answers, beyond its schemas.
@@ -65,7 +74,11 @@ const BATCH_ROUTE_DOCS: Record<string, RouteDoc> = {
   'POST /admin/exports/orders': adminRouteDoc({
     summary: 'Export orders (CSV or NDJSON) in a batch job',
     examples: { body: { from: '2026-01-01T00:00:00Z', status: 'paid', format: 'csv' } },
-    responses: { 202: 'queued; follow it at /admin/jobs/batch/{jobId}', 400: 'bad from, to, status or format, or from not before to', 503: 'database unavailable; nothing queued' },
+    responses: {
+      202: 'queued; follow it at /admin/jobs/batch/{jobId}',
+      400: 'bad from, to, status or format, or from not before to',
+      503: 'database unavailable; nothing queued',
+    },
   }),
   'GET /admin/exports/:jobId/file': adminRouteDoc({
     summary: 'Download a finished export (streamed, content-disposition: attachment)',
@@ -79,8 +92,14 @@ const BATCH_ROUTE_DOCS: Record<string, RouteDoc> = {
   }),
   'POST /admin/imports/users': adminRouteDoc({
     summary: 'Import users from a CSV upload (header row email,name) in a batch job',
-    description: 'The body is `text/csv`; the upload is stored before the answer. `sendVerification=true` queues a verification email per created user.',
-    responses: { 202: 'stored and queued', 400: 'not text/csv, empty, or no email column', 413: 'over IMPORT_MAX_BYTES', 503: 'database unavailable; nothing stored' },
+    description:
+      'The body is `text/csv`; the upload is stored before the answer. `sendVerification=true` queues a verification email per created user.',
+    responses: {
+      202: 'stored and queued',
+      400: 'not text/csv, empty, or no email column',
+      413: 'over IMPORT_MAX_BYTES',
+      503: 'database unavailable; nothing stored',
+    },
   }),
   'GET /admin/imports/:jobId/errors': adminRouteDoc({
     summary: "An import's rejected rows, as CSV `line,reason`",
@@ -96,12 +115,21 @@ const BATCH_ROUTE_DOCS: Record<string, RouteDoc> = {
     summary: "A job's events as Server-Sent Events until it ends",
     description: 'The current state first, then `progress`, `completed` and `failed` events.',
     examples: JOB_EXAMPLE,
-    responses: { 200: file('text/event-stream', ['text/event-stream']), 404: 'unknown queue or job', 503: 'Redis unavailable, try again later' },
+    responses: {
+      200: file('text/event-stream', ['text/event-stream']),
+      404: 'unknown queue or job',
+      503: 'Redis unavailable, try again later',
+    },
   }),
   'POST /admin/jobs/:queue/:id/cancel': adminRouteDoc({
     summary: 'Cancel a job: a waiting one is removed, a running batch job stops at its next checkpoint',
     examples: JOB_EXAMPLE,
-    responses: { 202: '`removed` or `cancelling`', 404: 'unknown queue or job', 409: 'already finished, or running in a queue that cannot stop it', 503: 'Redis unavailable, try again later' },
+    responses: {
+      202: '`removed` or `cancelling`',
+      404: 'unknown queue or job',
+      409: 'already finished, or running in a queue that cannot stop it',
+      503: 'Redis unavailable, try again later',
+    },
   }),
 };
 
@@ -110,12 +138,16 @@ const REMOVABLE_STATES = new Set(['waiting', 'delayed', 'prioritized', 'waiting-
 const SSE_HEARTBEAT_MS = 15_000;
 
 /** Records a batch job and its outbox row in one transaction; published right after commit (the relay covers Redis being away). */
-async function enqueueBatchJob<N extends BatchJobName>(deps: OutboxDeps, jobName: N, payload: Payload<typeof BATCH_QUEUE, N>): Promise<string> {
+async function enqueueBatchJob<N extends BatchJobName>(
+  deps: OutboxDeps,
+  jobName: N,
+  payload: Payload<typeof BATCH_QUEUE, N>,
+): Promise<string> {
   let row: OutboxRow | undefined;
   const jobId = await deps.db.transaction().execute(async (trx) => {
     row = await enqueue(trx, BATCH_QUEUE, jobName, payload);
     const id = outboxJobId(row.id);
-    await insertBatchJob(batchTrx(trx), { jobId: id, kind: jobName, params: payload as Record<string, unknown> });
+    await insertBatchJob(batchTrx(trx), { jobId: id, kind: jobName, params: payload });
     return id;
   });
   await publishAfterCommit(deps, row ? [row] : []);
@@ -135,7 +167,7 @@ async function jobView(queue: Queues[QueueName], id: string) {
     name: job.name,
     state,
     progress: job.progress ?? null,
-    result: job.returnvalue ?? null,
+    result: (job.returnvalue as unknown) ?? null,
     failedReason: job.failedReason ?? null,
     attemptsMade: job.attemptsMade,
     createdAt: new Date(job.timestamp).toISOString(),
@@ -158,17 +190,27 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
     if (deps.redis.status !== 'ready') return sendError(reply, 503, 'redis unavailable, try again later');
   };
 
-  app.post('/admin/exports/orders', { schema: { body: ExportBodySchema, response: { 202: JobAcceptedSchema, ...errors(400, 401) } } }, async (request, reply) => {
-    const { from, to, status, format = 'csv' } = request.body;
-    if (from && to && Date.parse(from) >= Date.parse(to)) return sendError(reply, 400, 'body/from must be before body/to');
-    const jobId = await enqueueBatchJob(deps, ORDERS_EXPORT_JOB, { format, ...(from ? { from } : {}), ...(to ? { to } : {}), ...(status ? { status } : {}) });
-    return reply.code(202).send({ jobId });
-  });
+  app.post(
+    '/admin/exports/orders',
+    { schema: { body: ExportBodySchema, response: { 202: JobAcceptedSchema, ...errors(400, 401) } } },
+    async (request, reply) => {
+      const { from, to, status, format = 'csv' } = request.body;
+      if (from && to && Date.parse(from) >= Date.parse(to)) return sendError(reply, 400, 'body/from must be before body/to');
+      const jobId = await enqueueBatchJob(deps, ORDERS_EXPORT_JOB, {
+        format,
+        ...(from ? { from } : {}),
+        ...(to ? { to } : {}),
+        ...(status ? { status } : {}),
+      });
+      return reply.code(202).send({ jobId });
+    },
+  );
 
   app.get('/admin/exports/:jobId/file', { schema: { params: JobIdParamsSchema } }, async (request, reply) => {
     const { jobId } = request.params;
     const job = await findBatchJob(bdb, jobId);
-    if (!job || job.kind !== ORDERS_EXPORT_JOB || !job.finished || job.cancelled) return sendError(reply, 404, `no finished export ${jobId}`);
+    if (!job || job.kind !== ORDERS_EXPORT_JOB || !job.finished || job.cancelled)
+      return sendError(reply, 404, `no finished export ${jobId}`);
     const format = job.params.format as ExportFormat;
     return reply
       .type(EXPORT_CONTENT_TYPES[format])
@@ -177,10 +219,14 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
       .send(Readable.from(readChunks(bdb, 'batch_export_chunks', jobId)));
   });
 
-  app.post('/admin/backfills/tracking-links', { schema: { body: BackfillBodySchema, response: { 202: JobAcceptedSchema, ...errors(400, 401) } } }, async (request, reply) => {
-    const jobId = await enqueueBatchJob(deps, TRACKING_LINKS_BACKFILL_JOB, { since: request.body.since });
-    return reply.code(202).send({ jobId });
-  });
+  app.post(
+    '/admin/backfills/tracking-links',
+    { schema: { body: BackfillBodySchema, response: { 202: JobAcceptedSchema, ...errors(400, 401) } } },
+    async (request, reply) => {
+      const jobId = await enqueueBatchJob(deps, TRACKING_LINKS_BACKFILL_JOB, { since: request.body.since });
+      return reply.code(202).send({ jobId });
+    },
+  );
 
   // The upload route in a scope of its own: its body is a raw stream of any content type (judged in the handler), while every other route keeps the JSON parser.
   await app.register(async (scope: FastifyInstance) => {
@@ -193,10 +239,14 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
     });
     uploads.post(
       '/admin/imports/users',
-      { bodyLimit: deps.config.IMPORT_MAX_BYTES, schema: { querystring: ImportQuerySchema, response: { 202: JobAcceptedSchema, ...errors(400, 401, 413) } } },
+      {
+        bodyLimit: deps.config.IMPORT_MAX_BYTES,
+        schema: { querystring: ImportQuerySchema, response: { 202: JobAcceptedSchema, ...errors(400, 401, 413) } },
+      },
       async (request, reply) => {
         const contentType = request.headers['content-type'] ?? '';
-        if (!/^text\/csv\s*(;|$)/i.test(contentType)) return sendError(reply.header('connection', 'close'), 400, 'body must be text/csv with a header row holding an email column');
+        if (!/^text\/csv\s*(;|$)/i.test(contentType))
+          return sendError(reply.header('connection', 'close'), 400, 'body must be text/csv with a header row holding an email column');
         const declared = Number(request.headers['content-length']);
         if (declared > deps.config.IMPORT_MAX_BYTES) {
           return sendError(reply.header('connection', 'close'), 413, `import body is larger than ${deps.config.IMPORT_MAX_BYTES} bytes`);
@@ -204,7 +254,10 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
         const body = request.body as Readable | undefined;
         if (!body) return sendError(reply, 400, 'CSV body is empty: expected a header row with an email column');
         try {
-          const { jobId } = await storeUsersImport(deps, body, { maxBytes: deps.config.IMPORT_MAX_BYTES, sendVerification: request.query.sendVerification === 'true' });
+          const { jobId } = await storeUsersImport(deps, body, {
+            maxBytes: deps.config.IMPORT_MAX_BYTES,
+            sendVerification: request.query.sendVerification === 'true',
+          });
           return reply.code(202).send({ jobId });
         } catch (error) {
           if (error instanceof UploadRejectedError) return sendError(reply.header('connection', 'close'), error.statusCode, error.message);
@@ -228,13 +281,17 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
       .send(Readable.from(lines()));
   });
 
-  app.get('/admin/jobs/:queue/:id', { schema: { params: JobParamsSchema, response: { 200: JobViewSchema, ...errors(401, 404, 503) } }, preHandler: redisGuard }, async (request, reply) => {
-    const { queue: name, id } = request.params;
-    if (!isQueueName(name)) return sendError(reply, 404, `unknown queue ${name}`);
-    const view = await jobView(deps.queues[name], id);
-    if (!view) return sendError(reply, 404, `no job ${id} in queue ${name}`);
-    return view;
-  });
+  app.get(
+    '/admin/jobs/:queue/:id',
+    { schema: { params: JobParamsSchema, response: { 200: JobViewSchema, ...errors(401, 404, 503) } }, preHandler: redisGuard },
+    async (request, reply) => {
+      const { queue: name, id } = request.params;
+      if (!isQueueName(name)) return sendError(reply, 404, `unknown queue ${name}`);
+      const view = await jobView(deps.queues[name], id);
+      if (!view) return sendError(reply, 404, `no job ${id} in queue ${name}`);
+      return view;
+    },
+  );
 
   // Open event streams, ended before the server closes (a stream never goes idle by itself).
   const openStreams = new Set<() => Promise<void>>();
@@ -259,7 +316,12 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
 
     reply.hijack();
     const raw = reply.raw;
-    raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
     let ended = false;
     const send = (event: string, data: unknown) => {
       if (!ended) raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
@@ -311,33 +373,42 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
     if (FINISHED_STATES.has(view.state)) await finish();
   });
 
-  app.post('/admin/jobs/:queue/:id/cancel', { schema: { params: JobParamsSchema, response: { 202: CancelAcceptedSchema, ...errors(401, 404, 409, 503) } }, preHandler: redisGuard }, async (request, reply) => {
-    const { queue: name, id } = request.params;
-    if (!isQueueName(name)) return sendError(reply, 404, `unknown queue ${name}`);
-    const job = await deps.queues[name].getJob(id);
-    if (!job) return sendError(reply, 404, `no job ${id} in queue ${name}`);
-    const state = await job.getState();
-    if (FINISHED_STATES.has(state)) return sendError(reply, 409, `job ${id} has already ${state === 'completed' ? 'completed' : 'failed'}`);
+  app.post(
+    '/admin/jobs/:queue/:id/cancel',
+    { schema: { params: JobParamsSchema, response: { 202: CancelAcceptedSchema, ...errors(401, 404, 409, 503) } }, preHandler: redisGuard },
+    async (request, reply) => {
+      const { queue: name, id } = request.params;
+      if (!isQueueName(name)) return sendError(reply, 404, `unknown queue ${name}`);
+      const job = await deps.queues[name].getJob(id);
+      if (!job) return sendError(reply, 404, `no job ${id} in queue ${name}`);
+      const state = await job.getState();
+      if (FINISHED_STATES.has(state))
+        return sendError(reply, 409, `job ${id} has already ${state === 'completed' ? 'completed' : 'failed'}`);
 
-    if (REMOVABLE_STATES.has(state)) {
-      try {
-        await job.remove();
-        if (name === BATCH_QUEUE) await deleteBatchJob(bdb, id);
-        request.log.info({ queue: name, jobId: id, event: 'removed' }, 'waiting job cancelled');
-        return reply.code(202).send({ jobId: id, status: 'removed' as const });
-      } catch {
-        // A worker took it meanwhile (it is locked): stop it as a running job.
+      if (REMOVABLE_STATES.has(state)) {
+        try {
+          await job.remove();
+          if (name === BATCH_QUEUE) await deleteBatchJob(bdb, id);
+          request.log.info({ queue: name, jobId: id, event: 'removed' }, 'waiting job cancelled');
+          return reply.code(202).send({ jobId: id, status: 'removed' as const });
+        } catch {
+          // A worker took it meanwhile (it is locked): stop it as a running job.
+        }
       }
-    }
-    if (name !== BATCH_QUEUE) return sendError(reply, 409, `job ${id} is running and queue ${name} cannot stop a running job`);
-    // Durable first (the next checkpoint refuses to commit), then the message that aborts it at once wherever it runs.
-    await bdb
-      .insertInto('batch_jobs')
-      .values({ job_id: id, kind: job.name, cancel_requested_at: new Date() })
-      .onConflict((oc) => oc.column('job_id').doUpdateSet({ cancel_requested_at: (eb) => eb.fn.coalesce('batch_jobs.cancel_requested_at', eb.ref('excluded.cancel_requested_at')) }))
-      .execute();
-    await publishCancelRequest(deps.redis, deps.config.QUEUE_PREFIX, name, id);
-    request.log.info({ queue: name, jobId: id, event: 'cancel-requested' }, 'running job cancel requested');
-    return reply.code(202).send({ jobId: id, status: 'cancelling' as const });
-  });
+      if (name !== BATCH_QUEUE) return sendError(reply, 409, `job ${id} is running and queue ${name} cannot stop a running job`);
+      // Durable first (the next checkpoint refuses to commit), then the message that aborts it at once wherever it runs.
+      await bdb
+        .insertInto('batch_jobs')
+        .values({ job_id: id, kind: job.name, cancel_requested_at: new Date() })
+        .onConflict((oc) =>
+          oc.column('job_id').doUpdateSet({
+            cancel_requested_at: (eb) => eb.fn.coalesce('batch_jobs.cancel_requested_at', eb.ref('excluded.cancel_requested_at')),
+          }),
+        )
+        .execute();
+      await publishCancelRequest(deps.redis, deps.config.QUEUE_PREFIX, name, id);
+      request.log.info({ queue: name, jobId: id, event: 'cancel-requested' }, 'running job cancel requested');
+      return reply.code(202).send({ jobId: id, status: 'cancelling' as const });
+    },
+  );
 };

@@ -55,8 +55,10 @@ function paidOrdersSince(db: Db, since: string, until: string, after: { paidAt: 
 
 async function countPaidOrdersSince(db: Db, since: string, until: string): Promise<number> {
   const result = await sql<{ count: string }>`
-    SELECT count(*) AS count FROM orders WHERE status = 'paid' AND paid_at >= ${since}::timestamptz AND paid_at <= ${until}::timestamptz`.execute(db);
-  return Number(result.rows[0]!.count);
+    SELECT count(*) AS count FROM orders WHERE status = 'paid' AND paid_at >= ${since}::timestamptz AND paid_at <= ${until}::timestamptz`.execute(
+    db,
+  );
+  return Number(result.rows[0].count);
 }
 
 /**
@@ -81,13 +83,22 @@ async function needsTrackingEmail(deps: OutboxDeps, order: PaidOrder): Promise<b
  * the outbox row, makes that exactly once however often (or how many at once)
  * the backfill runs.
  */
-export async function processTrackingLinksBackfillJob(deps: BackfillDeps, payload: TrackingLinksBackfillPayload, job: Job, signal: AbortSignal | undefined): Promise<BackfillSummary> {
+export async function processTrackingLinksBackfillJob(
+  deps: BackfillDeps,
+  payload: TrackingLinksBackfillPayload,
+  job: Job,
+  signal: AbortSignal | undefined,
+): Promise<BackfillSummary> {
   const bdb = batchDb(deps.db);
   const jobId = job.id!;
   return runCancellable(bdb, jobId, async () => {
     let state: BatchJobState = await loadOrCreateBatchJob(bdb, { jobId, kind: TRACKING_LINKS_BACKFILL_JOB, params: payload });
     if (state.cancelRequested || state.cancelled) throw new JobCancelledError();
-    const summaryOf = (s: BatchJobState): BackfillSummary => ({ orders: s.rowsDone, queued: s.counts.queued ?? 0, skipped: s.rowsDone - (s.counts.queued ?? 0) });
+    const summaryOf = (s: BatchJobState): BackfillSummary => ({
+      orders: s.rowsDone,
+      queued: s.counts.queued ?? 0,
+      skipped: s.rowsDone - (s.counts.queued ?? 0),
+    });
     if (state.finished) return summaryOf(state);
     if (typeof state.params.until !== 'string' || state.total === null) {
       const until = await databaseNow(deps.db);
@@ -96,7 +107,7 @@ export async function processTrackingLinksBackfillJob(deps: BackfillDeps, payloa
       state = { ...state, params: { ...payload, until }, total };
     }
     const until = state.params.until as string;
-    let after = state.cursor ? { paidAt: state.cursor.paidAt!, id: state.cursor.id! } : null;
+    let after = state.cursor ? { paidAt: state.cursor.paidAt, id: state.cursor.id } : null;
     let { chunksDone, rowsDone } = state;
     let queued = state.counts.queued ?? 0;
     await job.updateProgress({ done: rowsDone, total: state.total });

@@ -239,7 +239,12 @@ interface Tally {
  * addresses are left alone (`ON CONFLICT DO NOTHING`), so a resumed or
  * repeated import creates no second user and no second email.
  */
-export async function processUsersImportJob(deps: ImportJobDeps, payload: UsersImportPayload, job: Job, signal: AbortSignal | undefined): Promise<ImportSummary> {
+export async function processUsersImportJob(
+  deps: ImportJobDeps,
+  payload: UsersImportPayload,
+  job: Job,
+  signal: AbortSignal | undefined,
+): Promise<ImportSummary> {
   const bdb = batchDb(deps.db);
   const jobId = job.id!;
   return runCancellable(bdb, jobId, async () => {
@@ -264,7 +269,16 @@ export async function processUsersImportJob(deps: ImportJobDeps, payload: UsersI
     const lineOf = createLineCounter();
     const commit = async (final: boolean) => {
       throwIfAborted(signal);
-      const outboxRows = await commitImportChunk(deps, { jobId, payload, batch, columns: columns!, expectedChunks: chunksDone, rowsBefore: rowsDone, tally, final });
+      const outboxRows = await commitImportChunk(deps, {
+        jobId,
+        payload,
+        batch,
+        columns: columns!,
+        expectedChunks: chunksDone,
+        rowsBefore: rowsDone,
+        tally,
+        final,
+      });
       chunksDone += 1;
       rowsDone += batch.length;
       batch = [];
@@ -298,7 +312,16 @@ export async function processUsersImportJob(deps: ImportJobDeps, payload: UsersI
 
 async function commitImportChunk(
   deps: ImportJobDeps,
-  chunk: { jobId: string; payload: UsersImportPayload; batch: NumberedRecord[]; columns: ImportColumns; expectedChunks: number; rowsBefore: number; tally: Tally; final: boolean },
+  chunk: {
+    jobId: string;
+    payload: UsersImportPayload;
+    batch: NumberedRecord[];
+    columns: ImportColumns;
+    expectedChunks: number;
+    rowsBefore: number;
+    tally: Tally;
+    final: boolean;
+  },
 ): Promise<OutboxRow[]> {
   const { columns } = chunk;
   const valid = new Map<string, string | null>();
@@ -310,7 +333,10 @@ async function commitImportChunk(
       errors.push({ line: parsed.line, reason: `row has ${record.length} fields, the header has ${columns.count}` });
       continue;
     }
-    const verdict = validateImportRow({ email: record[columns.email]!, ...(columns.name === undefined ? {} : { name: record[columns.name]! }) });
+    const verdict = validateImportRow({
+      email: record[columns.email],
+      ...(columns.name === undefined ? {} : { name: record[columns.name] }),
+    });
     if (!verdict.ok) errors.push({ line: parsed.line, reason: verdict.reason });
     else if (valid.has(verdict.email)) duplicatesInChunk += 1;
     else valid.set(verdict.email, verdict.name);

@@ -17,7 +17,13 @@ export class OneLineAccessLog extends LogController {
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     const outcome = outcomes.get(request);
-    const fields = { ...outcome?.fields, req: request, res: reply, route: request.routeOptions.url ?? null, responseTime: reply.elapsedTime };
+    const fields = {
+      ...outcome?.fields,
+      req: request,
+      res: reply,
+      route: request.routeOptions.url ?? null,
+      responseTime: reply.elapsedTime,
+    };
     if (error) request.log.error({ ...fields, err: error }, 'request errored');
     else request.log.info(fields, outcome?.message ?? 'request completed');
   }

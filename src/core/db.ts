@@ -2,7 +2,17 @@ import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import pg from 'pg';
-import { Kysely, Migrator, PostgresDialect, sql, type ColumnType, type Compilable, type Generated, type Migration, type MigrationProvider } from 'kysely';
+import {
+  Kysely,
+  Migrator,
+  PostgresDialect,
+  sql,
+  type ColumnType,
+  type Compilable,
+  type Generated,
+  type Migration,
+  type MigrationProvider,
+} from 'kysely';
 
 export interface UsersTable {
   id: Generated<string>;
@@ -197,10 +207,14 @@ export async function migrateToLatest(db: Db, dir = migrationsDir, onEvent?: OnM
   if (onEvent) {
     // For display only: another process may apply some of these first (the migrator's lock decides).
     const known = await migrator.getMigrations();
-    onEvent({ kind: 'plan', pending: known.filter((m) => !m.executedAt).map((m) => m.name), appliedBefore: known.filter((m) => m.executedAt).length });
+    onEvent({
+      kind: 'plan',
+      pending: known.filter((m) => !m.executedAt).map((m) => m.name),
+      appliedBefore: known.filter((m) => m.executedAt).length,
+    });
   }
   const { error, results } = await migrator.migrateToLatest();
-  if (error) throw error instanceof Error ? error : new Error(String(error));
+  if (error) throw error instanceof Error ? error : new Error('migration failed', { cause: error });
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
 

@@ -13,11 +13,16 @@ function jobFields(queue: string, event: JobEvent, job: Pick<Job, 'id' | 'name' 
 export function logWorkerEvents(worker: Worker, queue: Queue, log: Logger): void {
   const name = worker.name;
   worker.on('active', (job) => log.info({ ...jobFields(name, 'active', job), source: 'worker' }, 'job active'));
-  worker.on('progress', (job, progress) =>
-    log.info({ ...jobFields(name, 'progress', job), source: 'worker', progress }, 'job progress'),
-  );
+  worker.on('progress', (job, progress) => log.info({ ...jobFields(name, 'progress', job), source: 'worker', progress }, 'job progress'));
   worker.on('completed', (job) =>
-    log.info({ ...jobFields(name, 'completed', job), source: 'worker', durationMs: job.finishedOn && job.processedOn ? job.finishedOn - job.processedOn : null }, 'job completed'),
+    log.info(
+      {
+        ...jobFields(name, 'completed', job),
+        source: 'worker',
+        durationMs: job.finishedOn && job.processedOn ? job.finishedOn - job.processedOn : null,
+      },
+      'job completed',
+    ),
   );
   worker.on('failed', (job, err) => {
     const willRetry = job ? job.attemptsMade < (job.opts.attempts ?? 1) && err.name !== 'UnrecoverableError' : false;
@@ -62,5 +67,7 @@ export function logQueueEvents(events: QueueEvents, queue: Queue, log: Logger): 
   events.on('waiting', ({ jobId }) => {
     if (logsInfo(log)) logWaiting(jobId);
   });
-  events.on('error', (err) => log.error({ queue: name, event: 'error', jobId: null, jobName: null, attempt: 0, source: 'queue-events', err }, 'queue events error'));
+  events.on('error', (err) =>
+    log.error({ queue: name, event: 'error', jobId: null, jobName: null, attempt: 0, source: 'queue-events', err }, 'queue events error'),
+  );
 }

@@ -18,11 +18,18 @@ export interface JobDeclaration<Schema extends TSchema = TSchema> {
  * Everything errand knows about one queue, declared once: producers, the
  * outbox, workers and the admin routes take their names and types from here.
  */
-export interface QueueDefinition<Name extends string = string, Jobs extends Record<string, JobDeclaration> = Record<string, JobDeclaration>> {
+export interface QueueDefinition<
+  Name extends string = string,
+  Jobs extends Record<string, JobDeclaration> = Record<string, JobDeclaration>,
+> {
   name: Name;
   jobs: Jobs;
   /** Worker options beyond the shared defaults (connection, prefix, retention, lock and stall timings). */
-  worker(config: Config): Partial<Pick<WorkerOptions, 'concurrency' | 'limiter' | 'lockDuration' | 'stalledInterval' | 'maxStalledCount' | 'maxStartedAttempts'>>;
+  worker(
+    config: Config,
+  ): Partial<
+    Pick<WorkerOptions, 'concurrency' | 'limiter' | 'lockDuration' | 'stalledInterval' | 'maxStalledCount' | 'maxStartedAttempts'>
+  >;
 }
 
 export function defineQueue<const Name extends string, const Jobs extends Record<string, JobDeclaration>>(
@@ -68,7 +75,12 @@ export function dispatchJobs<Q extends QueueDefinition>(definition: Q, processor
  * The one Worker factory: shared defaults from config, then the queue's own options. `connection` is the process's
  * worker-profile connection (Deps.workerRedis): the Worker shares it and duplicates it for its blocking reads.
  */
-export function createQueueWorker<Q extends QueueDefinition>(definition: Q, processors: Processors<Q>, config: Config, connection: RedisClient): Worker {
+export function createQueueWorker<Q extends QueueDefinition>(
+  definition: Q,
+  processors: Processors<Q>,
+  config: Config,
+  connection: RedisClient,
+): Worker {
   return new Worker(definition.name, dispatchJobs(definition, processors), {
     connection,
     prefix: config.QUEUE_PREFIX,

@@ -30,7 +30,18 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       timestamp: pino.stdTimeFunctions.isoTime,
       // Belt and braces: these keys never reach a log line even if someone logs them.
       redact: {
-        paths: ['token', '*.token', 'email', '*.email', 'link', '*.link', 'password', 'secret', 'req.headers.authorization', 'req.headers["webhook-signature"]'],
+        paths: [
+          'token',
+          '*.token',
+          'email',
+          '*.email',
+          'link',
+          '*.link',
+          'password',
+          'secret',
+          'req.headers.authorization',
+          'req.headers["webhook-signature"]',
+        ],
         censor: '[redacted]',
       },
       serializers: {
@@ -47,5 +58,5 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
 
 /** Whether `log` writes info lines (Fastify's logger type does not expose pino's isLevelEnabled). */
 export function logsInfo(log: Logger): boolean {
-  return (pino.levels.values[log.level] ?? Infinity) <= pino.levels.values.info!;
+  return (pino.levels.values[log.level] ?? Infinity) <= pino.levels.values.info;
 }

@@ -122,6 +122,8 @@ export async function registerRateLimit(app: FastifyInstance, deps: RateLimitSto
     // The default key is request.ip (IPv6 grouped by subnet): the socket's address, or
     // X-Forwarded-For's as far as TRUST_PROXY trusts it.
     errorResponseBuilder: (_request, context) =>
-      Object.assign(new Error(`rate limit exceeded, retry in ${Math.max(1, Math.ceil(context.ttl / 1000))} s`), { statusCode: context.statusCode }),
+      Object.assign(new Error(`rate limit exceeded, retry in ${Math.max(1, Math.ceil(context.ttl / 1000))} s`), {
+        statusCode: context.statusCode,
+      }),
   });
 }

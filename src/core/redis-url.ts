@@ -55,7 +55,7 @@ function parseAddress(text: string, defaultPort: number, position: number): Redi
   if (!match) throw new RedisUrlError(`host ${position} is not a host or host:port (percent-encode / ? # @ in a password)`);
   const port = match[3] === undefined ? defaultPort : Number(match[3]);
   if (port < 1 || port > 65535) throw new RedisUrlError(`port ${match[3]} is out of range`);
-  return { host: (match[1] ?? match[2])!, port };
+  return { host: match[1] ?? match[2], port };
 }
 
 function parseHostList(text: string, defaultPort: number): RedisAddress[] {
@@ -70,7 +70,8 @@ function parseQuery(query: string | undefined, allowed: readonly string[]): Map<
     if (pair === '') continue;
     const eq = pair.indexOf('=');
     const key = decode(eq === -1 ? pair : pair.slice(0, eq), 'a query parameter');
-    if (!allowed.includes(key)) throw new RedisUrlError(`unknown query parameter "${key}"${allowed.length ? ` (allowed: ${allowed.join(', ')})` : ''}`);
+    if (!allowed.includes(key))
+      throw new RedisUrlError(`unknown query parameter "${key}"${allowed.length ? ` (allowed: ${allowed.join(', ')})` : ''}`);
     params.set(key, decode(eq === -1 ? '' : pair.slice(eq + 1), `query parameter ${key}`));
   }
   return params;
@@ -101,29 +102,37 @@ export function parseRedisUrl(url: string): RedisTopology {
   const match = URL_SHAPE.exec(url.trim());
   if (!match) throw new RedisUrlError('is not a URL of the form scheme://host:port');
   const [, rawScheme, userinfo, hostList, path, query] = match;
-  const scheme = rawScheme!.toLowerCase();
+  const scheme = rawScheme.toLowerCase();
   const credentials = parseCredentials(userinfo);
   switch (scheme) {
     case 'redis':
     case 'rediss': {
       const tls = scheme === 'rediss';
       const params = parseQuery(query, tls ? ['ca'] : []);
-      const addresses = parseHostList(hostList!, DEFAULT_PORT);
-      if (addresses.length > 1) throw new RedisUrlError(`${scheme}:// takes one host; use redis+cluster:// or redis+sentinel:// for several`);
+      const addresses = parseHostList(hostList, DEFAULT_PORT);
+      if (addresses.length > 1)
+        throw new RedisUrlError(`${scheme}:// takes one host; use redis+cluster:// or redis+sentinel:// for several`);
       const ca = params.has('ca') ? readCa(params.get('ca')!) : undefined;
-      return { kind: 'single', address: addresses[0]!, db: parseDb(path), ...credentials, ...(tls ? { tls: ca === undefined ? {} : { ca } } : {}) };
+      return {
+        kind: 'single',
+        address: addresses[0],
+        db: parseDb(path),
+        ...credentials,
+        ...(tls ? { tls: ca === undefined ? {} : { ca } } : {}),
+      };
     }
     case 'redis+cluster': {
       parseQuery(query, []);
       // A cluster has only database 0.
       if (path !== undefined && path !== '/') throw new RedisUrlError('redis+cluster:// takes no path (a cluster has only database 0)');
-      return { kind: 'cluster', nodes: parseHostList(hostList!, DEFAULT_PORT), ...credentials };
+      return { kind: 'cluster', nodes: parseHostList(hostList, DEFAULT_PORT), ...credentials };
     }
     case 'redis+sentinel': {
       parseQuery(query, []);
       const masterName = decode((path ?? '').replace(/^\//, ''), 'the master name');
-      if (masterName === '' || masterName.includes('/')) throw new RedisUrlError('redis+sentinel:// needs the master name as its path: redis+sentinel://host:port,…/MASTER_NAME');
-      return { kind: 'sentinel', sentinels: parseHostList(hostList!, DEFAULT_SENTINEL_PORT), masterName, ...credentials };
+      if (masterName === '' || masterName.includes('/'))
+        throw new RedisUrlError('redis+sentinel:// needs the master name as its path: redis+sentinel://host:port,…/MASTER_NAME');
+      return { kind: 'sentinel', sentinels: parseHostList(hostList, DEFAULT_SENTINEL_PORT), masterName, ...credentials };
     }
     default:
       throw new RedisUrlError(`unknown scheme "${scheme}://" (use redis://, rediss://, redis+cluster:// or redis+sentinel://)`);
@@ -132,7 +141,8 @@ export function parseRedisUrl(url: string): RedisTopology {
 
 /** Host list for logs: never credentials. */
 export function describeRedisTopology(topology: RedisTopology): string {
-  const list = (addresses: RedisAddress[]) => addresses.map((a) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)).join(',');
+  const list = (addresses: RedisAddress[]) =>
+    addresses.map((a) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)).join(',');
   switch (topology.kind) {
     case 'single':
       return `${topology.tls ? 'rediss' : 'redis'}://${list([topology.address])}/${topology.db}`;

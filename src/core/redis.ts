@@ -112,7 +112,7 @@ export async function warnUnlessNoEviction(redis: RedisClient, log: Logger): Pro
     primaries(redis).map(async (node) => {
       const server = `${node.options.host}:${node.options.port}`;
       try {
-        const reply = (await node.config('GET', 'maxmemory-policy')) as string[];
+        const reply = await node.config('GET', 'maxmemory-policy');
         const policy = reply[1];
         if (policy !== 'noeviction') {
           log.warn({ server, maxmemoryPolicy: policy }, 'Redis maxmemory-policy is not noeviction: queued jobs may be evicted');
@@ -131,7 +131,7 @@ export async function warnUnlessNoEviction(redis: RedisClient, log: Logger): Pro
  */
 export async function checkRedisReady(redis: RedisClient): Promise<void> {
   if (redis instanceof Cluster) {
-    const info = (await redis.cluster('INFO')) as string;
+    const info = await redis.cluster('INFO');
     if (!/^cluster_state:ok\b/m.test(info)) throw new Error('cluster state is not ok');
     return;
   }

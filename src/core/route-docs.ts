@@ -55,8 +55,8 @@ export function describeRoutes(docs: Record<string, RouteDoc>) {
     Object.assign(schema, { tags: doc.tags, summary: doc.summary, response });
     if (doc.description) schema.description = doc.description;
     if (doc.security) schema.security = doc.security;
-    if (doc.examples?.params && schema.params) schema.params = withPropertyExamples(schema.params as TSchema, doc.examples.params);
-    if (doc.examples?.body !== undefined && schema.body) schema.body = { ...(schema.body as TSchema), examples: [doc.examples.body] };
+    if (doc.examples?.params && schema.params) schema.params = withPropertyExamples(schema.params, doc.examples.params);
+    if (doc.examples?.body !== undefined && schema.body) schema.body = { ...schema.body, examples: [doc.examples.body] };
     if (doc.documentedOnly) {
       if (schema.body || schema.headers || schema.querystring || schema.params) {
         throw new Error(`${route.url}: documentedOnly is for routes that validate nothing through Fastify`);
@@ -67,4 +67,3 @@ export function describeRoutes(docs: Record<string, RouteDoc>) {
     route.schema = schema;
   };
 }
-

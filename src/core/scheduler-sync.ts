@@ -51,7 +51,12 @@ async function removeFinishedFutureJobs(queue: Queue, id: string, log: Logger): 
   }
 }
 
-async function upsertAndVerify(queue: Queue, definition: AnySchedulerDefinition, config: Config, log: Logger): Promise<SchedulerSyncResult> {
+async function upsertAndVerify(
+  queue: Queue,
+  definition: AnySchedulerDefinition,
+  config: Config,
+  log: Logger,
+): Promise<SchedulerSyncResult> {
   const repeat = definition.repeat(config);
   const job = definition.job(config);
   let repaired = false;
@@ -99,7 +104,10 @@ export async function syncSchedulers(
     } else {
       const removed = await queue.removeJobScheduler(definition.id);
       const result: SchedulerSyncResult = { id: definition.id, action: removed ? 'removed' : 'absent' };
-      log.info({ ...result, queue: definition.queue, schedulerId: definition.id }, removed ? 'job scheduler removed' : 'job scheduler disabled (none to remove)');
+      log.info(
+        { ...result, queue: definition.queue, schedulerId: definition.id },
+        removed ? 'job scheduler removed' : 'job scheduler disabled (none to remove)',
+      );
       results.push(result);
     }
   }

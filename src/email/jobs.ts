@@ -6,11 +6,11 @@ export const EMAIL_VERIFICATION_JOB = 'email-verification';
 export const ORDER_TRACKING_LINK_JOB = 'order-tracking-link';
 
 // Payloads carry ids only: no address or token ever sits in Redis or the outbox.
-export const EmailVerificationPayloadSchema = Type.Object({ userId: Type.String({ pattern: '^[0-9]+$' }) }, { additionalProperties: false });
-export const OrderTrackingLinkPayloadSchema = Type.Object(
-  { orderId: Type.String({ format: 'uuid' }) },
+export const EmailVerificationPayloadSchema = Type.Object(
+  { userId: Type.String({ pattern: '^[0-9]+$' }) },
   { additionalProperties: false },
 );
+export const OrderTrackingLinkPayloadSchema = Type.Object({ orderId: Type.String({ format: 'uuid' }) }, { additionalProperties: false });
 
 export const emailQueue = defineQueue({
   name: EMAIL_QUEUE,

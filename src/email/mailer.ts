@@ -76,14 +76,28 @@ export function parseRetryAfterMs(reply: string): number | undefined {
   const match = RETRY_HINT.exec(reply);
   if (!match) return undefined;
   const value = Number(match[1]);
-  const unit = match[2]!.toLowerCase();
+  const unit = match[2].toLowerCase();
   if (unit === 'ms' || unit.startsWith('milli')) return value;
   if (unit.startsWith('m')) return value * 60_000;
   return value * 1000;
 }
 
 // Node's socket and DNS errors, and nodemailer's own codes for connection, greeting, TLS, DNS and login failures.
-const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'ECONNECTION', 'ESOCKET', 'EDNS', 'ETLS', 'EAUTH']);
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+  'ECONNECTION',
+  'ESOCKET',
+  'EDNS',
+  'ETLS',
+  'EAUTH',
+]);
 // 530 authentication required, 534 mechanism too weak, 535 credentials invalid, 454 temporary auth failure.
 const AUTH_REPLY_CODES = new Set([454, 530, 534, 535]);
 
@@ -100,11 +114,15 @@ export function classifySmtpError(error: unknown): SmtpFailure {
   const reply = response ?? '';
   const retryAfterMs = parseRetryAfterMs(reply);
   const rateWorded = RATE_WORDING.test(reply) || retryAfterMs !== undefined;
-  if (responseCode === 429 || ((responseCode === 421 || responseCode === 450 || responseCode === 451 || responseCode === 452) && rateWorded)) {
+  if (
+    responseCode === 429 ||
+    ((responseCode === 421 || responseCode === 450 || responseCode === 451 || responseCode === 452) && rateWorded)
+  ) {
     return retryAfterMs === undefined ? { kind: 'throttle' } : { kind: 'throttle', retryAfterMs };
   }
   if (responseCode === 421) return { kind: 'outage', cause: 'smtp-unavailable' };
-  if ((typeof responseCode === 'number' && AUTH_REPLY_CODES.has(responseCode)) || code === 'EAUTH') return { kind: 'outage', cause: 'smtp-auth' };
+  if ((typeof responseCode === 'number' && AUTH_REPLY_CODES.has(responseCode)) || code === 'EAUTH')
+    return { kind: 'outage', cause: 'smtp-auth' };
   if (code && UNREACHABLE_CODES.has(code) && responseCode === undefined) return { kind: 'outage', cause: 'smtp-unreachable' };
   if (typeof responseCode === 'number' && responseCode >= 500 && responseCode < 600) return { kind: 'permanent' };
   return { kind: 'transient' };

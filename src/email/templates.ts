@@ -21,21 +21,24 @@ const STYLE = {
 /** An HTML part that reads well in a mail app and in a browser: doctype, lang, viewport, one button, the raw link as a fallback. */
 function layout(title: string, paragraphs: string[], link: { href: string; label: string }, footer?: string): string {
   const body: SafeHtml = html`<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${title}</title>
-</head>
-<body style="${STYLE.body}">
-<main style="${STYLE.card}">
-<h1 style="${STYLE.heading}">${title}</h1>
-${paragraphs.map((p) => html`<p style="${STYLE.paragraph}">${p}</p>\n`)}<p style="${STYLE.paragraph}"><a href="${link.href}" style="${STYLE.button}">${link.label}</a></p>
-${footer ? html`<p style="${STYLE.paragraph}">${footer}</p>\n` : ''}<p style="${STYLE.fallback}">If the button does not work, open this link: <a href="${link.href}" style="${STYLE.fallbackLink}">${link.href}</a></p>
-</main>
-</body>
-</html>
-`;
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <meta name="viewport" content="width=device-width, initial-scale=1" />
+        <title>${title}</title>
+      </head>
+      <body style="${STYLE.body}">
+        <main style="${STYLE.card}">
+          <h1 style="${STYLE.heading}">${title}</h1>
+          ${paragraphs.map((p) => html`<p style="${STYLE.paragraph}">${p}</p> `)}
+          <p style="${STYLE.paragraph}"><a href="${link.href}" style="${STYLE.button}">${link.label}</a></p>
+          ${footer ? html`<p style="${STYLE.paragraph}">${footer}</p> ` : ''}
+          <p style="${STYLE.fallback}">
+            If the button does not work, open this link: <a href="${link.href}" style="${STYLE.fallbackLink}">${link.href}</a>
+          </p>
+        </main>
+      </body>
+    </html> `;
   return body.markup;
 }
 
@@ -51,11 +54,7 @@ export function verificationEmail(to: { email: string; name: string | null }, li
   };
 }
 
-export function orderTrackingEmail(
-  to: string,
-  order: { id: string; amount: number; currency: string },
-  link: string,
-): OutgoingEmail {
+export function orderTrackingEmail(to: string, order: { id: string; amount: number; currency: string }, link: string): OutgoingEmail {
   const amount = formatMinorUnits(order.amount, order.currency);
   const lines = [`Thank you: your payment of ${amount} for order ${order.id} was received.`, 'Follow your order here:'];
   return {

@@ -41,12 +41,24 @@ export function createOutagePauses(deps: EmailWorkerDeps) {
       const now = Date.now();
       const newPause = now >= pausedUntil;
       if (newPause) consecutive += 1;
-      const pauseMs = Math.min(deps.config.EMAIL_OUTAGE_PAUSE_MS * 2 ** Math.min(consecutive - 1, 30), deps.config.EMAIL_OUTAGE_MAX_PAUSE_MS);
+      const pauseMs = Math.min(
+        deps.config.EMAIL_OUTAGE_PAUSE_MS * 2 ** Math.min(consecutive - 1, 30),
+        deps.config.EMAIL_OUTAGE_MAX_PAUSE_MS,
+      );
       if (newPause) {
         pausedUntil = now + pauseMs;
         deps.metrics.emailOutagePauses.inc({ cause });
         deps.log.error(
-          { queue: EMAIL_QUEUE, jobId: job.id, jobName: job.name, attempt: job.attemptsStarted, cause, pauseMs, consecutivePauses: consecutive, reason: maskEmailsIn((error as Error)?.message ?? String(error)) },
+          {
+            queue: EMAIL_QUEUE,
+            jobId: job.id,
+            jobName: job.name,
+            attempt: job.attemptsStarted,
+            cause,
+            pauseMs,
+            consecutivePauses: consecutive,
+            reason: maskEmailsIn((error as Error)?.message ?? String(error)),
+          },
           'downstream outage: pausing the email queue (no attempt spent)',
         );
       }
@@ -66,7 +78,11 @@ export function createOutagePauses(deps: EmailWorkerDeps) {
 type OutagePauses = ReturnType<typeof createOutagePauses>;
 
 /** The email job processor around one composer: dedupe, compose, send, classify failures. */
-export function processEmailJob<N extends EmailJobName>(deps: EmailWorkerDeps, compose: EmailComposer<N>, outages: OutagePauses = createOutagePauses(deps)) {
+export function processEmailJob<N extends EmailJobName>(
+  deps: EmailWorkerDeps,
+  compose: EmailComposer<N>,
+  outages: OutagePauses = createOutagePauses(deps),
+) {
   const sendOnce = async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<{ sent: boolean }> => {
     const jobId = job.id!;
 
@@ -86,15 +102,22 @@ export function processEmailJob<N extends EmailJobName>(deps: EmailWorkerDeps, c
       if (failure.kind === 'outage') return outages.pause(failure.cause, error, job);
       if (failure.kind === 'throttle') {
         const pauseMs = Math.min(Math.max(failure.retryAfterMs ?? deps.config.EMAIL_THROTTLE_MS, 1000), 3_600_000);
-        deps.log.warn({ queue: EMAIL_QUEUE, jobId, jobName: job.name, attempt: job.attemptsStarted, pauseMs }, 'SMTP server throttled us; pausing the email queue');
+        deps.log.warn(
+          { queue: EMAIL_QUEUE, jobId, jobName: job.name, attempt: job.attemptsStarted, pauseMs },
+          'SMTP server throttled us; pausing the email queue',
+        );
         await deps.queues[EMAIL_QUEUE].rateLimit(pauseMs);
         // Puts the job back without spending an attempt.
         throw new RateLimitError();
       }
       if (failure.kind === 'permanent') throw new UnrecoverableError(`permanent SMTP failure: ${reason}`);
-      throw new Error(`SMTP failure (will retry): ${reason}`);
+      throw new Error(`SMTP failure (will retry): ${reason}`, { cause: error });
     }
-    await deps.db.insertInto('sent_emails').values({ job_id: jobId }).onConflict((oc) => oc.doNothing()).execute();
+    await deps.db
+      .insertInto('sent_emails')
+      .values({ job_id: jobId })
+      .onConflict((oc) => oc.doNothing())
+      .execute();
     return { sent: true };
   };
 

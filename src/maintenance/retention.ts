@@ -73,7 +73,9 @@ export const RETENTION_DELETERS: readonly RetentionDeleter[] = [
     async deleteBatch(db, cutoff, limit) {
       const result = await db
         .deleteFrom('signup_throttle')
-        .where('address_key', 'in', (eb) => eb.selectFrom('signup_throttle').select('address_key').where('last_queued_at', '<', cutoff).limit(limit))
+        .where('address_key', 'in', (eb) =>
+          eb.selectFrom('signup_throttle').select('address_key').where('last_queued_at', '<', cutoff).limit(limit),
+        )
         .executeTakeFirst();
       return Number(result.numDeletedRows);
     },
@@ -105,14 +107,14 @@ export async function runRetention(db: Db, log: Logger, options: RetentionOption
   const started = performance.now();
   // The database's clock, as the rows' timestamps are the database's.
   const { rows } = await sql<{ cutoff: Date }>`select now() - make_interval(days => ${options.retentionDays}) as cutoff`.execute(db);
-  const cutoff = rows[0]!.cutoff;
+  const cutoff = rows[0].cutoff;
   const deleted: Record<string, number> = {};
   for (const deleter of options.deleters ?? RETENTION_DELETERS) {
     deleted[deleter.name] = 0;
     for (;;) {
       options.signal?.throwIfAborted();
       const count = await deleter.deleteBatch(db, cutoff, options.batchSize);
-      deleted[deleter.name]! += count;
+      deleted[deleter.name] += count;
       if (count < options.batchSize) break;
     }
     await options.onProgress?.({ ...deleted });

@@ -12,7 +12,10 @@ export interface MaintenanceWorkerDeps {
 }
 
 /** The `retention` job: delete what is older than the retention period; the counts are the job's result. */
-export function maintenanceProcessors(deps: MaintenanceWorkerDeps, deleters?: readonly RetentionDeleter[]): Processors<typeof maintenanceQueue> {
+export function maintenanceProcessors(
+  deps: MaintenanceWorkerDeps,
+  deleters?: readonly RetentionDeleter[],
+): Processors<typeof maintenanceQueue> {
   return {
     retention: async ({ retentionDays, batchSize }, job, signal) => {
       const log = deps.log.child({ queue: MAINTENANCE_QUEUE, jobId: job.id, jobName: job.name, attempt: job.attemptsStarted });

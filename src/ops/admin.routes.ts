@@ -20,7 +20,10 @@ export interface AdminRoutesOptions {
 }
 
 const QueueParamsSchema = Type.Object({ queue: SafeString({ minLength: 1, maxLength: 100, examples: ['email'] }) });
-const JobParamsSchema = Type.Object({ queue: SafeString({ minLength: 1, maxLength: 100, examples: ['email'] }), id: SafeString({ minLength: 1, maxLength: 256, examples: ['1'] }) });
+const JobParamsSchema = Type.Object({
+  queue: SafeString({ minLength: 1, maxLength: 100, examples: ['email'] }),
+  id: SafeString({ minLength: 1, maxLength: 256, examples: ['1'] }),
+});
 // Query strings are strings, and the app's Ajv does not coerce: digits, range-checked in the handler.
 const FailedQuerySchema = Type.Object(
   {
@@ -37,7 +40,9 @@ const QueuesAnswerSchema = Type.Object(
     queues: Type.Array(
       Type.Object({
         name: Type.String(),
-        counts: Type.Record(Type.String(), Type.Integer(), { description: 'jobs per BullMQ state (waiting, active, delayed, prioritized, completed, failed, …)' }),
+        counts: Type.Record(Type.String(), Type.Integer(), {
+          description: 'jobs per BullMQ state (waiting, active, delayed, prioritized, completed, failed, …)',
+        }),
         schedulers: Type.Array(
           Type.Object({
             id: Type.String(),
@@ -82,15 +87,25 @@ function adminDoc(doc: Omit<RouteDoc, 'tags' | 'security'>): RouteDoc {
 
 // For GET /docs/openapi.json: what each route answers, beyond its schemas.
 const ADMIN_ROUTE_DOCS: Record<string, RouteDoc> = {
-  'GET /admin/queues': adminDoc({ summary: 'Job counts per state and the job schedulers of every queue', responses: { 200: QueuesAnswerSchema } }),
+  'GET /admin/queues': adminDoc({
+    summary: 'Job counts per state and the job schedulers of every queue',
+    responses: { 200: QueuesAnswerSchema },
+  }),
   'GET /admin/queues/:queue/failed': adminDoc({
     summary: "A queue's failed jobs",
-    responses: { 200: FailedJobsAnswerSchema, 400: `start or limit not digits, or limit outside 1–${MAX_FAILED_PAGE}`, 404: 'unknown queue' },
+    responses: {
+      200: FailedJobsAnswerSchema,
+      400: `start or limit not digits, or limit outside 1–${MAX_FAILED_PAGE}`,
+      404: 'unknown queue',
+    },
   }),
   'POST /admin/queues/:queue/jobs/:id/retry': adminDoc({
     summary: 'Retry a failed job, with a fresh set of attempts',
     responses: {
-      200: Type.Object({ queue: Type.String(), jobId: Type.String(), status: Type.Literal('retried') }, { description: 'the job is waiting again' }),
+      200: Type.Object(
+        { queue: Type.String(), jobId: Type.String(), status: Type.Literal('retried') },
+        { description: 'the job is waiting again' },
+      ),
       404: 'unknown queue, unknown job, or a job that is not failed',
     },
   }),
@@ -126,43 +141,54 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastif
           name,
           counts,
           // The template's data is left out on purpose: it may carry payloads.
-          schedulers: schedulers.map((s) => ({ id: s.key, name: s.name, pattern: s.pattern ?? null, every: s.every ?? null, tz: s.tz ?? null, next: s.next ?? null })),
+          schedulers: schedulers.map((s) => ({
+            id: s.key,
+            name: s.name,
+            pattern: s.pattern ?? null,
+            every: s.every ?? null,
+            tz: s.tz ?? null,
+            next: s.next ?? null,
+          })),
         };
       }),
     );
     return { queues };
   });
 
-  app.get('/admin/queues/:queue/failed', { schema: { params: QueueParamsSchema, querystring: FailedQuerySchema } }, async (request, reply) => {
-    const { queue: name } = request.params;
-    if (!isQueueName(name)) return notFound(reply, `unknown queue ${name}`);
-    const queue = deps.queues[name];
-    const start = Number(request.query.start ?? 0);
-    const limit = Number(request.query.limit ?? 100);
-    if (limit < 1 || limit > MAX_FAILED_PAGE) {
-      return sendError(reply, 400, `querystring/limit must be between 1 and ${MAX_FAILED_PAGE}`);
-    }
-    const [total, jobs] = await Promise.all([queue.getFailedCount(), queue.getFailed(start, start + limit - 1)]);
-    return {
-      queue: name,
-      total,
-      // Never job.data: payloads stay in Redis.
-      jobs: jobs.filter(Boolean).map((job) => ({
-        // The contract's fields: id, name, reason, attempts, time (when it failed)...
-        id: job.id ?? null,
-        name: job.name,
-        reason: job.failedReason ?? null,
-        attempts: job.attemptsMade,
-        time: new Date(job.finishedOn ?? job.timestamp).toISOString(),
-        // ...and BullMQ's own names, for operators who know them.
-        failedReason: job.failedReason ?? null,
-        attemptsMade: job.attemptsMade,
-        timestamp: job.timestamp,
-        processedOn: job.processedOn ?? null,
-        finishedOn: job.finishedOn ?? null,
-      })),
-    };
-  });
+  app.get(
+    '/admin/queues/:queue/failed',
+    { schema: { params: QueueParamsSchema, querystring: FailedQuerySchema } },
+    async (request, reply) => {
+      const { queue: name } = request.params;
+      if (!isQueueName(name)) return notFound(reply, `unknown queue ${name}`);
+      const queue = deps.queues[name];
+      const start = Number(request.query.start ?? 0);
+      const limit = Number(request.query.limit ?? 100);
+      if (limit < 1 || limit > MAX_FAILED_PAGE) {
+        return sendError(reply, 400, `querystring/limit must be between 1 and ${MAX_FAILED_PAGE}`);
+      }
+      const [total, jobs] = await Promise.all([queue.getFailedCount(), queue.getFailed(start, start + limit - 1)]);
+      return {
+        queue: name,
+        total,
+        // Never job.data: payloads stay in Redis.
+        jobs: jobs.filter(Boolean).map((job) => ({
+          // The contract's fields: id, name, reason, attempts, time (when it failed)...
+          id: job.id ?? null,
+          name: job.name,
+          reason: job.failedReason ?? null,
+          attempts: job.attemptsMade,
+          time: new Date(job.finishedOn ?? job.timestamp).toISOString(),
+          // ...and BullMQ's own names, for operators who know them.
+          failedReason: job.failedReason ?? null,
+          attemptsMade: job.attemptsMade,
+          timestamp: job.timestamp,
+          processedOn: job.processedOn ?? null,
+          finishedOn: job.finishedOn ?? null,
+        })),
+      };
+    },
+  );
 
   app.post('/admin/queues/:queue/jobs/:id/retry', { schema: { params: JobParamsSchema } }, async (request, reply) => {
     const { queue: name, id } = request.params;
@@ -179,7 +205,10 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastif
 
   app.post('/admin/sweeps', async (_request, reply) => {
     // The same one-off job as `npm run sweep -- --enqueue`, with the configured window and batch.
-    const jobId = await enqueuePaymentsSweep(deps.queues, { windowHours: deps.config.PAYMENTS_RECONCILE_WINDOW_HOURS, limit: deps.config.PAYMENTS_RECONCILE_LIMIT });
+    const jobId = await enqueuePaymentsSweep(deps.queues, {
+      windowHours: deps.config.PAYMENTS_RECONCILE_WINDOW_HOURS,
+      limit: deps.config.PAYMENTS_RECONCILE_LIMIT,
+    });
     return reply.code(202).send({ jobId });
   });
 };

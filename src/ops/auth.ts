@@ -17,7 +17,7 @@ function unauthorized(reply: FastifyReply, challenge: string) {
 export function requireBearer(token: string) {
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const match = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '');
-    if (!match || !secretsEqual(match[1]!.trim(), token)) return unauthorized(reply, 'Bearer realm="errand-admin"');
+    if (!match || !secretsEqual(match[1].trim(), token)) return unauthorized(reply, 'Bearer realm="errand-admin"');
   };
 }
 
@@ -25,7 +25,7 @@ export function requireBearer(token: string) {
 export function requireBasicPassword(password: string) {
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const match = /^Basic\s+([A-Za-z0-9+/=]+)$/i.exec(request.headers.authorization ?? '');
-    const decoded = match ? Buffer.from(match[1]!, 'base64').toString('utf8') : '';
+    const decoded = match ? Buffer.from(match[1], 'base64').toString('utf8') : '';
     const colon = decoded.indexOf(':');
     if (colon < 0 || !secretsEqual(decoded.slice(colon + 1), password)) {
       return unauthorized(reply, 'Basic realm="errand-admin", charset="UTF-8"');

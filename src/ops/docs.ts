@@ -11,7 +11,12 @@ export const BOARD_BASIC = 'boardBasic';
 
 /** An admin API route: tag, bearer scheme, and the 401 its onRequest hook answers. */
 export function adminRouteDoc(doc: Omit<RouteDoc, 'tags' | 'security'>): RouteDoc {
-  return { ...doc, tags: ['admin'], security: [{ [ADMIN_BEARER]: [] }], responses: { ...doc.responses, 401: 'missing or wrong bearer token' } };
+  return {
+    ...doc,
+    tags: ['admin'],
+    security: [{ [ADMIN_BEARER]: [] }],
+    responses: { ...doc.responses, 401: 'missing or wrong bearer token' },
+  };
 }
 
 /**

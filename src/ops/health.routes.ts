@@ -34,7 +34,10 @@ const HEALTH_ROUTE_DOCS: Record<string, RouteDoc> = {
     summary: 'Readiness: PostgreSQL and Redis reachable',
     responses: {
       200: Type.Object({ status: Type.Literal('ready'), checks: ChecksSchema }, { description: 'both reachable' }),
-      503: Type.Object({ status: Type.Literal('unavailable'), checks: ChecksSchema }, { description: 'a check failed; it is named in checks' }),
+      503: Type.Object(
+        { status: Type.Literal('unavailable'), checks: ChecksSchema },
+        { description: 'a check failed; it is named in checks' },
+      ),
     },
   },
 };

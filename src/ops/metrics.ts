@@ -238,7 +238,8 @@ export const metricsRoutes = async (app: FastifyInstance, options: { metrics: Me
       'GET /metrics': {
         tags: ['ops'],
         summary: 'Prometheus metrics of this process (text format 0.0.4)',
-        description: 'Queue depth per queue and state, job completions, failures and durations, outbox backlog, HTTP durations, process metrics. See the README for the list.',
+        description:
+          'Queue depth per queue and state, job completions, failures and durations, outbox backlog, HTTP durations, process metrics. See the README for the list.',
         responses: { 200: { description: 'Prometheus text exposition', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },
     }),

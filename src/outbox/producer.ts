@@ -29,7 +29,11 @@ export async function enqueue<Q extends QueueName, N extends JobName<Q>>(
   jobName: N,
   data: Payload<Q, N>,
 ): Promise<OutboxRow> {
-  return trx.insertInto('outbox').values(outboxValues(queue, jobName, data)).returning(['id', 'queue', 'job_name', 'payload']).executeTakeFirstOrThrow();
+  return trx
+    .insertInto('outbox')
+    .values(outboxValues(queue, jobName, data))
+    .returning(['id', 'queue', 'job_name', 'payload'])
+    .executeTakeFirstOrThrow();
 }
 
 export interface OutboxDeps {
@@ -90,7 +94,10 @@ export type EnqueueInTransaction = <Q extends QueueName, N extends JobName<Q>>(q
  * Runs `work` in one transaction; the jobs it enqueues are committed with its
  * rows and published to Redis right after the commit.
  */
-export async function transactionWithOutbox<T>(deps: OutboxDeps, work: (trx: Transaction<Database>, enqueueJob: EnqueueInTransaction) => Promise<T>): Promise<T> {
+export async function transactionWithOutbox<T>(
+  deps: OutboxDeps,
+  work: (trx: Transaction<Database>, enqueueJob: EnqueueInTransaction) => Promise<T>,
+): Promise<T> {
   const rows: OutboxRow[] = [];
   const result = await deps.db.transaction().execute((trx) =>
     work(trx, async (queue, jobName, data) => {

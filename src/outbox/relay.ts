@@ -27,12 +27,12 @@ interface FailedRow {
 async function publishQueueRows(deps: RelayDeps, rows: OutboxRow[], published: string[], failed: FailedRow[]): Promise<boolean> {
   try {
     if (deps.redis.status !== 'ready') throw new Error(`redis not connected (${deps.redis.status})`);
-    await queueForRow(deps.queues, rows[0]!).addBulk(rows.map(jobForRow));
+    await queueForRow(deps.queues, rows[0]).addBulk(rows.map(jobForRow));
     published.push(...rows.map((row) => row.id));
     return true;
   } catch (err) {
     if (deps.redis.status !== 'ready') {
-      deps.log.warn({ queue: rows[0]!.queue, rows: rows.length, err }, 'outbox relay could not publish; will retry');
+      deps.log.warn({ queue: rows[0].queue, rows: rows.length, err }, 'outbox relay could not publish; will retry');
       return false; // Redis is away: not the rows' fault, and the other queues would fail the same way.
     }
   }
@@ -111,7 +111,10 @@ const REPUBLISH_WINDOW_MS = 60_000;
  * without sleeping. Each time the producer connection becomes ready (start,
  * reconnect, failover) it first re-adds the rows published in the last minute.
  */
-export function startOutboxRelay(deps: RelayDeps, options: { intervalMs: number; graceMs: number; batchSize?: number; maxFailures?: number }): OutboxRelay {
+export function startOutboxRelay(
+  deps: RelayDeps,
+  options: { intervalMs: number; graceMs: number; batchSize?: number; maxFailures?: number },
+): OutboxRelay {
   const batchSize = options.batchSize ?? 500;
   const maxFailures = options.maxFailures ?? 5;
   const stopping = new AbortController();

@@ -24,7 +24,7 @@ export async function republishRecentRows(deps: OutboxDeps, options: { windowMs:
       .execute();
     if (rows.length === 0) return total;
     for (const queueRows of groupByQueue(rows).values()) {
-      await queueForRow(deps.queues, queueRows[0]!).addBulk(queueRows.map(jobForRow));
+      await queueForRow(deps.queues, queueRows[0]).addBulk(queueRows.map(jobForRow));
     }
     total += rows.length;
     afterId = rows.at(-1)!.id;

@@ -5,7 +5,11 @@ import { recordPaymentEvent } from './repository.js';
 import { settlePayment, type PaymentOutcome, type SettleResult, type TransitionDeps } from './transitions.js';
 
 // The literals written out: a Type.Union over `.map()` gets a plain array type, and Static<> of it is never.
-export const PaymentEventTypeSchema = Type.Union([Type.Literal('payment.succeeded'), Type.Literal('payment.failed'), Type.Literal('payment.expired')]);
+export const PaymentEventTypeSchema = Type.Union([
+  Type.Literal('payment.succeeded'),
+  Type.Literal('payment.failed'),
+  Type.Literal('payment.expired'),
+]);
 export type PaymentEventType = Static<typeof PaymentEventTypeSchema>;
 export const PAYMENT_EVENT_TYPES: readonly PaymentEventType[] = PaymentEventTypeSchema.anyOf.map((literal) => literal.const);
 
@@ -48,9 +52,13 @@ const eventId = Compile(EventIdSchema);
 const optionalProviderRef = Compile(OptionalProviderRefSchema);
 const handledEvent = Compile(PaymentEventSchema);
 
-function firstError(validator: { Errors(value: unknown): Array<{ instancePath: string; message: string; keyword?: string; params?: unknown }> }, body: unknown): string {
+function firstError(
+  validator: { Errors(value: unknown): Array<{ instancePath: string; message: string; keyword?: string; params?: unknown }> },
+  body: unknown,
+): string {
   const [first] = validator.Errors(body);
-  const safe = first?.keyword === 'pattern' ? describeSafeStringFailure((first.params as { pattern?: unknown } | undefined)?.pattern) : undefined;
+  const safe =
+    first?.keyword === 'pattern' ? describeSafeStringFailure((first.params as { pattern?: unknown } | undefined)?.pattern) : undefined;
   return `${first?.instancePath || 'body'} ${safe ?? first?.message ?? 'is invalid'}`;
 }
 
@@ -87,6 +95,9 @@ export function processPaymentEvent(deps: TransitionDeps, id: string, event: Pay
 }
 
 /** Records an event errand does not handle; false when its id was already recorded (a replay). */
-export function recordIgnoredPaymentEvent(deps: Pick<TransitionDeps, 'db'>, ignored: { id: string; type: string; providerRef: string | null }): Promise<boolean> {
+export function recordIgnoredPaymentEvent(
+  deps: Pick<TransitionDeps, 'db'>,
+  ignored: { id: string; type: string; providerRef: string | null },
+): Promise<boolean> {
   return recordPaymentEvent(deps.db, { eventId: ignored.id, type: ignored.type, providerRef: ignored.providerRef, orderId: null });
 }

@@ -45,14 +45,17 @@ const OrderTrackingSchema = Type.Object({
 // Not `format: uuid`: a malformed id is just another wrong id (404), not a 400 that tells ids apart.
 // No length limits and no type on token: an overlong, repeated (?token=a&token=b) or odd token is a wrong token (404).
 const TrackingParamsSchema = Type.Object({ id: SafeString({ examples: ['0192f1c4-6c1e-7a4b-9d3e-2f5a8b7c6d10'] }) });
-const TrackingQuerySchema = Type.Object({ token: Type.Optional(Type.Unknown({ description: 'from the tracking email', examples: ['token-from-the-email'] })) });
+const TrackingQuerySchema = Type.Object({
+  token: Type.Optional(Type.Unknown({ description: 'from the tracking email', examples: ['token-from-the-email'] })),
+});
 
 // For GET /docs/openapi.json: what each route answers, beyond its schemas.
 const ORDER_ROUTE_DOCS: Record<string, RouteDoc> = {
   'POST /orders': {
     tags: ['orders'],
     summary: 'Create an order',
-    description: 'amount is a positive integer in minor units (cents); currency is 3 upper-case letters. The order waits for the payment webhook or a sweep.',
+    description:
+      'amount is a positive integer in minor units (cents); currency is 3 upper-case letters. The order waits for the payment webhook or a sweep.',
     responses: {
       201: 'created, pending payment',
       400: 'invalid email, amount or currency; unknown property or wrong type',
@@ -95,7 +98,12 @@ export const orderRoutes: FastifyPluginAsync<OrderRoutesOptions> = async (fastif
     { bodyLimit: 16 * 1024, config: { rateLimit: {} }, schema: { body: CreateOrderBodySchema, response: { 201: OrderCreatedSchema } } },
     async (request, reply) => {
       const email = request.body.email.trim().toLowerCase();
-      const order = await insertOrder(deps.db, { email, amount: request.body.amount, currency: request.body.currency, providerRef: newProviderRef() });
+      const order = await insertOrder(deps.db, {
+        email,
+        amount: request.body.amount,
+        currency: request.body.currency,
+        providerRef: newProviderRef(),
+      });
       request.log.info({ orderId: order.id, recipient: maskEmail(email) }, 'order created');
       return reply.code(201).send({
         id: order.id,
@@ -110,17 +118,32 @@ export const orderRoutes: FastifyPluginAsync<OrderRoutesOptions> = async (fastif
 
   app.get(
     '/orders/:id/tracking',
-    { schema: { params: TrackingParamsSchema, querystring: TrackingQuerySchema, response: { 200: OrderTrackingSchema, 404: ErrorResponseSchema } } },
+    {
+      schema: {
+        params: TrackingParamsSchema,
+        querystring: TrackingQuerySchema,
+        response: { 200: OrderTrackingSchema, 404: ErrorResponseSchema },
+      },
+    },
     async (request, reply) => {
       const { id } = request.params;
       // The buyer's browser gets a page; API clients keep JSON. Caches must key on Accept.
       const wantsPage = prefersHtml(request.headers.accept);
       reply.header('vary', 'Accept');
       // The token is checked first, without touching the database; every failure gets the same answer.
-      const order = typeof request.query.token === 'string' && isValidTrackingToken(trackingKey, id, request.query.token) && isUuid(id) ? await findOrderById(deps.db, id) : undefined;
+      const order =
+        typeof request.query.token === 'string' && isValidTrackingToken(trackingKey, id, request.query.token) && isUuid(id)
+          ? await findOrderById(deps.db, id)
+          : undefined;
       if (!order) return wantsPage ? sendPage(reply, 404, orderNotFoundPage()) : sendError(reply, 404, 'order not found');
       if (wantsPage) return sendPage(reply, 200, orderTrackingPage(order));
-      return { id: order.id, status: order.status, amount: order.amount, currency: order.currency, paidAt: order.paidAt?.toISOString() ?? null };
+      return {
+        id: order.id,
+        status: order.status,
+        amount: order.amount,
+        currency: order.currency,
+        paidAt: order.paidAt?.toISOString() ?? null,
+      };
     },
   );
 };

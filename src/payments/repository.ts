@@ -14,7 +14,16 @@ export interface Order {
 
 const ORDER_COLUMNS = ['id', 'email', 'amount', 'currency', 'status', 'provider_ref', 'paid_at', 'created_at'] as const;
 
-function toOrder(row: { id: string; email: string; amount: string; currency: string; status: OrderStatus; provider_ref: string; paid_at: Date | null; created_at: Date }): Order {
+function toOrder(row: {
+  id: string;
+  email: string;
+  amount: string;
+  currency: string;
+  status: OrderStatus;
+  provider_ref: string;
+  paid_at: Date | null;
+  created_at: Date;
+}): Order {
   return {
     id: row.id,
     email: row.email,
@@ -86,7 +95,13 @@ export async function findPendingOrdersInWindow(db: Db, options: { windowHours: 
     .orderBy('id')
     .limit(options.limit)
     .execute();
-  return rows.map((row) => ({ id: row.id, amount: Number(row.amount), currency: row.currency, providerRef: row.provider_ref, lastCheckedAt: row.last_checked_at }));
+  return rows.map((row) => ({
+    id: row.id,
+    amount: Number(row.amount),
+    currency: row.currency,
+    providerRef: row.provider_ref,
+    lastCheckedAt: row.last_checked_at,
+  }));
 }
 
 /** Stamps the orders the sweep asked the provider about, in one statement. */

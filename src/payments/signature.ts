@@ -30,7 +30,12 @@ export function computeStandardSignature(key: Buffer, id: string, timestamp: num
 }
 
 /** The three headers a Standard Webhooks sender puts on `rawBody`. */
-export function signStandardWebhook(secret: string, id: string, rawBody: Buffer | string, timestamp = Math.floor(Date.now() / 1000)): Record<string, string> {
+export function signStandardWebhook(
+  secret: string,
+  id: string,
+  rawBody: Buffer | string,
+  timestamp = Math.floor(Date.now() / 1000),
+): Record<string, string> {
   const signature = computeStandardSignature(standardWebhooksKey(secret), id, timestamp, rawBody).toString('base64');
   return { [WEBHOOK_ID_HEADER]: id, [WEBHOOK_TIMESTAMP_HEADER]: String(timestamp), [SIGNATURE_HEADER]: `v1,${signature}` };
 }
@@ -38,8 +43,7 @@ export function signStandardWebhook(secret: string, id: string, rawBody: Buffer 
 export type SignatureFailure = 'missing' | 'malformed' | 'timestamp' | 'mismatch';
 export type SignatureScheme = 'timestamped-hex' | 'standard-webhooks';
 export type SignatureCheck =
-  | { ok: true; scheme: SignatureScheme }
-  | { ok: false; scheme: SignatureScheme | undefined; reason: SignatureFailure; message: string };
+  { ok: true; scheme: SignatureScheme } | { ok: false; scheme: SignatureScheme | undefined; reason: SignatureFailure; message: string };
 
 type Headers = Record<string, string | string[] | undefined>;
 
@@ -93,7 +97,12 @@ function parseStandard(header: string, id: string, timestampValue: string): Pars
   return { scheme: 'standard-webhooks', timestamp, prefix: `${id}.${timestamp}.`, candidates };
 }
 
-const failure = (scheme: SignatureScheme | undefined, reason: SignatureFailure, message: string): SignatureCheck => ({ ok: false, scheme, reason, message });
+const failure = (scheme: SignatureScheme | undefined, reason: SignatureFailure, message: string): SignatureCheck => ({
+  ok: false,
+  scheme,
+  reason,
+  message,
+});
 
 /** One secret's keys, decoded once: the hex scheme signs with the secret's bytes, Standard Webhooks with its decoded key. */
 interface SecretKeys {
@@ -109,7 +118,10 @@ export interface WebhookVerifier {
 /** Decodes every configured secret once (route setup), not per request. */
 export function createWebhookVerifier(secrets: readonly string[]): WebhookVerifier {
   if (secrets.length === 0) throw new Error('at least one webhook secret is required');
-  const keys: SecretKeys[] = secrets.map((secret) => ({ timestampedHex: Buffer.from(secret, 'utf8'), standard: standardWebhooksKey(secret) }));
+  const keys: SecretKeys[] = secrets.map((secret) => ({
+    timestampedHex: Buffer.from(secret, 'utf8'),
+    standard: standardWebhooksKey(secret),
+  }));
 
   return {
     verify(headers, rawBody, nowMs = Date.now()) {
@@ -117,16 +129,25 @@ export function createWebhookVerifier(secrets: readonly string[]): WebhookVerifi
       if (header === undefined || header === '') return failure(undefined, 'missing', `missing ${SIGNATURE_HEADER} header`);
       if (typeof header !== 'string') return failure(undefined, 'malformed', `malformed ${SIGNATURE_HEADER} header`);
       // `t=…,v1=…` has `=` in its first comma-separated part; Standard Webhooks' `v1,<base64>` does not.
-      const standard = !header.split(',', 1)[0]!.includes('=');
+      const standard = !header.split(',', 1)[0].includes('=');
       let parsed: ParsedSignature | undefined;
       if (standard) {
         const id = headers[WEBHOOK_ID_HEADER];
         const timestamp = headers[WEBHOOK_TIMESTAMP_HEADER];
         if (typeof id !== 'string' || id === '' || typeof timestamp !== 'string' || timestamp === '') {
-          return failure('standard-webhooks', 'missing', `missing ${WEBHOOK_ID_HEADER} or ${WEBHOOK_TIMESTAMP_HEADER} header for a Standard Webhooks ${SIGNATURE_HEADER}`);
+          return failure(
+            'standard-webhooks',
+            'missing',
+            `missing ${WEBHOOK_ID_HEADER} or ${WEBHOOK_TIMESTAMP_HEADER} header for a Standard Webhooks ${SIGNATURE_HEADER}`,
+          );
         }
         parsed = parseStandard(header, id, timestamp);
-        if (!parsed) return failure('standard-webhooks', 'malformed', `malformed ${SIGNATURE_HEADER}, ${WEBHOOK_ID_HEADER} or ${WEBHOOK_TIMESTAMP_HEADER} header`);
+        if (!parsed)
+          return failure(
+            'standard-webhooks',
+            'malformed',
+            `malformed ${SIGNATURE_HEADER}, ${WEBHOOK_ID_HEADER} or ${WEBHOOK_TIMESTAMP_HEADER} header`,
+          );
       } else {
         parsed = parseTimestampedHex(header);
         if (!parsed) return failure('timestamped-hex', 'malformed', `malformed ${SIGNATURE_HEADER} header`);
@@ -143,7 +164,9 @@ export function createWebhookVerifier(secrets: readonly string[]): WebhookVerifi
           .digest();
         for (const candidate of parsed.candidates) matched = timingSafeEqual(candidate, expected) || matched;
       }
-      return matched ? { ok: true, scheme: parsed.scheme } : failure(parsed.scheme, 'mismatch', `${SIGNATURE_HEADER} does not match the body`);
+      return matched
+        ? { ok: true, scheme: parsed.scheme }
+        : failure(parsed.scheme, 'mismatch', `${SIGNATURE_HEADER} does not match the body`);
     },
   };
 }

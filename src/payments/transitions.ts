@@ -114,7 +114,7 @@ async function runSettleStatement(db: Db, report: PaymentReport): Promise<Settle
       exists (select 1 from recorded) as recorded, moved.previous_status, queued.id as outbox_id, queued.payload as outbox_payload
     from accepted left join ord on true left join moved on true left join queued on true
   `.execute(db);
-  return result.rows[0]!;
+  return result.rows[0];
 }
 
 /**
@@ -136,11 +136,16 @@ export async function settlePayment(deps: TransitionDeps, report: PaymentReport)
   const fields = { orderId: row.order_id, eventId: report.event?.id, outcome: report.outcome };
   if (lateSuccess) {
     deps.lateSuccess.inc();
-    deps.log.warn({ ...fields, previousStatus: row.previous_status }, 'late payment success: order marked paid after it was failed or expired');
+    deps.log.warn(
+      { ...fields, previousStatus: row.previous_status },
+      'late payment success: order marked paid after it was failed or expired',
+    );
   } else if (statusBefore === 'paid' && report.outcome !== 'succeeded') {
     deps.log.warn(fields, 'payment outcome after the order was paid; paid is final, order unchanged');
   }
   const outboxRows: OutboxRow[] =
-    row.outbox_id === null ? [] : [{ id: row.outbox_id, queue: EMAIL_QUEUE, job_name: ORDER_TRACKING_LINK_JOB, payload: row.outbox_payload }];
+    row.outbox_id === null
+      ? []
+      : [{ id: row.outbox_id, queue: EMAIL_QUEUE, job_name: ORDER_TRACKING_LINK_JOB, payload: row.outbox_payload }];
   return { kind: 'settled', orderId: row.order_id, statusBefore, transitioned, lateSuccess, outboxRows };
 }

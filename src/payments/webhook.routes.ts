@@ -10,7 +10,13 @@ import type { Queues } from '../queues.js';
 import { publishAfterCommit } from '../outbox/producer.js';
 import type { PublishedMarks } from '../outbox/published-marks.js';
 import { parsePaymentEvent, PaymentEventSchema, processPaymentEvent, recordIgnoredPaymentEvent } from './events.js';
-import { createWebhookVerifier, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_S, WEBHOOK_ID_HEADER, WEBHOOK_TIMESTAMP_HEADER } from './signature.js';
+import {
+  createWebhookVerifier,
+  SIGNATURE_HEADER,
+  SIGNATURE_TOLERANCE_S,
+  WEBHOOK_ID_HEADER,
+  WEBHOOK_TIMESTAMP_HEADER,
+} from './signature.js';
 
 export const WEBHOOK_BODY_LIMIT = 64 * 1024;
 
@@ -35,7 +41,9 @@ const WebhookHeadersSchema = Type.Object({
       'or Standard Webhooks `v1,<base64>[ v1,<base64>…]` over `${webhook-id}.${webhook-timestamp}.${rawBody}`. ' +
       `Timestamps more than ${SIGNATURE_TOLERANCE_S} s away are refused.`,
   }),
-  [WEBHOOK_ID_HEADER]: Type.Optional(Type.String({ description: 'Standard Webhooks: the message id (also the event id when the body has none)' })),
+  [WEBHOOK_ID_HEADER]: Type.Optional(
+    Type.String({ description: 'Standard Webhooks: the message id (also the event id when the body has none)' }),
+  ),
   [WEBHOOK_TIMESTAMP_HEADER]: Type.Optional(Type.String({ pattern: '^[0-9]+$', description: 'Standard Webhooks: unix seconds' })),
 });
 const WebhookAnswerSchema = Type.Object(
@@ -44,7 +52,9 @@ const WebhookAnswerSchema = Type.Object(
     duplicate: Type.Optional(Type.Literal(true)),
     ignored: Type.Optional(Type.Literal(true)),
   },
-  { description: 'received; `duplicate` for an event id seen before (nothing changes), `ignored` for an event type errand does not handle' },
+  {
+    description: 'received; `duplicate` for an event id seen before (nothing changes), `ignored` for an event type errand does not handle',
+  },
 );
 const WEBHOOK_ROUTE_DOCS: Record<string, RouteDoc> = {
   'POST /payments/webhook': {
@@ -57,7 +67,9 @@ const WEBHOOK_ROUTE_DOCS: Record<string, RouteDoc> = {
     documentedOnly: {
       body: {
         ...PaymentEventSchema,
-        examples: [{ id: 'evt_1', type: 'payment.succeeded', data: { providerRef: 'pay_0123456789abcdef01234567', amount: 1999, currency: 'USD' } }],
+        examples: [
+          { id: 'evt_1', type: 'payment.succeeded', data: { providerRef: 'pay_0123456789abcdef01234567', amount: 1999, currency: 'USD' } },
+        ],
       },
       headers: WebhookHeadersSchema,
     },
@@ -125,7 +137,12 @@ export const webhookRoutes: FastifyPluginAsync<WebhookRoutesOptions> = async (ap
         return { received: true };
       case 'mismatch':
         request.log.error(
-          { ...fields, orderId: result.orderId, expected: result.expected, received: { amount: event.data.amount, currency: event.data.currency } },
+          {
+            ...fields,
+            orderId: result.orderId,
+            expected: result.expected,
+            received: { amount: event.data.amount, currency: event.data.currency },
+          },
           'webhook amount or currency differs from the order; order left unchanged',
         );
         return sendError(reply, 422, 'amount or currency differs from the order');

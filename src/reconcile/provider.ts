@@ -2,7 +2,12 @@ import { Type, type Static } from 'typebox';
 import { Value } from 'typebox/value';
 
 // Spelled out: a union built with `.map()` is an array type, and its Static<> would be `never`.
-export const ProviderPaymentStatusSchema = Type.Union([Type.Literal('pending'), Type.Literal('succeeded'), Type.Literal('failed'), Type.Literal('expired')]);
+export const ProviderPaymentStatusSchema = Type.Union([
+  Type.Literal('pending'),
+  Type.Literal('succeeded'),
+  Type.Literal('failed'),
+  Type.Literal('expired'),
+]);
 export type ProviderPaymentStatus = Static<typeof ProviderPaymentStatusSchema>;
 
 // What `GET /v1/payments/{providerRef}` answers with 200. Extra properties are tolerated (a provider may add fields); types are not coerced.

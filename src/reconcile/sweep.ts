@@ -47,7 +47,7 @@ export async function forEachWithConcurrency<T>(items: readonly T[], limit: numb
   let next = 0;
   const lane = async () => {
     while (next < items.length) {
-      const item = items[next++]!;
+      const item = items[next++];
       await fn(item);
     }
   };
@@ -96,7 +96,10 @@ export async function runPaymentsSweep(options: SweepOptions, deps: SweepDeps, h
     if (lookup.status === 'pending') return 'unchanged';
     if (lookup.amount !== order.amount || lookup.currency !== order.currency) {
       // Order id only: amounts and references stay out of the error line, as in the webhook's 422.
-      log.error({ orderId: order.id, providerStatus: lookup.status }, 'provider amount or currency differs from the order; order left unchanged');
+      log.error(
+        { orderId: order.id, providerStatus: lookup.status },
+        'provider amount or currency differs from the order; order left unchanged',
+      );
       return 'errors';
     }
     const outcome: PaymentOutcome = lookup.status;

@@ -58,14 +58,12 @@ export function prepareSignupUser(db: Db): SignupUser {
       .insertInto('outbox')
       .columns(['queue', 'job_name', 'payload'])
       .expression((eb) =>
-        eb
-          .selectFrom(['due', 'throttle'])
-          .select([
-            sql.val(EMAIL_QUEUE).as('queue'),
-            sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),
-            // The job's declared payload, {userId}: built here because the id exists only inside this statement.
-            sql`jsonb_build_object('userId', due.id::text)`.as('payload'),
-          ]),
+        eb.selectFrom(['due', 'throttle']).select([
+          sql.val(EMAIL_QUEUE).as('queue'),
+          sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),
+          // The job's declared payload, {userId}: built here because the id exists only inside this statement.
+          sql`jsonb_build_object('userId', due.id::text)`.as('payload'),
+        ]),
       )
       .returning(['id', 'queue', 'job_name', 'payload']),
   );
@@ -77,7 +75,10 @@ export async function findUserById(db: Db, id: string) {
 }
 
 export async function insertVerificationToken(db: Db, token: { userId: string; hash: Buffer; expiresAt: Date }): Promise<void> {
-  await db.insertInto('email_verification_tokens').values({ token_hash: token.hash, user_id: token.userId, expires_at: token.expiresAt, used_at: null }).execute();
+  await db
+    .insertInto('email_verification_tokens')
+    .values({ token_hash: token.hash, user_id: token.userId, expires_at: token.expiresAt, used_at: null })
+    .execute();
 }
 
 /** Uses the token (once, before expiry) and marks its user verified; false when the token is unknown, used or expired. */
@@ -92,7 +93,11 @@ export async function consumeVerificationToken(db: Db, hash: Buffer): Promise<bo
       .returning('user_id')
       .executeTakeFirst();
     if (!token) return false;
-    await trx.updateTable('users').set({ verified_at: sql`coalesce(verified_at, now())` }).where('id', '=', token.user_id).execute();
+    await trx
+      .updateTable('users')
+      .set({ verified_at: sql`coalesce(verified_at, now())` })
+      .where('id', '=', token.user_id)
+      .execute();
     return true;
   });
 }

@@ -147,7 +147,9 @@ const verifyEmailRoutes: FastifyPluginAsync<{ db: Db }> = async (fastify, deps) 
       // The same URL answers a page or JSON: caches must key on Accept.
       reply.header('vary', 'Accept');
       if (request.validationError) {
-        return wantsPage ? sendPage(reply, 400, verificationLinkProblemPage('unknown')) : sendError(reply, 400, request.validationError.message);
+        return wantsPage
+          ? sendPage(reply, 400, verificationLinkProblemPage('unknown'))
+          : sendError(reply, 400, request.validationError.message);
       }
       const hash = hashToken(request.query.token);
       // HEAD (some link checkers send it, whatever their Accept) and HTML requests only read the token.
@@ -163,12 +165,18 @@ const verifyEmailRoutes: FastifyPluginAsync<{ db: Db }> = async (fastify, deps) 
 
   app.post(
     '/auth/verify-email',
-    { bodyLimit: 4 * 1024, attachValidation: true, schema: { body: VerifyBodySchema, response: { 200: VerifiedSchema, 400: ErrorResponseSchema } } },
+    {
+      bodyLimit: 4 * 1024,
+      attachValidation: true,
+      schema: { body: VerifyBodySchema, response: { 200: VerifiedSchema, 400: ErrorResponseSchema } },
+    },
     async (request, reply) => {
       // The confirm page's button posts a form and gets a page back; a JSON body gets JSON.
       const fromForm = isFormPost(request.headers['content-type']);
       if (request.validationError) {
-        return fromForm ? sendPage(reply, 400, verificationLinkProblemPage('unknown')) : sendError(reply, 400, request.validationError.message);
+        return fromForm
+          ? sendPage(reply, 400, verificationLinkProblemPage('unknown'))
+          : sendError(reply, 400, request.validationError.message);
       }
       const hash = hashToken(request.body.token);
       if (await consumeVerificationToken(deps.db, hash)) {

@@ -14,7 +14,11 @@ export function composeVerificationEmail(deps: { db: Db; config: Config }): Emai
     const user = await findUserById(deps.db, data.userId);
     if (!user || user.verified_at) return null;
     const token = mintVerificationToken();
-    await insertVerificationToken(deps.db, { userId: user.id, hash: token.hash, expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS) });
+    await insertVerificationToken(deps.db, {
+      userId: user.id,
+      hash: token.hash,
+      expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS),
+    });
     const link = publicLink(deps.config.PUBLIC_BASE_URL, 'auth/verify-email');
     link.searchParams.set('token', token.raw);
     return verificationEmail(user, link.toString());

@@ -9,10 +9,13 @@ const bearer = { authorization: `Bearer ${ADMIN_TOKEN}` };
 async function runBackfill(errand: TestErrand, since: string) {
   const res = await errand.app.inject({ method: 'POST', url: '/admin/backfills/tracking-links', headers: bearer, payload: { since } });
   if (res.statusCode !== 202) throw new Error(`backfill answered ${res.statusCode}: ${res.body}`);
-  const { jobId } = res.json() as { jobId: string };
+  const { jobId } = res.json<{ jobId: string }>();
   return waitFor(
     async () => {
-      const view = (await errand.app.inject({ method: 'GET', url: `/admin/jobs/batch/${jobId}`, headers: bearer })).json() as { state: string; result: unknown };
+      const view = (await errand.app.inject({ method: 'GET', url: `/admin/jobs/batch/${jobId}`, headers: bearer })).json<{
+        state: string;
+        result: unknown;
+      }>();
       return view.state === 'completed' ? view.result : undefined;
     },
     30000,
@@ -22,13 +25,18 @@ async function runBackfill(errand: TestErrand, since: string) {
 
 async function trackingJobsPerOrder(errand: TestErrand) {
   const { rows } = await sql<{ order_id: string; jobs: string }>`
-    SELECT payload ->> 'orderId' AS order_id, count(*) AS jobs FROM outbox WHERE job_name = 'order-tracking-link' GROUP BY 1`.execute(errand.deps.db);
+    SELECT payload ->> 'orderId' AS order_id, count(*) AS jobs FROM outbox WHERE job_name = 'order-tracking-link' GROUP BY 1`.execute(
+    errand.deps.db,
+  );
   return Object.fromEntries(rows.map((r) => [r.order_id, Number(r.jobs)]));
 }
 
 t.test('tracking-links backfill queues each missing email once, and nothing on a second run', async (t) => {
   const smtp = await startSmtpServer(t);
-  const errand = await startTestErrand(t, testEnv(t, { ROLE: 'all', ADMIN_TOKEN, SMTP_URL: smtp.url, PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET, BATCH_CHUNK_ROWS: '2' }));
+  const errand = await startTestErrand(
+    t,
+    testEnv(t, { ROLE: 'all', ADMIN_TOKEN, SMTP_URL: smtp.url, PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET, BATCH_CHUNK_ROWS: '2' }),
+  );
   const { app, deps } = errand;
 
   // sent: paid through the webhook, its email went out.
@@ -43,21 +51,40 @@ t.test('tracking-links backfill queues each missing email once, and nothing on a
   smtp.respondWith(undefined);
   // never: marked paid without any email queued (e.g. by hand in the database).
   const never = await createOrder(app, { email: 'never@example.com' });
-  await deps.db.updateTable('orders').set({ status: 'paid', paid_at: sql<Date>`now()` }).where('id', '=', never.id).execute();
+  await deps.db
+    .updateTable('orders')
+    .set({ status: 'paid', paid_at: sql<Date>`now()` })
+    .where('id', '=', never.id)
+    .execute();
   // old: paid before `since`; pending: not paid.
   const old = await createOrder(app, { email: 'old@example.com' });
-  await deps.db.updateTable('orders').set({ status: 'paid', paid_at: new Date('2020-01-01T00:00:00Z') }).where('id', '=', old.id).execute();
+  await deps.db
+    .updateTable('orders')
+    .set({ status: 'paid', paid_at: new Date('2020-01-01T00:00:00Z') })
+    .where('id', '=', old.id)
+    .execute();
   await createOrder(app, { email: 'pending@example.com' });
 
   const since = '2025-01-01T00:00:00Z';
   t.same(await runBackfill(errand, since), { orders: 3, queued: 2, skipped: 1 });
   const emails = await smtp.waitForEmails(3);
-  t.same(emails.slice(1).flatMap((e) => e.to).sort(), ['never@example.com', 'refused@example.com']);
+  t.same(
+    emails
+      .slice(1)
+      .flatMap((e) => e.to)
+      .sort(),
+    ['never@example.com', 'refused@example.com'],
+  );
   t.same(await trackingJobsPerOrder(errand), { [sent.id]: 1, [refused.id]: 2, [never.id]: 1 });
 
   t.same(await runBackfill(errand, since), { orders: 3, queued: 0, skipped: 3 }, 'second run');
   t.same(await trackingJobsPerOrder(errand), { [sent.id]: 1, [refused.id]: 2, [never.id]: 1 }, 'nothing more queued');
 
-  const bad = await app.inject({ method: 'POST', url: '/admin/backfills/tracking-links', headers: bearer, payload: { since: 'last week' } });
+  const bad = await app.inject({
+    method: 'POST',
+    url: '/admin/backfills/tracking-links',
+    headers: bearer,
+    payload: { since: 'last week' },
+  });
   t.equal(bad.statusCode, 400);
 });

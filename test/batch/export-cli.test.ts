@@ -8,11 +8,25 @@ import { freshDatabaseUrl, runScript } from '../support/helpers.js';
 
 t.test('argument parser', async (t) => {
   t.same(parseExportArgs([]), { help: false, params: { format: 'csv' } });
-  t.same(parseExportArgs(['--from', '2026-01-01T00:00:00Z', '--to', '2026-02-01T00:00:00.000+01:00', '--status', 'paid', '--format', 'ndjson', '--out', 'x.ndjson']), {
-    help: false,
-    out: 'x.ndjson',
-    params: { format: 'ndjson', from: '2026-01-01T00:00:00Z', to: '2026-02-01T00:00:00.000+01:00', status: 'paid' },
-  });
+  t.same(
+    parseExportArgs([
+      '--from',
+      '2026-01-01T00:00:00Z',
+      '--to',
+      '2026-02-01T00:00:00.000+01:00',
+      '--status',
+      'paid',
+      '--format',
+      'ndjson',
+      '--out',
+      'x.ndjson',
+    ]),
+    {
+      help: false,
+      out: 'x.ndjson',
+      params: { format: 'ndjson', from: '2026-01-01T00:00:00Z', to: '2026-02-01T00:00:00.000+01:00', status: 'paid' },
+    },
+  );
   t.equal(parseExportArgs(['--help']).help, true);
   const bad: [string[], RegExp][] = [
     [['--from', 'yesterday'], /--from/],
@@ -38,8 +52,24 @@ t.test('npm run export writes the file and one summary line; bad arguments exit 
   await db
     .insertInto('orders')
     .values([
-      { id: '00000000-0000-4000-8000-00000000000a', email: 'a,"b"@example.com', amount: 100, currency: 'EUR', provider_ref: 'pay_a', created_at: new Date('2026-01-01T00:00:00Z'), updated_at: new Date('2026-01-01T00:00:00Z') },
-      { id: '00000000-0000-4000-8000-00000000000b', email: 'b@example.com', amount: 200, currency: 'EUR', provider_ref: 'pay_b', created_at: new Date('2026-01-02T00:00:00Z'), updated_at: new Date('2026-01-02T00:00:00Z') },
+      {
+        id: '00000000-0000-4000-8000-00000000000a',
+        email: 'a,"b"@example.com',
+        amount: 100,
+        currency: 'EUR',
+        provider_ref: 'pay_a',
+        created_at: new Date('2026-01-01T00:00:00Z'),
+        updated_at: new Date('2026-01-01T00:00:00Z'),
+      },
+      {
+        id: '00000000-0000-4000-8000-00000000000b',
+        email: 'b@example.com',
+        amount: 200,
+        currency: 'EUR',
+        provider_ref: 'pay_b',
+        created_at: new Date('2026-01-02T00:00:00Z'),
+        updated_at: new Date('2026-01-02T00:00:00Z'),
+      },
     ])
     .execute();
   const dir = await mkdtemp(path.join(tmpdir(), 'errand-export-'));
@@ -58,7 +88,7 @@ t.test('npm run export writes the file and one summary line; bad arguments exit 
   t.same(await readdir(dir), ['orders.csv'], 'no partial file left');
   const lines = ok.stderr.trim().split('\n');
   t.equal(lines.length, 1, 'stderr is not a terminal: no bar, one line');
-  const summary = JSON.parse(lines[0]!) as { rows: number; bytes: number; durationMs: number };
+  const summary = JSON.parse(lines[0]) as { rows: number; bytes: number; durationMs: number };
   t.match(summary, { rows: 2, bytes: Buffer.byteLength(expected), durationMs: Number });
 
   const bad = await runScript('export.ts', ['--format', 'xml'], env);

@@ -19,20 +19,30 @@ async function batchRow(errand: TestErrand, jobId: string) {
 
 async function jobView(errand: TestErrand, jobId: string) {
   const res = await errand.app.inject({ method: 'GET', url: `/admin/jobs/batch/${jobId}`, headers: bearer });
-  return res.statusCode === 200 ? (res.json() as { state: string; failedReason: string | null; result: unknown; progress: { done: number } | null }) : undefined;
+  return res.statusCode === 200
+    ? res.json<{ state: string; failedReason: string | null; result: unknown; progress: { done: number } | null }>()
+    : undefined;
 }
 
 const waitForState = (errand: TestErrand, jobId: string, state: string, timeoutMs = 60000) =>
-  waitFor(async () => {
-    const view = await jobView(errand, jobId);
-    return view?.state === state ? view : undefined;
-  }, timeoutMs, `job ${jobId} ${state}`);
+  waitFor(
+    async () => {
+      const view = await jobView(errand, jobId);
+      return view?.state === state ? view : undefined;
+    },
+    timeoutMs,
+    `job ${jobId} ${state}`,
+  );
 
 const waitForRows = (errand: TestErrand, jobId: string, rows: number) =>
-  waitFor(async () => {
-    const row = await batchRow(errand, jobId);
-    return row && Number(row.rows_done) >= rows ? Number(row.rows_done) : undefined;
-  }, 60000, `job ${jobId} past ${rows} rows`);
+  waitFor(
+    async () => {
+      const row = await batchRow(errand, jobId);
+      return row && Number(row.rows_done) >= rows ? Number(row.rows_done) : undefined;
+    },
+    60000,
+    `job ${jobId} past ${rows} rows`,
+  );
 
 async function kill(worker: ChildErrand) {
   worker.child.kill('SIGKILL');
@@ -42,7 +52,7 @@ async function kill(worker: ChildErrand) {
 async function post(errand: TestErrand, url: string, payload: unknown) {
   const res = await errand.app.inject({ method: 'POST', url, headers: bearer, payload: payload as Record<string, unknown> });
   if (res.statusCode !== 202) throw new Error(`${url} answered ${res.statusCode}: ${res.body}`);
-  return (res.json() as { jobId: string }).jobId;
+  return res.json<{ jobId: string }>().jobId;
 }
 
 t.test('long jobs resume after kill -9, and stop when cancelled from another process', async (t) => {
@@ -105,9 +115,14 @@ t.test('long jobs resume after kill -9, and stop when cancelled from another pro
   t.test('kill -9 mid-import: resumed, no second user, no second email', async (t) => {
     const csv = `email,name\n${Array.from({ length: IMPORT_ROWS }, (_, i) => `member${i}@example.com,Member ${i}`).join('\n')}\n`;
     const running = await spawnWorker();
-    const res = await api.app.inject({ method: 'POST', url: '/admin/imports/users?sendVerification=true', headers: { ...bearer, 'content-type': 'text/csv' }, payload: csv });
+    const res = await api.app.inject({
+      method: 'POST',
+      url: '/admin/imports/users?sendVerification=true',
+      headers: { ...bearer, 'content-type': 'text/csv' },
+      payload: csv,
+    });
     t.equal(res.statusCode, 202);
-    const { jobId } = res.json() as { jobId: string };
+    const { jobId } = res.json<{ jobId: string }>();
     const rowsAtKill = await waitForRows(api, jobId, 60);
     await kill(running);
     t.ok(rowsAtKill < IMPORT_ROWS, `killed mid-way (${rowsAtKill} of ${IMPORT_ROWS} rows)`);
@@ -118,7 +133,9 @@ t.test('long jobs resume after kill -9, and stop when cancelled from another pro
     const { rows } = await sql<{ users: string; emails: string; distinct_users: string }>`
       SELECT (SELECT count(*) FROM users WHERE email LIKE 'member%') AS users,
              (SELECT count(*) FROM outbox WHERE job_name = 'email-verification') AS emails,
-             (SELECT count(DISTINCT payload ->> 'userId') FROM outbox WHERE job_name = 'email-verification') AS distinct_users`.execute(api.deps.db);
+             (SELECT count(DISTINCT payload ->> 'userId') FROM outbox WHERE job_name = 'email-verification') AS distinct_users`.execute(
+      api.deps.db,
+    );
     t.same(rows[0], { users: String(IMPORT_ROWS), emails: String(IMPORT_ROWS), distinct_users: String(IMPORT_ROWS) });
     const received = await smtp.waitForEmails(IMPORT_ROWS, 60000);
     t.equal(new Set(received.flatMap((e) => e.to)).size, IMPORT_ROWS, 'one email per created user');
@@ -137,9 +154,15 @@ t.test('long jobs resume after kill -9, and stop when cancelled from another pro
     t.ok(tookMs < 2500, `stopped ${tookMs} ms after the request`);
     t.equal(failed.failedReason, 'cancelled');
     t.match(failed, { attemptsMade: 1 }, 'no retry');
-    const { rows } = await sql<{ chunks: string }>`SELECT count(*) AS chunks FROM batch_export_chunks WHERE job_id = ${jobId}`.execute(api.deps.db);
-    t.equal(rows[0]!.chunks, '0', 'partial output deleted');
+    const { rows } = await sql<{ chunks: string }>`SELECT count(*) AS chunks FROM batch_export_chunks WHERE job_id = ${jobId}`.execute(
+      api.deps.db,
+    );
+    t.equal(rows[0].chunks, '0', 'partial output deleted');
     t.equal((await api.app.inject({ method: 'GET', url: `/admin/exports/${jobId}/file`, headers: bearer })).statusCode, 404);
-    t.equal((await api.app.inject({ method: 'POST', url: `/admin/jobs/batch/${jobId}/cancel`, headers: bearer })).statusCode, 409, 'already finished');
+    t.equal(
+      (await api.app.inject({ method: 'POST', url: `/admin/jobs/batch/${jobId}/cancel`, headers: bearer })).statusCode,
+      409,
+      'already finished',
+    );
   });
 });

@@ -62,7 +62,13 @@ t.test('a bad value stops with one line naming the variable', async (t) => {
 });
 
 t.test('production with its secrets starts; empty strings count as unset', async (t) => {
-  const production = { NODE_ENV: 'production', PAYMENT_WEBHOOK_SECRET: 's'.repeat(32), LINK_SECRET: 'l'.repeat(32), PUBLIC_BASE_URL: 'https://errand.example.com', SMTP_URL: 'smtp://mail:25' };
+  const production = {
+    NODE_ENV: 'production',
+    PAYMENT_WEBHOOK_SECRET: 's'.repeat(32),
+    LINK_SECRET: 'l'.repeat(32),
+    PUBLIC_BASE_URL: 'https://errand.example.com',
+    SMTP_URL: 'smtp://mail:25',
+  };
   const config = loadConfig({ ...production, ADMIN_TOKEN: '' });
   t.equal(config.PAYMENT_WEBHOOK_SECRET, 's'.repeat(32));
   t.equal(config.ADMIN_TOKEN, undefined);
@@ -74,7 +80,10 @@ t.test('a bad cron pattern or time zone stops start-up, naming the variable', as
   t.throws(() => loadConfig({ PAYMENTS_RECONCILE_CRON: 'every hour' }), /PAYMENTS_RECONCILE_CRON/);
   t.throws(() => loadConfig({ PAYMENTS_RECONCILE_CRON: '61 * * * *' }), /PAYMENTS_RECONCILE_CRON/);
   t.throws(() => loadConfig({ PAYMENTS_RECONCILE_TZ: 'Mars/Olympus' }), /PAYMENTS_RECONCILE_TZ/);
-  t.equal(loadConfig({ PAYMENTS_RECONCILE_CRON: '*/5 * * * * *', PAYMENTS_RECONCILE_TZ: 'Europe/Paris' }).PAYMENTS_RECONCILE_CRON, '*/5 * * * * *');
+  t.equal(
+    loadConfig({ PAYMENTS_RECONCILE_CRON: '*/5 * * * * *', PAYMENTS_RECONCILE_TZ: 'Europe/Paris' }).PAYMENTS_RECONCILE_CRON,
+    '*/5 * * * * *',
+  );
 });
 
 t.test('outside production, short admin tokens and webhook secrets are accepted (production refuses them)', async (t) => {

@@ -18,9 +18,17 @@ function tempDirWithDotenv(t: { teardown(fn: () => void): void }, content: strin
   return dir;
 }
 
-function run(cwd: string, args: string[], env: Record<string, string | undefined>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(
+  cwd: string,
+  args: string[],
+  env: Record<string, string | undefined>,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, ...args], { cwd, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', TSX_LOADER, ...args], {
+      cwd,
+      env: childEnv(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -31,7 +39,10 @@ function run(cwd: string, args: string[], env: Record<string, string | undefined
 }
 
 t.test('environmentWithDotenv: .env fills gaps, the real environment wins', async (t) => {
-  const dir = tempDirWithDotenv(t, '# a comment\nLOG_LEVEL=debug\nEMAIL_CONCURRENCY=4\nMAIL_FROM="errand <x@example.com>"\nSMTP_URL=smtp://dotenv:25\n');
+  const dir = tempDirWithDotenv(
+    t,
+    '# a comment\nLOG_LEVEL=debug\nEMAIL_CONCURRENCY=4\nMAIL_FROM="errand <x@example.com>"\nSMTP_URL=smtp://dotenv:25\n',
+  );
   const env = environmentWithDotenv({ EMAIL_CONCURRENCY: '2', SMTP_URL: '' }, dir);
   t.equal(env.LOG_LEVEL, 'debug', 'taken from .env');
   t.equal(env.MAIL_FROM, 'errand <x@example.com>', 'quotes removed');
@@ -79,7 +90,10 @@ t.test('errand started in a directory with .env uses it, under the real environm
   const token = 'admin-token-from-dotenv-0123456789';
   // EMAIL_CONCURRENCY in .env is invalid: errand only starts because the environment's value wins.
   const dir = tempDirWithDotenv(t, `ADMIN_TOKEN=${token}\nEMAIL_CONCURRENCY=many\nROLE=worker\n`);
-  const errand = await spawnErrand(t, testEnv(t, { EMAIL_CONCURRENCY: '2', ROLE: 'all' }), { cwd: dir, args: ['--import', TSX_LOADER, join(REPO_ROOT, 'src/main.ts')] });
+  const errand = await spawnErrand(t, testEnv(t, { EMAIL_CONCURRENCY: '2', ROLE: 'all' }), {
+    cwd: dir,
+    args: ['--import', TSX_LOADER, join(REPO_ROOT, 'src/main.ts')],
+  });
   const res = await fetch(`${errand.baseUrl}/admin/queues`, { headers: { authorization: `Bearer ${token}` } });
   await res.body?.cancel();
   t.equal(res.status, 200, 'ADMIN_TOKEN came from .env (and ROLE=all from the environment: admin routes exist)');

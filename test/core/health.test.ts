@@ -19,7 +19,13 @@ t.test('healthz and readyz with PostgreSQL and Redis up', async (t) => {
 t.test('with PostgreSQL unreachable: readyz 503 naming it, signup 503 and nothing queued', async (t) => {
   const port = await freePort();
   const prefix = uniqueName('t');
-  const config = loadConfig({ DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nowhere`, REDIS_URL, QUEUE_PREFIX: prefix, ROLE: 'api', LOG_LEVEL: 'fatal' });
+  const config = loadConfig({
+    DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nowhere`,
+    REDIS_URL,
+    QUEUE_PREFIX: prefix,
+    ROLE: 'api',
+    LOG_LEVEL: 'fatal',
+  });
   const deps = createDeps(config, { logDestination: captureLogs().stream });
   const app = await buildApp(deps);
   t.ok(await waitUntilConnected(deps.redis, 5000), 'redis connected');
@@ -38,7 +44,11 @@ t.test('with PostgreSQL unreachable: readyz 503 naming it, signup 503 and nothin
   t.equal(signup.statusCode, 503);
   t.match(signup.json(), { statusCode: 503, error: 'Service Unavailable' });
   const counts = await deps.queues[EMAIL_QUEUE].getJobCounts();
-  t.equal(Object.values(counts).reduce((a, b) => a + b, 0), 0, 'nothing queued');
+  t.equal(
+    Object.values(counts).reduce((a, b) => a + b, 0),
+    0,
+    'nothing queued',
+  );
 });
 
 t.test('with Redis unreachable: readyz 503 naming it', async (t) => {

@@ -10,7 +10,10 @@ t.test('the worker boundary refuses an undeclared job name or a payload off its 
   t.throws(() => checkPayload(emailQueue, 'no-such-job', {}), UnrecoverableError);
   t.throws(() => checkPayload(emailQueue, 'email-verification', { userId: 12 }), UnrecoverableError);
   t.throws(() => checkPayload(emailQueue, 'email-verification', { userId: '1', extra: true }), UnrecoverableError);
-  t.throws(() => checkPayload(emailQueue, 'order-tracking-link', { orderId: 'not-a-uuid' }), /invalid order-tracking-link payload: \/orderId/);
+  t.throws(
+    () => checkPayload(emailQueue, 'order-tracking-link', { orderId: 'not-a-uuid' }),
+    /invalid order-tracking-link payload: \/orderId/,
+  );
   t.doesNotThrow(() => checkPayload(emailQueue, 'email-verification', { userId: '1' }));
 });
 
@@ -26,8 +29,12 @@ t.test('dispatch runs the processor of the job name with the checked payload', a
   t.same(calls, ['verification 7', 'tracking 0b7e2b1c-9a1e-4d3f-8c2a-1e2f3a4b5c6d']);
 });
 
-t.test('an outbox row is added with its stable job id and its job declaration\'s priority', async (t) => {
+t.test("an outbox row is added with its stable job id and its job declaration's priority", async (t) => {
   const row = { id: '42', queue: 'email', job_name: 'email-verification', payload: { userId: '1' } };
   t.same(jobForRow(row), { name: 'email-verification', data: { userId: '1' }, opts: { jobId: 'outbox-42', priority: 1 } });
-  t.same(jobForRow({ ...row, job_name: 'order-tracking-link' }).opts, { jobId: 'outbox-42' }, 'tracking emails carry no priority: they run first');
+  t.same(
+    jobForRow({ ...row, job_name: 'order-tracking-link' }).opts,
+    { jobId: 'outbox-42' },
+    'tracking emails carry no priority: they run first',
+  );
 });

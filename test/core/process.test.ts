@@ -14,7 +14,11 @@ t.test('SIGTERM during an active job: the job completes, then the process exits 
   smtp.delayReplies(1500);
   const errand = await spawnErrand(t, testEnv(t, { SMTP_URL: smtp.url, LOG_LEVEL: 'info' }));
 
-  const res = await fetch(`${errand.baseUrl}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'busy@example.com' }) });
+  const res = await fetch(`${errand.baseUrl}/auth/signup`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: 'busy@example.com' }),
+  });
   t.equal(res.status, 202);
   await res.text();
   // The email's data has reached the server, which is holding its answer: the job is mid-flight.
@@ -25,15 +29,25 @@ t.test('SIGTERM during an active job: the job completes, then the process exits 
   t.equal(code, 0, 'exit 0');
   t.equal(signal, null);
   t.equal(smtp.received.length, 1, 'the active email was delivered');
-  t.ok(errand.stdout.some((line) => line.includes('"event":"completed"') && line.includes('"source":"worker"')), 'the job completed before exit');
-  t.ok(errand.stdout.some((line) => line.includes('"msg":"stopped"')), 'logged the stop');
+  t.ok(
+    errand.stdout.some((line) => line.includes('"event":"completed"') && line.includes('"source":"worker"')),
+    'the job completed before exit',
+  );
+  t.ok(
+    errand.stdout.some((line) => line.includes('"msg":"stopped"')),
+    'logged the stop',
+  );
 });
 
 t.test('SIGTERM with a job that outlives the grace period still exits, within the bound', async (t) => {
   const smtp = await startSmtpServer(t);
   smtp.delayReplies(20000);
   const errand = await spawnErrand(t, testEnv(t, { SMTP_URL: smtp.url, LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '1000' }));
-  const res = await fetch(`${errand.baseUrl}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'slow@example.com' }) });
+  const res = await fetch(`${errand.baseUrl}/auth/signup`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: 'slow@example.com' }),
+  });
   await res.text();
   await waitFor(() => smtp.inFlight > 0 || undefined, 15000, 'email in flight');
   const started = Date.now();
@@ -41,15 +55,24 @@ t.test('SIGTERM with a job that outlives the grace period still exits, within th
   const { code } = await errand.exited;
   t.equal(code, 0, 'exit 0 after forcing the worker closed');
   t.ok(Date.now() - started < 15000, 'did not wait for the 20 s job');
-  t.ok(errand.stdout.some((line) => line.includes('forcing the worker closed')), 'said so in the log');
+  t.ok(
+    errand.stdout.some((line) => line.includes('forcing the worker closed')),
+    'said so in the log',
+  );
 });
 
 t.test('a second signal during a graceful stop exits at once with code 1', async (t) => {
   const smtp = await startSmtpServer(t);
   smtp.delayReplies(60000);
   // A grace period far longer than the test: only the second signal can end the process in time.
-  const errand = await spawnErrand(t, testEnv(t, { SMTP_URL: smtp.url, LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '120000' }), { readyTimeoutMs: 90000 });
-  const res = await fetch(`${errand.baseUrl}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'twice@example.com' }) });
+  const errand = await spawnErrand(t, testEnv(t, { SMTP_URL: smtp.url, LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '120000' }), {
+    readyTimeoutMs: 90000,
+  });
+  const res = await fetch(`${errand.baseUrl}/auth/signup`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: 'twice@example.com' }),
+  });
   await res.text();
   await waitFor(() => smtp.inFlight > 0 || undefined, 15000, 'email in flight');
   errand.child.kill('SIGTERM');
@@ -57,7 +80,13 @@ t.test('a second signal during a graceful stop exits at once with code 1', async
   errand.child.kill('SIGTERM');
   const { code } = await errand.exited;
   t.equal(code, 1, 'exit 1: the stop was cut short');
-  t.ok(errand.stderr.some((line) => line.includes('second SIGTERM')), 'said why on stderr');
-  t.notOk(errand.stdout.some((line) => line.includes('"msg":"stopped"')), 'the graceful stop did not finish');
+  t.ok(
+    errand.stderr.some((line) => line.includes('second SIGTERM')),
+    'said why on stderr',
+  );
+  t.notOk(
+    errand.stdout.some((line) => line.includes('"msg":"stopped"')),
+    'the graceful stop did not finish',
+  );
   t.equal(smtp.received.length, 0, 'the held email was not delivered');
 });

@@ -12,7 +12,7 @@ const queue = deps.queues[EMAIL_QUEUE];
 const scripts = new Map<string, ({ code: number; message: string } | undefined)[]>();
 const attemptsByAddress = new Map<string, number[]>();
 smtp.respondWith((to) => {
-  const address = to[0]!;
+  const address = to[0];
   const seen = attemptsByAddress.get(address) ?? [];
   seen.push(Date.now());
   attemptsByAddress.set(address, seen);
@@ -33,10 +33,14 @@ t.test('SMTP 451 is retried with backoff and delivered', async (t) => {
   scripts.set(email, [{ code: 451, message: '4.3.0 Temporary local problem' }]);
   const jobId = await signupJob(email);
   await waitFor(() => smtp.received.find((e) => e.to[0] === email), 15000, 'delivery after retry');
-  const job = await waitFor(async () => ((await queue.getJob(jobId))?.finishedOn ? queue.getJob(jobId) : undefined), 5000, 'job completion');
-  t.equal(await job!.getState(), 'completed');
+  const job = await waitFor(
+    async () => ((await queue.getJob(jobId))?.finishedOn ? queue.getJob(jobId) : undefined),
+    5000,
+    'job completion',
+  );
+  t.equal(await job.getState(), 'completed');
   // BullMQ 6 counts the successful attempt too.
-  t.equal(job!.attemptsMade, 2, 'one failed attempt, then the successful one');
+  t.equal(job.attemptsMade, 2, 'one failed attempt, then the successful one');
   t.equal(attemptsByAddress.get(email)!.length, 2, 'two SMTP attempts');
 });
 
@@ -50,7 +54,10 @@ t.test('SMTP 550 fails at once, without burning retries, reason kept', async (t)
   t.match(job.failedReason, /550/, 'reason names the SMTP reply');
   t.notOk(job.failedReason.includes(email), 'the address quoted in the reply is masked');
   t.match(job.failedReason, /n\*\*\*@example\.com/);
-  t.notOk(errand.logs.raw.some((line) => line.includes(email)), 'no log line carries it');
+  t.notOk(
+    errand.logs.raw.some((line) => line.includes(email)),
+    'no log line carries it',
+  );
   // 'failed' is final: nothing retries the job from here.
   t.equal(attemptsByAddress.get(email)!.length, 1, 'not retried');
   t.notOk(smtp.received.find((e) => e.to[0] === email));
@@ -63,9 +70,16 @@ t.test('a throttle reply rate-limits the queue; the job is delivered later witho
   await waitFor(() => smtp.received.find((e) => e.to[0] === email), 15000, 'delivery after throttle');
   const [throttledAt, deliveredAt] = attemptsByAddress.get(email)!;
   // The reply asked for 1 s; allow a little clock slack in the other direction only.
-  t.ok(deliveredAt! - throttledAt! >= 900, `waited ${deliveredAt! - throttledAt!} ms as the server asked`);
-  const job = await waitFor(async () => ((await queue.getJob(jobId))?.finishedOn ? queue.getJob(jobId) : undefined), 5000, 'job completion');
-  t.equal(job!.attemptsStarted, 2, 'the job ran twice');
-  t.equal(job!.attemptsMade, 1, 'only the successful run counts as an attempt');
-  t.ok(errand.logs.lines().some((l) => l.msg === 'SMTP server throttled us; pausing the email queue' && l.pauseMs === 1000), 'pause logged with the hinted duration');
+  t.ok(deliveredAt - throttledAt >= 900, `waited ${deliveredAt - throttledAt} ms as the server asked`);
+  const job = await waitFor(
+    async () => ((await queue.getJob(jobId))?.finishedOn ? queue.getJob(jobId) : undefined),
+    5000,
+    'job completion',
+  );
+  t.equal(job.attemptsStarted, 2, 'the job ran twice');
+  t.equal(job.attemptsMade, 1, 'only the successful run counts as an attempt');
+  t.ok(
+    errand.logs.lines().some((l) => l.msg === 'SMTP server throttled us; pausing the email queue' && l.pauseMs === 1000),
+    'pause logged with the hinted duration',
+  );
 });

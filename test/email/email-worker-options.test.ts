@@ -6,9 +6,15 @@ t.test('EMAIL_CONCURRENCY: that many emails in flight at once, never more', asyn
   const smtp = await startSmtpServer(t);
   // Replies held long enough that every email the worker may start is in flight together.
   smtp.delayReplies(1500);
-  const errand = await startTestErrand(t, testEnv(t, { SMTP_URL: smtp.url, EMAIL_CONCURRENCY: '3', EMAIL_RATE_MAX: '100', EMAIL_RATE_DURATION_MS: '10' }));
+  const errand = await startTestErrand(
+    t,
+    testEnv(t, { SMTP_URL: smtp.url, EMAIL_CONCURRENCY: '3', EMAIL_RATE_MAX: '100', EMAIL_RATE_DURATION_MS: '10' }),
+  );
   for (let i = 0; i < 6; i++) {
-    t.equal((await errand.app.inject({ method: 'POST', url: '/auth/signup', payload: { email: `parallel${i}@example.com` } })).statusCode, 202);
+    t.equal(
+      (await errand.app.inject({ method: 'POST', url: '/auth/signup', payload: { email: `parallel${i}@example.com` } })).statusCode,
+      202,
+    );
   }
   await waitFor(() => smtp.inFlight >= 3 || undefined, 20000, 'three emails in flight');
   await smtp.waitForEmails(6, 30000);

@@ -11,10 +11,14 @@ t.test('with SMTP_URL unset, emails are .eml files that `npm run last-email` dec
 
   const res = await errand.app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'newcomer@example.com', name: 'New' } });
   t.equal(res.statusCode, 202);
-  const files = await waitFor(async () => {
-    const found = (await readdir(mailDir)).filter((f) => f.endsWith('.eml'));
-    return found.length ? found : undefined;
-  }, 15000, '.eml file');
+  const files = await waitFor(
+    async () => {
+      const found = (await readdir(mailDir)).filter((f) => f.endsWith('.eml'));
+      return found.length ? found : undefined;
+    },
+    15000,
+    '.eml file',
+  );
   t.equal(files.length, 1);
 
   const { code, stdout, stderr } = await runScript('last-email.ts', [], { MAIL_DIR: mailDir });

@@ -38,5 +38,8 @@ t.test('.eml file names come from a safe form of the job id: nothing lands outsi
   const files = await readdir(mailDir);
   t.equal(files.length, 3);
   for (const file of files) t.match(file, /^\d+-[A-Za-z0-9_-]+\.eml$/, file);
-  t.ok(files.some((file) => file.endsWith('-outbox-12.eml')), 'an ordinary id is kept as it is');
+  t.ok(
+    files.some((file) => file.endsWith('-outbox-12.eml')),
+    'an ordinary id is kept as it is',
+  );
 });

@@ -72,7 +72,10 @@ t.test('SMTP down for longer than every attempt and backoff: no attempt spent, t
   const lines = outageLines().filter((line) => line.cause === 'smtp-unreachable');
   t.ok(lines.length >= 5, 'an error line per pause');
   t.ok(lines.length <= (await pauses('smtp-unreachable')), 'no more lines than pauses');
-  t.ok(lines.every((line) => typeof line.pauseMs === 'number' && (line.pauseMs as number) <= 400), 'pauses capped');
+  t.ok(
+    lines.every((line) => typeof line.pauseMs === 'number' && line.pauseMs <= 400),
+    'pauses capped',
+  );
   t.notOk(JSON.stringify(lines).includes('down@example.com'), 'no address in the lines');
 
   await startSmtp();
@@ -88,9 +91,16 @@ t.test('SMTP refusing our credentials (535): paused, not failed; the email goes 
   await signup('auth@example.com');
   await waitFor(async () => ((await pauses('smtp-auth')) >= 5 ? true : undefined), 30000, '5 auth outage pauses');
   t.equal(await queue.getFailedCount(), 0, 'no email failed as permanent');
-  t.notOk(received.some((to) => to.includes('auth@example.com')), 'not sent while refused');
+  t.notOk(
+    received.some((to) => to.includes('auth@example.com')),
+    'not sent while refused',
+  );
   state.authBroken = false;
-  await waitFor(() => (received.some((to) => to.includes('auth@example.com')) ? true : undefined), 30000, 'the email after the credentials work');
+  await waitFor(
+    () => (received.some((to) => to.includes('auth@example.com')) ? true : undefined),
+    30000,
+    'the email after the credentials work',
+  );
   const failed = await app.inject({ method: 'GET', url: '/metrics' });
   t.notMatch(failed.body, /errand_jobs_failed_total\{queue="email"/, 'no failed attempt recorded');
   t.equal(await queue.getFailedCount(), 0, 'failed list empty');

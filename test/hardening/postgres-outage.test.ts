@@ -73,14 +73,18 @@ t.test('PostgreSQL unreachable inside an email job: no attempt spent, the email 
   await proxy.cut();
   // A resend of the verification email, queued while PostgreSQL is away (Redis is fine).
   await queue.add('email-verification', { userId: user.id }, { jobId: 'resend-during-pg-outage', priority: 1 });
-  await waitFor(async () => ((await metric(/errand_email_outage_pauses_total\{cause="postgres-unreachable"\} (\d+)/)) >= 5 ? true : undefined), 30000, '5 pauses for PostgreSQL');
+  await waitFor(
+    async () => ((await metric(/errand_email_outage_pauses_total\{cause="postgres-unreachable"\} (\d+)/)) >= 5 ? true : undefined),
+    30000,
+    '5 pauses for PostgreSQL',
+  );
   t.equal(await queue.getFailedCount(), 0, 'nothing failed');
   t.equal(await metric(/errand_jobs_failed_total\{queue="email",name="email-verification"\} (\d+)/), 0, 'no attempt spent');
   t.equal(smtp.received.length, 1, 'nothing sent while PostgreSQL is away');
 
   await proxy.restore();
   const emails = await smtp.waitForEmails(2, 30000);
-  t.same(emails[1]!.to, ['pg@example.com'], 'the email went out once PostgreSQL was back');
+  t.same(emails[1].to, ['pg@example.com'], 'the email went out once PostgreSQL was back');
   const job = await queue.getJob('resend-during-pg-outage');
   await waitFor(async () => ((await job!.getState()) === 'completed' ? true : undefined), 10000, 'job completed');
   t.equal(await queue.getFailedCount(), 0, 'failed list empty');

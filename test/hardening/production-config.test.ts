@@ -1,7 +1,16 @@
 import t from 'tap';
 import { ConfigError, DEV_LINK_SECRET, DEV_WEBHOOK_SECRET, loadConfig } from '../../src/config.js';
 import { PAYMENTS_RECONCILE_QUEUE, PAYMENTS_SWEEP_JOB } from '../../src/reconcile/jobs.js';
-import { REDIS_URL, freshDatabaseUrl, freshQueuePrefix, spawnErrand, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+import {
+  REDIS_URL,
+  freshDatabaseUrl,
+  freshQueuePrefix,
+  spawnErrand,
+  startSmtpServer,
+  startTestErrand,
+  testEnv,
+  waitFor,
+} from '../support/helpers.js';
 
 const COMPLETE = {
   NODE_ENV: 'production',
@@ -38,7 +47,7 @@ t.test('each production refusal stops loadConfig with one line naming its variab
       t.match(message, name, `${JSON.stringify(change).slice(0, 60)} → ${message}`);
       t.notOk(message.includes('\n'), 'one line');
       // The refusal names the variable, never its value.
-      if (change[name as keyof typeof change]) t.notOk(message.includes(change[name as keyof typeof change]!), 'value not echoed');
+      if (change[name]) t.notOk(message.includes(change[name]), 'value not echoed');
     }
   }
   const config = loadConfig(COMPLETE);
@@ -56,7 +65,11 @@ t.test('TRUST_PROXY forms', async (t) => {
 });
 
 t.test('a refused production start exits 1 with one line naming the variable', async (t) => {
-  const child = await spawnErrand(t, { ...COMPLETE, PAYMENT_WEBHOOK_SECRET: 'too-short', DATABASE_URL: freshDatabaseUrl(t), REDIS_URL, QUEUE_PREFIX: freshQueuePrefix(t) }, { waitReady: false });
+  const child = await spawnErrand(
+    t,
+    { ...COMPLETE, PAYMENT_WEBHOOK_SECRET: 'too-short', DATABASE_URL: freshDatabaseUrl(t), REDIS_URL, QUEUE_PREFIX: freshQueuePrefix(t) },
+    { waitReady: false },
+  );
   const exit = await child.exited;
   t.equal(exit.code, 1);
   t.equal(child.stderr.length, 1, `one line: ${child.stderr.join(' | ')}`);
@@ -73,7 +86,11 @@ t.test('a complete production config starts; a sweep without PAYMENT_PROVIDER_UR
   const ready = await errand.app.inject({ method: 'GET', url: '/readyz' });
   t.equal(ready.statusCode, 200);
 
-  const job = await errand.deps.queues[PAYMENTS_RECONCILE_QUEUE].add(PAYMENTS_SWEEP_JOB, { windowHours: 1, limit: 10 }, { jobId: 'sweep-prod-test' });
+  const job = await errand.deps.queues[PAYMENTS_RECONCILE_QUEUE].add(
+    PAYMENTS_SWEEP_JOB,
+    { windowHours: 1, limit: 10 },
+    { jobId: 'sweep-prod-test' },
+  );
   await waitFor(async () => ((await job.getState()) === 'completed' ? true : undefined), 15000, 'sweep completed');
   const error = errand.logs.lines().find((line) => line.level === 50 && /PAYMENT_PROVIDER_URL/.test(String(line.msg)));
   t.ok(error, 'error line naming PAYMENT_PROVIDER_URL');
@@ -85,5 +102,5 @@ t.test('outside production, one warning at start names the development defaults 
   const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api' }));
   const warnings = errand.logs.lines().filter((line) => /development defaults/.test(String(line.msg)));
   t.equal(warnings.length, 1);
-  t.same(warnings[0]!.variables, ['PAYMENT_WEBHOOK_SECRET', 'LINK_SECRET']);
+  t.same(warnings[0].variables, ['PAYMENT_WEBHOOK_SECRET', 'LINK_SECRET']);
 });

@@ -5,7 +5,10 @@ import { startTestErrand, testEnv } from '../support/helpers.js';
 import { WEBHOOK_SECRET, eventId, sendWebhook } from '../support/payments.js';
 
 // ROLE api: no worker sends anything; only the HTTP limits are under test.
-const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api', RATE_LIMIT_MAX: '5', RATE_LIMIT_WINDOW_MS: '60000', PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET }));
+const errand = await startTestErrand(
+  t,
+  testEnv(t, { ROLE: 'api', RATE_LIMIT_MAX: '5', RATE_LIMIT_WINDOW_MS: '60000', PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET }),
+);
 const { app, deps } = errand;
 
 const signup = (email: string, remoteAddress: string, headers: Record<string, string> = {}) =>
@@ -38,12 +41,30 @@ t.test('a forged X-Forwarded-For does not reset the limit unless TRUST_PROXY', a
   const proxied = await buildApp({ ...deps, config: { ...deps.config, TRUST_PROXY: '10.0.2.1' } });
   t.teardown(() => proxied.close());
   for (let i = 1; i <= 5; i += 1) {
-    const res = await proxied.inject({ method: 'POST', url: '/auth/signup', payload: { email: `p-${i}@example.com` }, remoteAddress: '10.0.2.1', headers: { 'x-forwarded-for': '198.51.100.1' } });
+    const res = await proxied.inject({
+      method: 'POST',
+      url: '/auth/signup',
+      payload: { email: `p-${i}@example.com` },
+      remoteAddress: '10.0.2.1',
+      headers: { 'x-forwarded-for': '198.51.100.1' },
+    });
     t.equal(res.statusCode, 202);
   }
-  const limited = await proxied.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'p-6@example.com' }, remoteAddress: '10.0.2.1', headers: { 'x-forwarded-for': '198.51.100.1' } });
+  const limited = await proxied.inject({
+    method: 'POST',
+    url: '/auth/signup',
+    payload: { email: 'p-6@example.com' },
+    remoteAddress: '10.0.2.1',
+    headers: { 'x-forwarded-for': '198.51.100.1' },
+  });
   t.equal(limited.statusCode, 429, 'the forwarded client is limited');
-  const next = await proxied.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'p-7@example.com' }, remoteAddress: '10.0.2.1', headers: { 'x-forwarded-for': '198.51.100.2' } });
+  const next = await proxied.inject({
+    method: 'POST',
+    url: '/auth/signup',
+    payload: { email: 'p-7@example.com' },
+    remoteAddress: '10.0.2.1',
+    headers: { 'x-forwarded-for': '198.51.100.2' },
+  });
   t.equal(next.statusCode, 202, 'another forwarded client behind the trusted proxy is not');
 });
 
@@ -52,19 +73,39 @@ t.test('the count is in Redis: a second app (another replica) sees it', async (t
   t.teardown(() => replica.close());
   for (let i = 1; i <= 3; i += 1) t.equal((await signup(`r-${i}@example.com`, '10.0.3.1')).statusCode, 202);
   for (let i = 4; i <= 5; i += 1) {
-    const res = await replica.inject({ method: 'POST', url: '/auth/signup', payload: { email: `r-${i}@example.com` }, remoteAddress: '10.0.3.1' });
+    const res = await replica.inject({
+      method: 'POST',
+      url: '/auth/signup',
+      payload: { email: `r-${i}@example.com` },
+      remoteAddress: '10.0.3.1',
+    });
     t.equal(res.statusCode, 202);
   }
-  const sixth = await replica.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'r-6@example.com' }, remoteAddress: '10.0.3.1' });
+  const sixth = await replica.inject({
+    method: 'POST',
+    url: '/auth/signup',
+    payload: { email: 'r-6@example.com' },
+    remoteAddress: '10.0.3.1',
+  });
   t.equal(sixth.statusCode, 429);
 });
 
 t.test('POST /orders is limited; the webhook is not', async (t) => {
-  const order = (i: number) => app.inject({ method: 'POST', url: '/orders', payload: { email: `o-${i}@example.com`, amount: 100, currency: 'USD' }, remoteAddress: '10.0.4.1' });
+  const order = (i: number) =>
+    app.inject({
+      method: 'POST',
+      url: '/orders',
+      payload: { email: `o-${i}@example.com`, amount: 100, currency: 'USD' },
+      remoteAddress: '10.0.4.1',
+    });
   for (let i = 1; i <= 5; i += 1) t.equal((await order(i)).statusCode, 201);
   t.equal((await order(6)).statusCode, 429);
   for (let i = 1; i <= 7; i += 1) {
-    const res = await sendWebhook(app, { id: eventId(), type: 'payment.failed', data: { providerRef: `pay_unknown_${i}`, amount: 1, currency: 'USD' } });
+    const res = await sendWebhook(app, {
+      id: eventId(),
+      type: 'payment.failed',
+      data: { providerRef: `pay_unknown_${i}`, amount: 1, currency: 'USD' },
+    });
     t.equal(res.statusCode, 200, `webhook ${i}`);
   }
 });
@@ -78,9 +119,19 @@ t.test('the 60 s signup throttle ignores a +tag; the email still goes to the add
   t.same([first.statusCode, second.statusCode, third.statusCode], [202, 202, 202], 'same answer for all');
   const rows = await deps.db
     .selectFrom('outbox')
-    .innerJoin('users', (join) => join.on((eb) => eb.ref('users.id'), '=', (eb) => eb.cast(eb.fn('jsonb_extract_path_text', [eb.ref('outbox.payload'), eb.val('userId')]), 'bigint')))
+    .innerJoin('users', (join) =>
+      join.on(
+        (eb) => eb.ref('users.id'),
+        '=',
+        (eb) => eb.cast(eb.fn('jsonb_extract_path_text', [eb.ref('outbox.payload'), eb.val('userId')]), 'bigint'),
+      ),
+    )
     .select('users.email')
     .where('users.email', 'like', 'victim%')
     .execute();
-  t.same(rows.map((row) => row.email), ['victim+1@example.com'], 'one verification email among the tags, to the address as given');
+  t.same(
+    rows.map((row) => row.email),
+    ['victim+1@example.com'],
+    'one verification email among the tags, to the address as given',
+  );
 });

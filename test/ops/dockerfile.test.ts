@@ -6,7 +6,9 @@ import { REPO_ROOT } from '../support/helpers.js';
 
 t.test('the Dockerfile lints clean', async (t) => {
   // dockerfile-utils exits 0 even with warnings: any output is a finding.
-  const { stdout, stderr } = await promisify(execFile)('npx', ['--no-install', 'dockerfile-utils', 'lint', 'Dockerfile'], { cwd: REPO_ROOT });
+  const { stdout, stderr } = await promisify(execFile)('npx', ['--no-install', 'dockerfile-utils', 'lint', 'Dockerfile'], {
+    cwd: REPO_ROOT,
+  });
   t.equal(stdout.trim(), '', 'no lint output');
   t.equal(stderr.trim(), '', 'no lint errors');
 });

@@ -33,7 +33,14 @@ async function startStallingSmtp() {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
   const { port } = server.server.address() as { port: number };
-  return { url: `smtp://127.0.0.1:${port}`, delivered, firstData, get attempts() { return attempts; } };
+  return {
+    url: `smtp://127.0.0.1:${port}`,
+    delivered,
+    firstData,
+    get attempts() {
+      return attempts;
+    },
+  };
 }
 
 t.test('a worker killed with SIGKILL mid-job loses nothing: another worker completes it, one email', async (t) => {
@@ -41,7 +48,14 @@ t.test('a worker killed with SIGKILL mid-job loses nothing: another worker compl
   const env = testEnv(t, { SMTP_URL: smtp.url });
   // The producer side runs here (api role: no worker); the workers are real processes.
   const api = await startTestErrand(t, { ...env, ROLE: 'api' });
-  const workerEnv = { ...env, ROLE: 'worker', PORT: '0', LOG_LEVEL: 'info', WORKER_LOCK_DURATION_MS: '1000', WORKER_STALLED_INTERVAL_MS: '500' };
+  const workerEnv = {
+    ...env,
+    ROLE: 'worker',
+    PORT: '0',
+    LOG_LEVEL: 'info',
+    WORKER_LOCK_DURATION_MS: '1000',
+    WORKER_STALLED_INTERVAL_MS: '500',
+  };
   // Resolves once the worker listens (PORT=0: the port comes from its log).
   const start = () => spawnErrand(t, workerEnv, { waitReady: false });
 
@@ -59,7 +73,11 @@ t.test('a worker killed with SIGKILL mid-job loses nothing: another worker compl
   // Not awaited yet: the bound below counts from the spawn.
   const starting = start();
   await waitFor(() => (smtp.delivered.length >= 1 ? true : undefined), 90000, 'the email from the second worker');
-  await waitFor(async () => ((await (await api.deps.queues[EMAIL_QUEUE].getJob(jobId))?.getState()) === 'completed' ? true : undefined), 30000, 'job completed');
+  await waitFor(
+    async () => ((await (await api.deps.queues[EMAIL_QUEUE].getJob(jobId))?.getState()) === 'completed' ? true : undefined),
+    30000,
+    'job completed',
+  );
   t.pass('the job completed on the second worker');
   // Completed is final, and the first worker died before its message was answered: nothing else is on its way.
   t.same(smtp.delivered, [['survivor@example.com']], 'exactly one email delivered');

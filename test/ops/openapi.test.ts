@@ -31,8 +31,8 @@ function registeredRoutes(tree: string): { method: string; url: string }[] {
   for (const line of tree.split('\n')) {
     const match = /^((?:│ {3}| {4})*)(?:├── |└── )(.*?)(?: \(([A-Z, ]+)\))?$/.exec(line);
     if (!match) continue;
-    const depth = match[1]!.length / 4;
-    const path = (depth > 0 ? pathAtDepth[depth - 1]! : '') + match[2]!;
+    const depth = match[1].length / 4;
+    const path = (depth > 0 ? pathAtDepth[depth - 1] : '') + match[2];
     pathAtDepth[depth] = path;
     pathAtDepth.length = depth + 1;
     for (const method of match[3]?.split(', ') ?? []) routes.push({ method, url: path });
@@ -43,7 +43,9 @@ function registeredRoutes(tree: string): { method: string; url: string }[] {
 const toOpenApiPath = (url: string) => url.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
 
 function operations(doc: Document): { method: string; path: string; operation: Operation }[] {
-  return Object.entries(doc.paths).flatMap(([path, byMethod]) => Object.entries(byMethod).map(([method, operation]) => ({ method: method.toUpperCase(), path, operation })));
+  return Object.entries(doc.paths).flatMap(([path, byMethod]) =>
+    Object.entries(byMethod).map(([method, operation]) => ({ method: method.toUpperCase(), path, operation })),
+  );
 }
 
 t.test('the OpenAPI document: valid 3.1, every route, every error with its body, security', async (t) => {
@@ -67,19 +69,35 @@ t.test('the OpenAPI document: valid 3.1, every route, every error with its body,
   for (const { method, url } of routes) {
     t.ok(documented.has(`${method} ${toOpenApiPath(url)}`), `${method} ${url} is in the document`);
   }
-  for (const expected of ['POST /auth/signup', 'GET /auth/verify-email', 'POST /orders', 'GET /orders/{id}/tracking', 'POST /payments/webhook', 'GET /admin/queues', 'POST /admin/sweeps', 'GET /admin/board', 'GET /metrics']) {
+  for (const expected of [
+    'POST /auth/signup',
+    'GET /auth/verify-email',
+    'POST /orders',
+    'GET /orders/{id}/tracking',
+    'POST /payments/webhook',
+    'GET /admin/queues',
+    'POST /admin/sweeps',
+    'GET /admin/board',
+    'GET /metrics',
+  ]) {
     t.ok(documented.has(expected), `${expected} is in the document`);
   }
 
-  t.match(doc.components.securitySchemes, { adminBearer: { type: 'http', scheme: 'bearer' }, boardBasic: { type: 'http', scheme: 'basic' } });
+  t.match(doc.components.securitySchemes, {
+    adminBearer: { type: 'http', scheme: 'bearer' },
+    boardBasic: { type: 'http', scheme: 'basic' },
+  });
   for (const { method, path, operation } of operations(doc)) {
     const name = `${method} ${path}`;
     t.ok(operation.summary, `${name} has a summary`);
     t.ok(operation.tags?.length, `${name} has a tag`);
     const statuses = Object.keys(operation.responses);
-    t.ok(statuses.some((status) => status.startsWith('2')), `${name} documents its success`);
+    t.ok(
+      statuses.some((status) => status.startsWith('2')),
+      `${name} documents its success`,
+    );
     for (const status of statuses.filter((s) => Number(s) >= 400)) {
-      const response = operation.responses[status]!;
+      const response = operation.responses[status];
       t.not(response.description, 'Default Response', `${name} ${status} says when it happens`);
       const body = response.content?.['application/json']?.schema;
       // readyz's 503 is its own {status, checks}; every other error is {statusCode, error, message}.
@@ -97,10 +115,16 @@ t.test('the OpenAPI document: valid 3.1, every route, every error with its body,
     }
   }
 
-  const signup = doc.paths['/auth/signup']!.post!;
+  const signup = doc.paths['/auth/signup'].post;
   t.same(Object.keys(signup.responses).sort(), ['202', '400', '413', '415', '429', '500', '503']);
-  const webhook = doc.paths['/payments/webhook']!.post!;
-  t.same(webhook.parameters?.filter((p) => p.in === 'header').map((p) => p.name).sort(), ['webhook-id', 'webhook-signature', 'webhook-timestamp']);
+  const webhook = doc.paths['/payments/webhook'].post;
+  t.same(
+    webhook.parameters
+      ?.filter((p) => p.in === 'header')
+      .map((p) => p.name)
+      .sort(),
+    ['webhook-id', 'webhook-signature', 'webhook-timestamp'],
+  );
   t.ok(webhook.parameters?.find((p) => p.name === 'webhook-signature')?.required, 'the signature header is required');
   t.match(webhook.requestBody?.content['application/json']?.schema, { properties: { id: {}, type: {}, data: {} } });
   t.same(Object.keys(webhook.responses).sort(), ['200', '400', '401', '413', '422', '500', '503']);
@@ -119,9 +143,11 @@ t.test("each operation's documented example request gets a status the document l
       url = url.replace(`{${parameter.name}}`, encodeURIComponent(String(parameter.example)));
     }
     const query = new URLSearchParams();
-    for (const parameter of parameters.filter((p) => p.in === 'query' && p.example !== undefined)) query.set(parameter.name, String(parameter.example));
+    for (const parameter of parameters.filter((p) => p.in === 'query' && p.example !== undefined))
+      query.set(parameter.name, String(parameter.example));
     const headers: Record<string, string> = {};
-    for (const parameter of parameters.filter((p) => p.in === 'header' && p.example !== undefined)) headers[parameter.name] = String(parameter.example);
+    for (const parameter of parameters.filter((p) => p.in === 'header' && p.example !== undefined))
+      headers[parameter.name] = String(parameter.example);
     const scheme = Object.keys(operation.security?.[0] ?? {})[0];
     if (scheme === 'adminBearer') headers.authorization = `Bearer ${ADMIN_TOKEN}`;
     if (scheme === 'boardBasic') headers.authorization = `Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}`;
@@ -135,8 +161,12 @@ t.test("each operation's documented example request gets a status the document l
       ...(example !== undefined ? { payload: JSON.stringify(example) } : {}),
     });
     seen.push(`${name} → ${res.statusCode}`);
-    t.ok(Object.keys(operation.responses).includes(String(res.statusCode)), `${name} answered ${res.statusCode}, one of ${Object.keys(operation.responses).join(', ')}`);
-    if (res.statusCode >= 400) t.equal(res.json<{ statusCode: number }>().statusCode, res.statusCode, `${name}: the error body names its status`);
+    t.ok(
+      Object.keys(operation.responses).includes(String(res.statusCode)),
+      `${name} answered ${res.statusCode}, one of ${Object.keys(operation.responses).join(', ')}`,
+    );
+    if (res.statusCode >= 400)
+      t.equal(res.json<{ statusCode: number }>().statusCode, res.statusCode, `${name}: the error body names its status`);
   }
   // The examples reach the routes' real work, not only their refusals.
   t.ok(seen.includes('POST /auth/signup → 202'), seen.join('; '));
@@ -155,8 +185,11 @@ t.test('/docs is a page that reads the document; its assets are served', async (
   t.match(page.headers['content-security-policy'], /default-src 'self'/, 'a content security policy');
   t.notMatch(page.headers['content-security-policy'], /upgrade-insecure-requests/, 'that works over plain http');
   t.equal((await errand.app.inject('/healthz')).headers['content-security-policy'], undefined, 'only on the docs pages');
-  const scripts = [...page.body.matchAll(/<script src="([^"]+)"/g)].map((m) => m[1]!);
-  t.ok(scripts.some((src) => src.endsWith('swagger-ui-bundle.js')), 'Swagger UI');
+  const scripts = [...page.body.matchAll(/<script src="([^"]+)"/g)].map((m) => m[1]);
+  t.ok(
+    scripts.some((src) => src.endsWith('swagger-ui-bundle.js')),
+    'Swagger UI',
+  );
   for (const src of scripts) {
     const asset = await errand.app.inject(src);
     t.equal(asset.statusCode, 200, src);
@@ -166,7 +199,10 @@ t.test('/docs is a page that reads the document; its assets are served', async (
   const json = await errand.app.inject('/docs/json');
   const openapi = await errand.app.inject('/docs/openapi.json');
   t.same(json.json(), openapi.json(), '/docs/json (what the page reads) is the same document');
-  t.notOk(Object.keys(openapi.json<Document>().paths).some((path) => path.startsWith('/admin')), 'no ADMIN_TOKEN: no admin routes, none documented');
+  t.notOk(
+    Object.keys(openapi.json<Document>().paths).some((path) => path.startsWith('/admin')),
+    'no ADMIN_TOKEN: no admin routes, none documented',
+  );
 });
 
 t.test('the worker role serves no docs', async (t) => {

@@ -55,7 +55,12 @@ t.test('role api: serves HTTP and publishes, but runs no worker', async (t) => {
     // No relay runs in the api role, so a stuck row stays stuck.
     await errand.deps.db
       .insertInto('outbox')
-      .values({ queue: EMAIL_QUEUE, job_name: 'email-verification', payload: JSON.stringify({ userId: '1' }), created_at: sql<Date>`now() - interval '10 minutes'` })
+      .values({
+        queue: EMAIL_QUEUE,
+        job_name: 'email-verification',
+        payload: JSON.stringify({ userId: '1' }),
+        created_at: sql<Date>`now() - interval '10 minutes'`,
+      })
       .execute();
     // Three relay intervals (100 ms each, grace 0): a relay, if one ran, would have published it by now.
     await sleep(300);
@@ -69,10 +74,20 @@ t.test('role api: serves HTTP and publishes, but runs no worker', async (t) => {
     await errand.app.inject({ method: 'GET', url: '/auth/verify-email?token=nope' });
     await errand.app.inject({ method: 'GET', url: '/no/such/path/123' });
     const samples = await scrape(errand);
-    t.equal(sampleValue(samples, 'errand_http_request_duration_seconds_count', { route: '/auth/signup', method: 'POST', status_code: '202' }), 1);
+    t.equal(
+      sampleValue(samples, 'errand_http_request_duration_seconds_count', { route: '/auth/signup', method: 'POST', status_code: '202' }),
+      1,
+    );
     t.equal(sampleValue(samples, 'errand_http_request_duration_seconds_count', { route: '/auth/verify-email', status_code: '400' }), 1);
-    t.equal(sampleValue(samples, 'errand_http_request_duration_seconds_count', { route: 'unmatched', status_code: '404' }), 1, 'unknown paths share one label');
-    t.notOk(samples.some((s) => s.labels.route?.includes('token=') || s.labels.route?.includes('/no/such')), 'never the raw URL');
+    t.equal(
+      sampleValue(samples, 'errand_http_request_duration_seconds_count', { route: 'unmatched', status_code: '404' }),
+      1,
+      'unknown paths share one label',
+    );
+    t.notOk(
+      samples.some((s) => s.labels.route?.includes('token=') || s.labels.route?.includes('/no/such')),
+      'never the raw URL',
+    );
     t.ok(sampleValue(samples, 'process_cpu_user_seconds_total') !== undefined, 'default process metrics');
     t.ok(sampleValue(samples, 'nodejs_heap_size_used_bytes') !== undefined, 'default node metrics');
   });
@@ -102,12 +117,17 @@ t.test('role all: serves, works, and the job counters move', async (t) => {
   const samples = await waitFor(
     async () => {
       const current = await scrape(errand);
-      return sampleValue(current, 'errand_jobs_completed_total', { queue: EMAIL_QUEUE, name: 'email-verification' }) === 1 ? current : undefined;
+      return sampleValue(current, 'errand_jobs_completed_total', { queue: EMAIL_QUEUE, name: 'email-verification' }) === 1
+        ? current
+        : undefined;
     },
     15000,
     'completed counter',
   );
-  t.equal(sampleValue(samples, 'errand_job_duration_seconds_count', { queue: EMAIL_QUEUE, name: 'email-verification', status: 'completed' }), 1);
+  t.equal(
+    sampleValue(samples, 'errand_job_duration_seconds_count', { queue: EMAIL_QUEUE, name: 'email-verification', status: 'completed' }),
+    1,
+  );
   t.equal(sampleValue(samples, 'errand_jobs_failed_total', { queue: EMAIL_QUEUE }) ?? 0, 0);
   t.equal(sampleValue(samples, 'errand_queue_jobs', { queue: EMAIL_QUEUE, state: 'completed' }), 1);
 
@@ -117,7 +137,9 @@ t.test('role all: serves, works, and the job counters move', async (t) => {
   const failed = await waitFor(
     async () => {
       const current = await scrape(errand);
-      return (sampleValue(current, 'errand_jobs_failed_total', { queue: EMAIL_QUEUE, name: 'email-verification' }) ?? 0) >= 1 ? current : undefined;
+      return (sampleValue(current, 'errand_jobs_failed_total', { queue: EMAIL_QUEUE, name: 'email-verification' }) ?? 0) >= 1
+        ? current
+        : undefined;
     },
     30000,
     'failed counter',

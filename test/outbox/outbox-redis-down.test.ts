@@ -36,7 +36,11 @@ t.test('with Redis down, signup answers 202 fast and the email goes out exactly 
   t.equal(pending.length, 4, 'jobs wait in the outbox');
 
   // The relay has tried (and failed) during the outage before Redis comes back.
-  await waitFor(() => errand.logs.lines().some((l) => l.msg === 'outbox relay could not publish; will retry') || undefined, 10000, 'a failed relay pass');
+  await waitFor(
+    () => errand.logs.lines().some((l) => l.msg === 'outbox relay could not publish; will retry') || undefined,
+    10000,
+    'a failed relay pass',
+  );
   await redis.start();
   const received = await smtp.waitForEmails(5, 30000);
   // The rows written during the outage (the first job's record went with the killed Redis).
@@ -55,10 +59,17 @@ t.test('a row committed but never published (process died) is published by the r
   const errand = await startTestErrand(t, testEnv(t, { SMTP_URL: smtp.url }));
   const { deps } = errand;
   // Simulate a crash between commit and publish: the row exists, nothing reached Redis.
-  const user = await deps.db.insertInto('users').values({ email: 'orphan@example.com', name: null }).returning('id').executeTakeFirstOrThrow();
-  await deps.db.insertInto('outbox').values({ queue: 'email', job_name: 'email-verification', payload: JSON.stringify({ userId: user.id }), published_at: null }).execute();
+  const user = await deps.db
+    .insertInto('users')
+    .values({ email: 'orphan@example.com', name: null })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  await deps.db
+    .insertInto('outbox')
+    .values({ queue: 'email', job_name: 'email-verification', payload: JSON.stringify({ userId: user.id }), published_at: null })
+    .execute();
   const [email] = await smtp.waitForEmails(1);
-  t.same(email!.to, ['orphan@example.com']);
+  t.same(email.to, ['orphan@example.com']);
   await waitForOutboxDrained(deps);
   t.equal(smtp.received.length, 1, 'exactly one email');
 });

@@ -45,9 +45,9 @@ t.test('published marks: adds in the same moment become one UPDATE; a full batch
   const marks = createPublishedMarks(db, createLogger('silent'));
   const ids = await insertRows(db, 106);
 
-  marks.add([ids[0]!]);
-  marks.add([ids[1]!, ids[2]!]);
-  marks.add([ids[3]!]);
+  marks.add([ids[0]]);
+  marks.add([ids[1], ids[2]]);
+  marks.add([ids[3]]);
   // Marked by the timer (no flush asked for); then wait for that UPDATE's reply too (flush with nothing held adds no UPDATE).
   await waitFor(async () => ((await unpublished(db)).length === 102 ? true : undefined), 10000, 'four rows marked');
   await marks.flush();
@@ -56,7 +56,7 @@ t.test('published marks: adds in the same moment become one UPDATE; a full batch
   // 100 ids (the batch maximum) are written without waiting for the timer; the 101st starts a new batch.
   counter.updates = 0;
   marks.add(ids.slice(4, 104));
-  marks.add([ids[104]!]);
+  marks.add([ids[104]]);
   await marks.flush();
   t.equal(counter.updates, 2, 'a full batch, then the rest');
   t.same(await unpublished(db), [ids[105]], 'every added row marked, the one never added left');
@@ -105,10 +105,14 @@ t.test('a composer that finds its row gone completes the job without sending', a
   const [verification] = await insertRows(deps.db, 1, () => ({ userId: '987654321' }));
   const tracking = await deps.db
     .insertInto('outbox')
-    .values({ queue: EMAIL_QUEUE, job_name: 'order-tracking-link', payload: JSON.stringify({ orderId: '00000000-0000-4000-8000-000000000000' }) })
+    .values({
+      queue: EMAIL_QUEUE,
+      job_name: 'order-tracking-link',
+      payload: JSON.stringify({ orderId: '00000000-0000-4000-8000-000000000000' }),
+    })
     .returning('id')
     .executeTakeFirstOrThrow();
-  for (const id of [verification!, tracking.id]) {
+  for (const id of [verification, tracking.id]) {
     await waitFor(
       async () => {
         const found = await deps.queues[EMAIL_QUEUE].getJob(`outbox-${id}`);

@@ -19,7 +19,10 @@ t.test('when the producer connection becomes ready again, recently published job
   await queue.pause();
   t.equal((await app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'lost@example.com' } })).statusCode, 202);
   const row = await waitFor(
-    async () => (await deps.db.selectFrom('outbox').select(['id', 'published_at']).orderBy('id', 'desc').executeTakeFirstOrThrow()).published_at ? true : undefined,
+    async () =>
+      (await deps.db.selectFrom('outbox').select(['id', 'published_at']).orderBy('id', 'desc').executeTakeFirstOrThrow()).published_at
+        ? true
+        : undefined,
     5000,
     'the second job published',
   ).then(() => deps.db.selectFrom('outbox').select('id').orderBy('id', 'desc').executeTakeFirstOrThrow());
@@ -35,6 +38,10 @@ t.test('when the producer connection becomes ready again, recently published job
   const emails = await smtp.waitForEmails(2);
   t.same(emails.map((email) => email.to[0]).sort(), ['before@example.com', 'lost@example.com']);
   // The first job was re-added too (a no-op while it is still in Redis); give the worker a moment to prove it sends nothing.
-  await waitFor(async () => ((await queue.getJobCounts('wait', 'prioritized', 'active')) as Record<string, number>).active === 0 || undefined, 5000, 'worker idle');
+  await waitFor(
+    async () => ((await queue.getJobCounts('wait', 'prioritized', 'active')) as Record<string, number>).active === 0 || undefined,
+    5000,
+    'worker idle',
+  );
   t.equal(smtp.received.length, 2, 'no email went out twice');
 });

@@ -16,13 +16,18 @@ t.test('without the password the board answers 401 and asks for Basic credential
   await res.body?.cancel();
   t.equal(res.status, 401);
   t.match(res.headers.get('www-authenticate'), /^Basic /);
-  const wrong = await fetch(`${baseUrl}/admin/board`, { headers: { authorization: `Basic ${Buffer.from('operator:wrong').toString('base64')}` } });
+  const wrong = await fetch(`${baseUrl}/admin/board`, {
+    headers: { authorization: `Basic ${Buffer.from('operator:wrong').toString('base64')}` },
+  });
   await wrong.body?.cancel();
   t.equal(wrong.status, 401, 'a wrong password too');
 });
 
 t.test('with the admin password (any user) the board loads and lists the email queue', async (t) => {
-  const context = await browser.newContext({ httpCredentials: { username: 'operator', password: ADMIN_TOKEN }, viewport: { width: 1280, height: 800 } });
+  const context = await browser.newContext({
+    httpCredentials: { username: 'operator', password: ADMIN_TOKEN },
+    viewport: { width: 1280, height: 800 },
+  });
   t.teardown(() => context.close());
   const page = await context.newPage();
   const failedRequests: string[] = [];

@@ -32,7 +32,10 @@ const isVerified = async (userId: string) =>
 function assertPageHeaders(t: Test, res: { headers: Record<string, unknown> }) {
   t.equal(res.headers['content-type'], 'text/html; charset=utf-8');
   t.equal(res.headers['content-security-policy'], PAGE_CONTENT_SECURITY_POLICY);
-  t.match(res.headers['content-security-policy'], /^default-src 'none'; style-src 'sha256-[A-Za-z0-9+/=]{44}'; form-action 'self'; frame-ancestors 'none'/);
+  t.match(
+    res.headers['content-security-policy'],
+    /^default-src 'none'; style-src 'sha256-[A-Za-z0-9+/=]{44}'; form-action 'self'; frame-ancestors 'none'/,
+  );
   t.equal(res.headers['x-frame-options'], 'DENY');
   t.equal(res.headers['referrer-policy'], 'no-referrer');
   t.equal(res.headers['cache-control'], 'no-store');
@@ -98,14 +101,24 @@ t.test('GET refusals: a page for browsers saying what to do, the same JSON as be
 
 t.test('POST: a form gets pages, JSON gets JSON; only POST and the JSON GET use the token', async (t) => {
   const form = await userWithToken('form@example.com');
-  const ok = await app.inject({ method: 'POST', url: '/auth/verify-email', headers: { 'content-type': FORM, accept: BROWSER_ACCEPT }, payload: `token=${encodeURIComponent(form.token)}` });
+  const ok = await app.inject({
+    method: 'POST',
+    url: '/auth/verify-email',
+    headers: { 'content-type': FORM, accept: BROWSER_ACCEPT },
+    payload: `token=${encodeURIComponent(form.token)}`,
+  });
   t.equal(ok.statusCode, 200);
   assertPageHeaders(t, ok);
   t.match(ok.body, /<h1>Your email address is confirmed<\/h1>/);
   t.ok(await isVerified(form.userId));
   t.not((await tokenRow(form.token)).used_at, null, 'token used');
 
-  const twice = await app.inject({ method: 'POST', url: '/auth/verify-email', headers: { 'content-type': FORM }, payload: `token=${encodeURIComponent(form.token)}` });
+  const twice = await app.inject({
+    method: 'POST',
+    url: '/auth/verify-email',
+    headers: { 'content-type': FORM },
+    payload: `token=${encodeURIComponent(form.token)}`,
+  });
   t.equal(twice.statusCode, 400, 'a second click (double submit) is refused');
   t.match(twice.body, /already been used/, 'and says the address is confirmed');
 
@@ -145,16 +158,31 @@ t.test('POST bodies are validated strictly, and nothing is used on a refusal', a
     t.equal(res.statusCode, 400, `json, ${what}: 400`);
     t.match(res.json(), { statusCode: 400, error: 'Bad Request', message: String }, `json, ${what}: error JSON`);
   }
-  const tooLong = await app.inject({ method: 'POST', url: '/auth/verify-email', headers: { 'content-type': FORM }, payload: `token=${'a'.repeat(5000)}` });
+  const tooLong = await app.inject({
+    method: 'POST',
+    url: '/auth/verify-email',
+    headers: { 'content-type': FORM },
+    payload: `token=${'a'.repeat(5000)}`,
+  });
   t.equal(tooLong.statusCode, 413, 'a body over 4 KiB is refused');
-  const otherType = await app.inject({ method: 'POST', url: '/auth/verify-email', headers: { 'content-type': 'text/plain' }, payload: victim.token });
+  const otherType = await app.inject({
+    method: 'POST',
+    url: '/auth/verify-email',
+    headers: { 'content-type': 'text/plain' },
+    payload: victim.token,
+  });
   t.equal(otherType.statusCode, 400, 'a text/plain body is not an object');
   t.match(otherType.json(), { statusCode: 400, message: /body/ });
   t.equal((await tokenRow(victim.token)).used_at, null, 'no refused request used the token');
   t.equal(await isVerified(victim.userId), false);
 
   // The form parser belongs to verify-email only: a form post to /auth/signup stays a 415.
-  const signupForm = await app.inject({ method: 'POST', url: '/auth/signup', headers: { 'content-type': FORM }, payload: 'email=a%40example.com' });
+  const signupForm = await app.inject({
+    method: 'POST',
+    url: '/auth/signup',
+    headers: { 'content-type': FORM },
+    payload: 'email=a%40example.com',
+  });
   t.equal(signupForm.statusCode, 415);
 });
 
@@ -162,7 +190,11 @@ t.test('tracking: a page for browsers, JSON unchanged, one 404 page for every wr
   // The key errand itself derived from LINK_SECRET.
   const key = deps.trackingKey;
   const order = await createOrder(app, { email: 'buyer@example.com', amount: 1999, currency: 'USD' });
-  const pendingPage = await app.inject({ method: 'GET', url: `/orders/${order.id}/tracking?token=${trackingToken(key, order.id)}`, headers: { accept: BROWSER_ACCEPT } });
+  const pendingPage = await app.inject({
+    method: 'GET',
+    url: `/orders/${order.id}/tracking?token=${trackingToken(key, order.id)}`,
+    headers: { accept: BROWSER_ACCEPT },
+  });
   t.equal(pendingPage.statusCode, 200);
   assertPageHeaders(t, pendingPage);
   t.match(pendingPage.body, 'Waiting for payment');
@@ -170,7 +202,11 @@ t.test('tracking: a page for browsers, JSON unchanged, one 404 page for every wr
   t.notMatch(pendingPage.body, 'Paid on', 'no paid date before payment');
 
   t.equal((await sendWebhook(app, paymentEvent(order))).statusCode, 200);
-  const paid = await app.inject({ method: 'GET', url: `/orders/${order.id}/tracking?token=${trackingToken(key, order.id)}`, headers: { accept: BROWSER_ACCEPT } });
+  const paid = await app.inject({
+    method: 'GET',
+    url: `/orders/${order.id}/tracking?token=${trackingToken(key, order.id)}`,
+    headers: { accept: BROWSER_ACCEPT },
+  });
   t.match(paid.body, /<h1>Your order is paid<\/h1>/);
   t.match(paid.body, /Paid on<\/dt><dd><time datetime="\d{4}-\d\d-\d\dT[^"]+">\d{1,2} \w+ \d{4} at \d\d:\d\d UTC<\/time>/);
   t.equal(paid.headers.vary, 'Accept');
@@ -188,11 +224,14 @@ t.test('tracking: a page for browsers, JSON unchanged, one 404 page for every wr
     `/orders/00000000-0000-4000-8000-000000000000/tracking?token=${trackingToken(key, '00000000-0000-4000-8000-000000000000')}`,
   ];
   const pages = await Promise.all(wrong.map((url) => app.inject({ method: 'GET', url, headers: { accept: BROWSER_ACCEPT } })));
-  t.same(pages.map((p) => p.statusCode), wrong.map(() => 404));
+  t.same(
+    pages.map((p) => p.statusCode),
+    wrong.map(() => 404),
+  );
   t.equal(new Set(pages.map((p) => p.body)).size, 1, 'the same page for every wrong id or token');
-  assertPageHeaders(t, pages[0]!);
-  t.match(pages[0]!.body, /<h1>Order not found<\/h1>/);
-  const jsonWrong = await app.inject({ method: 'GET', url: wrong[0]! });
+  assertPageHeaders(t, pages[0]);
+  t.match(pages[0].body, /<h1>Order not found<\/h1>/);
+  const jsonWrong = await app.inject({ method: 'GET', url: wrong[0] });
   t.same(jsonWrong.json(), { statusCode: 404, error: 'Not Found', message: 'order not found' }, 'JSON 404 unchanged');
 });
 

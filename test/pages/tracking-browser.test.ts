@@ -9,7 +9,10 @@ import { fitsTheWindow, launchBrowser, PHONE_VIEWPORT, saveScreenshot, seriousAc
 const smtp = await startSmtpServer(t);
 const port = await freePort();
 const baseUrl = `http://127.0.0.1:${port}`;
-const errand = await startTestErrand(t, testEnv(t, { SMTP_URL: smtp.url, PUBLIC_BASE_URL: baseUrl, PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET }));
+const errand = await startTestErrand(
+  t,
+  testEnv(t, { SMTP_URL: smtp.url, PUBLIC_BASE_URL: baseUrl, PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET }),
+);
 await errand.app.listen({ port, host: '127.0.0.1' });
 const { app } = errand;
 const browser = await launchBrowser(t);

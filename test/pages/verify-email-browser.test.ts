@@ -16,7 +16,11 @@ const tokensSeen: string[] = [];
 
 /** Signs up through the API and returns the verification link from the email that arrives. */
 async function signupAndReceiveLink(email: string) {
-  const res = await fetch(`${baseUrl}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email }) });
+  const res = await fetch(`${baseUrl}/auth/signup`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email }),
+  });
   if (res.status !== 202) throw new Error(`signup answered ${res.status}`);
   const message = await waitFor(() => smtp.received.find((m) => m.to[0] === email), 15000, `email to ${email}`);
   const link = extractLink(message.text, '/auth/verify-email?token=');
@@ -26,8 +30,15 @@ async function signupAndReceiveLink(email: string) {
 }
 
 const tokenUsedAt = async (token: string) =>
-  (await deps.db.selectFrom('email_verification_tokens').select('used_at').where('token_hash', '=', hashToken(token)).executeTakeFirstOrThrow()).used_at;
-const verifiedAt = async (email: string) => (await deps.db.selectFrom('users').select('verified_at').where('email', '=', email).executeTakeFirstOrThrow()).verified_at;
+  (
+    await deps.db
+      .selectFrom('email_verification_tokens')
+      .select('used_at')
+      .where('token_hash', '=', hashToken(token))
+      .executeTakeFirstOrThrow()
+  ).used_at;
+const verifiedAt = async (email: string) =>
+  (await deps.db.selectFrom('users').select('verified_at').where('email', '=', email).executeTakeFirstOrThrow()).verified_at;
 
 /** A fresh phone-sized tab that records what the page's security policy refused (a wrong style hash would show here). */
 async function openTab() {
@@ -63,7 +74,13 @@ t.test('the link from the email opens a confirm page; the button verifies; the l
   t.equal(await page.evaluate('document.documentElement.lang'), 'en');
   // The stylesheet ran: its hash is in the policy (a mismatch would leave the browser's grey default button).
   const button = page.getByRole('button', { name: 'Confirm my email address' });
-  t.equal(await button.evaluate((el) => (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(el).backgroundColor), 'rgb(30, 64, 175)', 'page style applied under the CSP');
+  t.equal(
+    await button.evaluate(
+      (el) => (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(el).backgroundColor,
+    ),
+    'rgb(30, 64, 175)',
+    'page style applied under the CSP',
+  );
   await assertAccessibleAndShoot(t, page, 'verify-email-confirm');
   t.equal(await tokenUsedAt(token), null, 'opening the link used nothing');
   t.equal(await verifiedAt(address), null, 'the address is not verified by opening the link');
@@ -100,7 +117,10 @@ t.test('a mail scanner fetching the link (Accept: text/html, no click) leaves th
   const tab = await openTab();
   t.teardown(tab.close);
   await tab.page.goto(link);
-  await Promise.all([tab.page.waitForResponse((r) => r.request().method() === 'POST'), tab.page.getByRole('button', { name: 'Confirm my email address' }).click()]);
+  await Promise.all([
+    tab.page.waitForResponse((r) => r.request().method() === 'POST'),
+    tab.page.getByRole('button', { name: 'Confirm my email address' }).click(),
+  ]);
   await tab.page.waitForLoadState();
   t.equal(await tab.page.getByRole('heading', { level: 1 }).textContent(), 'Your email address is confirmed');
   t.not(await verifiedAt(address), null, 'verified by the person, after the scan');
@@ -129,7 +149,11 @@ t.test('a broken or expired link gets a page saying what to do next', async (t) 
 
   const address = 'too.late@example.com';
   const { link, token } = await signupAndReceiveLink(address);
-  await deps.db.updateTable('email_verification_tokens').set({ expires_at: new Date(Date.now() - 1000) }).where('token_hash', '=', hashToken(token)).execute();
+  await deps.db
+    .updateTable('email_verification_tokens')
+    .set({ expires_at: new Date(Date.now() - 1000) })
+    .where('token_hash', '=', hashToken(token))
+    .execute();
   const expired = await tab.page.goto(link);
   t.equal(expired?.status(), 400);
   t.equal(await tab.page.getByRole('heading', { level: 1 }).textContent(), 'This link has expired');
@@ -138,17 +162,25 @@ t.test('a broken or expired link gets a page saying what to do next', async (t) 
 });
 
 t.test('the verification email itself reads well in a browser', async (t) => {
-  const message = smtp.received[0]!;
+  const message = smtp.received[0];
   const tab = await openTab();
   t.teardown(tab.close);
   await tab.page.setContent(message.html);
   t.equal(await tab.page.getByRole('heading', { level: 1 }).textContent(), 'Confirm your email address');
   const button = tab.page.getByRole('link', { name: 'Confirm my email' });
-  t.equal(await button.getAttribute('href'), extractLink(message.text, '/auth/verify-email?token='), 'the button links to the same URL as the text part');
+  t.equal(
+    await button.getAttribute('href'),
+    extractLink(message.text, '/auth/verify-email?token='),
+    'the button links to the same URL as the text part',
+  );
   await assertAccessibleAndShoot(t, tab.page, 'email-verification');
 });
 
 t.test('no log line carries a verification token', async (t) => {
   t.ok(tokensSeen.length >= 4);
-  t.same(errand.logs.raw.filter((line) => tokensSeen.some((token) => line.includes(token))), [], 'no token in any log line');
+  t.same(
+    errand.logs.raw.filter((line) => tokensSeen.some((token) => line.includes(token))),
+    [],
+    'no token in any log line',
+  );
 });

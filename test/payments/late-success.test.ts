@@ -8,22 +8,45 @@ import { parsePrometheus, sampleValue } from '../support/prometheus.js';
 const smtp = await startSmtpServer(t);
 const errand = await startTestErrand(
   t,
-  testEnv(t, { SMTP_URL: smtp.url, PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET, EMAIL_CONCURRENCY: '4', EMAIL_RATE_MAX: '100', PG_POOL_MAX: '10' }),
+  testEnv(t, {
+    SMTP_URL: smtp.url,
+    PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    EMAIL_CONCURRENCY: '4',
+    EMAIL_RATE_MAX: '100',
+    PG_POOL_MAX: '10',
+  }),
 );
 const { app, deps } = errand;
 const baseUrl = await app.listen({ port: 0, host: '127.0.0.1' });
 
 async function post(body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
   const raw = JSON.stringify(body);
-  const res = await fetch(`${baseUrl}/payments/webhook`, { method: 'POST', headers: { 'content-type': 'application/json', 'webhook-signature': signatureHeader(raw) }, body: raw });
+  const res = await fetch(`${baseUrl}/payments/webhook`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'webhook-signature': signatureHeader(raw) },
+    body: raw,
+  });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
 }
 const newOrder = (email: string): Promise<CreatedOrder> => createOrder(app, { email, amount: 1999, currency: 'USD' });
-const statusOf = async (id: string) => (await deps.db.selectFrom('orders').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status;
+const statusOf = async (id: string) =>
+  (await deps.db.selectFrom('orders').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status;
 const outboxRows = async (orderId: string) =>
-  (await deps.db.selectFrom('outbox').select('id').where('job_name', '=', 'order-tracking-link').where(sql<string>`payload->>'orderId'`, '=', orderId).execute()).length;
+  (
+    await deps.db
+      .selectFrom('outbox')
+      .select('id')
+      .where('job_name', '=', 'order-tracking-link')
+      .where(sql<string>`payload->>'orderId'`, '=', orderId)
+      .execute()
+  ).length;
 const transitions = async (orderId: string) =>
-  deps.db.selectFrom('payment_events').select(['event_id', 'type']).where('order_id', '=', orderId).where('transitioned', '=', true).execute();
+  deps.db
+    .selectFrom('payment_events')
+    .select(['event_id', 'type'])
+    .where('order_id', '=', orderId)
+    .where('transitioned', '=', true)
+    .execute();
 const emailsTo = (address: string) => smtp.received.filter((e) => e.to[0] === address).length;
 async function lateSuccessCounter(): Promise<number> {
   const res = await fetch(`${baseUrl}/metrics`);
@@ -90,25 +113,38 @@ t.test('concurrent failed and succeeded events for one order end paid with one e
   const before = await lateSuccessCounter();
   const replies = await Promise.all(
     orders.flatMap((order, i) => {
-      const events = [paymentEvent(order, 'payment.failed'), paymentEvent(order, 'payment.succeeded'), paymentEvent(order, 'payment.expired')];
+      const events = [
+        paymentEvent(order, 'payment.failed'),
+        paymentEvent(order, 'payment.succeeded'),
+        paymentEvent(order, 'payment.expired'),
+      ];
       return (i % 2 === 0 ? events : events.reverse()).map(post);
     }),
   );
-  t.ok(replies.every((r) => r.status === 200), 'every event accepted');
+  t.ok(
+    replies.every((r) => r.status === 200),
+    'every event accepted',
+  );
   let lateSuccesses = 0;
   for (const order of orders) {
     t.equal(await statusOf(order.id), 'paid', `order ${order.id} paid`);
     t.equal(await outboxRows(order.id), 1, 'one outbox row');
     const moved = await transitions(order.id);
     // Either succeeded won outright, or failed/expired won and succeeded followed: never anything else.
-    t.ok(moved.length === 1 ? moved[0]!.type === 'payment.succeeded' : moved.length === 2 && moved.some((m) => m.type === 'payment.succeeded'), 'transitions follow the state rules');
+    t.ok(
+      moved.length === 1 ? moved[0].type === 'payment.succeeded' : moved.length === 2 && moved.some((m) => m.type === 'payment.succeeded'),
+      'transitions follow the state rules',
+    );
     if (moved.length === 2) lateSuccesses += 1;
   }
   t.equal((await lateSuccessCounter()) - before, lateSuccesses, 'the counter counts exactly the failed|expired → paid moves');
   const addresses = orders.map((_, i) => `race-${i}@example.com`);
   await waitFor(() => addresses.every((a) => emailsTo(a) >= 1) || undefined, 30000, 'emails');
   await waitForOutboxDrained(deps, { timeoutMs: 30000 });
-  t.ok(addresses.every((a) => emailsTo(a) === 1), 'exactly one email each');
+  t.ok(
+    addresses.every((a) => emailsTo(a) === 1),
+    'exactly one email each',
+  );
 });
 
 t.test('hammer: 40 distinct succeeded events and 10 copies of one event at once → one transition, one outbox row', async (t) => {
@@ -129,18 +165,40 @@ t.test('hammer: 40 distinct succeeded events and 10 copies of one event at once 
 
 t.test('concurrent mismatches: 422, nothing recorded, nothing changed; the matching events still apply once', async (t) => {
   const order = await newOrder('mismatch-race@example.com');
-  const wrong = Array.from({ length: 15 }, (_, i) => ({ id: eventId(), type: 'payment.succeeded', data: { providerRef: order.providerRef, amount: i % 2 ? 1 : 1999, currency: i % 2 ? 'USD' : 'EUR' } }));
+  const wrong = Array.from({ length: 15 }, (_, i) => ({
+    id: eventId(),
+    type: 'payment.succeeded',
+    data: { providerRef: order.providerRef, amount: i % 2 ? 1 : 1999, currency: i % 2 ? 'USD' : 'EUR' },
+  }));
   const mismatchReplies = await Promise.all(wrong.map(post));
-  t.ok(mismatchReplies.every((r) => r.status === 422), 'every mismatch answered 422');
+  t.ok(
+    mismatchReplies.every((r) => r.status === 422),
+    'every mismatch answered 422',
+  );
   t.equal(await statusOf(order.id), 'pending');
   const ids = wrong.map((e) => e.id);
-  t.equal((await deps.db.selectFrom('payment_events').select('event_id').where('event_id', 'in', ids).execute()).length, 0, 'no mismatched event id recorded');
+  t.equal(
+    (await deps.db.selectFrom('payment_events').select('event_id').where('event_id', 'in', ids).execute()).length,
+    0,
+    'no mismatched event id recorded',
+  );
   t.equal(await outboxRows(order.id), 0);
 
-  const mixed = await Promise.all([...wrong.map(post), ...Array.from({ length: 5 }, () => post(paymentEvent(order, 'payment.failed'))), post(paymentEvent(order))]);
-  t.ok(mixed.slice(0, 15).every((r) => r.status === 422), 'mismatches still 422 among good events');
+  const mixed = await Promise.all([
+    ...wrong.map(post),
+    ...Array.from({ length: 5 }, () => post(paymentEvent(order, 'payment.failed'))),
+    post(paymentEvent(order)),
+  ]);
+  t.ok(
+    mixed.slice(0, 15).every((r) => r.status === 422),
+    'mismatches still 422 among good events',
+  );
   t.ok(mixed.slice(15).every((r) => r.status === 200));
   t.equal(await statusOf(order.id), 'paid', 'failed races succeeded; succeeded wins either way');
-  t.equal((await deps.db.selectFrom('payment_events').select('event_id').where('event_id', 'in', ids).execute()).length, 0, 'still none recorded');
+  t.equal(
+    (await deps.db.selectFrom('payment_events').select('event_id').where('event_id', 'in', ids).execute()).length,
+    0,
+    'still none recorded',
+  );
   t.equal(await outboxRows(order.id), 1);
 });

@@ -11,19 +11,28 @@ t.test('the emailed tracking link verifies under LINK_SECRET and not under the w
   const order = await createOrder(app, { email: 'link@example.com' });
   t.equal((await sendWebhook(app, paymentEvent(order))).statusCode, 200);
   const [email] = await smtp.waitForEmails(1);
-  const link = new URL(extractLink(email!.text, `/orders/${order.id}/tracking?token=`));
+  const link = new URL(extractLink(email.text, `/orders/${order.id}/tracking?token=`));
   const token = link.searchParams.get('token');
   t.equal(token, trackingToken(deriveTrackingKey(LINK_SECRET), order.id), 'token keyed by LINK_SECRET');
   t.not(token, trackingToken(deriveTrackingKey(WEBHOOK_SECRET), order.id), 'not by the webhook secret');
   t.equal((await app.inject({ method: 'GET', url: `${link.pathname}${link.search}` })).statusCode, 200, 'the link works');
   const webhookKeyed = trackingToken(deriveTrackingKey(WEBHOOK_SECRET), order.id);
-  t.equal((await app.inject({ method: 'GET', url: `/orders/${order.id}/tracking?token=${webhookKeyed}` })).statusCode, 404, 'a webhook-secret token fails');
+  t.equal(
+    (await app.inject({ method: 'GET', url: `/orders/${order.id}/tracking?token=${webhookKeyed}` })).statusCode,
+    404,
+    'a webhook-secret token fails',
+  );
 });
 
 t.test('LINK_SECRET: a development default outside production, required in production', async (t) => {
   t.type(loadConfig({}).LINK_SECRET, 'string', 'default outside production');
   t.equal(loadConfig({ LINK_SECRET: LINK_SECRET }).LINK_SECRET, LINK_SECRET);
-  const production = { NODE_ENV: 'production', PAYMENT_WEBHOOK_SECRET: 'w'.repeat(40), PUBLIC_BASE_URL: 'https://errand.example', SMTP_URL: 'smtp://127.0.0.1:2525' };
+  const production = {
+    NODE_ENV: 'production',
+    PAYMENT_WEBHOOK_SECRET: 'w'.repeat(40),
+    PUBLIC_BASE_URL: 'https://errand.example',
+    SMTP_URL: 'smtp://127.0.0.1:2525',
+  };
   t.throws(() => loadConfig(production), ConfigError);
   t.throws(() => loadConfig(production), /LINK_SECRET/);
   t.equal(loadConfig({ ...production, LINK_SECRET: 'l'.repeat(40) }).LINK_SECRET, 'l'.repeat(40));
@@ -46,5 +55,8 @@ t.test('production without LINK_SECRET refuses to start: exit 1, one line naming
   t.equal(exit.code, 1, 'exit 1');
   t.equal(child.stderr.length, 1, 'one line');
   t.match(child.stderr[0], /LINK_SECRET/);
-  t.notOk(child.stdout.some((line) => line.includes('Server listening')), 'never listened');
+  t.notOk(
+    child.stdout.some((line) => line.includes('Server listening')),
+    'never listened',
+  );
 });

@@ -39,13 +39,19 @@ t.test('POST /orders refuses bad input with 400', async (t) => {
     ['email as a number', { ...valid, email: 12345 }],
     ['missing amount', { email: valid.email, currency: 'USD' }],
   ];
-  const before = await deps.db.selectFrom('orders').select(({ fn }) => fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+  const before = await deps.db
+    .selectFrom('orders')
+    .select(({ fn }) => fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
   for (const [name, payload] of cases) {
     const res = await app.inject({ method: 'POST', url: '/orders', payload: payload as object });
     t.equal(res.statusCode, 400, name);
     t.match(res.json(), { statusCode: 400, error: 'Bad Request', message: String }, name);
   }
-  const after = await deps.db.selectFrom('orders').select(({ fn }) => fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+  const after = await deps.db
+    .selectFrom('orders')
+    .select(({ fn }) => fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
   t.equal(after.n, before.n, 'no order written');
 });
 
@@ -67,10 +73,16 @@ t.test('tracking answers only to the right token, with one 404 for every refusal
     ["this order's token on the other order", `/orders/${other.id}/tracking?token=${token}`],
     ['unknown id with its own valid token', `/orders/${unknownId}/tracking?token=${trackingToken(key, unknownId)}`],
     ['non-uuid id', `/orders/123/tracking?token=${trackingToken(key, '123')}`],
-    ['token of another secret', `/orders/${order.id}/tracking?token=${trackingToken(deriveTrackingKey('some-other-secret-0123456789'), order.id)}`],
-    ['token keyed by the webhook secret', `/orders/${order.id}/tracking?token=${trackingToken(deriveTrackingKey(WEBHOOK_SECRET), order.id)}`],
+    [
+      'token of another secret',
+      `/orders/${order.id}/tracking?token=${trackingToken(deriveTrackingKey('some-other-secret-0123456789'), order.id)}`,
+    ],
+    [
+      'token keyed by the webhook secret',
+      `/orders/${order.id}/tracking?token=${trackingToken(deriveTrackingKey(WEBHOOK_SECRET), order.id)}`,
+    ],
   ];
-  const first = refusals.length ? (await app.inject({ method: 'GET', url: refusals[0]![1] })).json() : undefined;
+  const first = refusals.length ? (await app.inject({ method: 'GET', url: refusals[0][1] })).json() : undefined;
   t.same(first, { statusCode: 404, error: 'Not Found', message: 'order not found' });
   for (const [name, url] of refusals) {
     const res = await app.inject({ method: 'GET', url });

@@ -9,7 +9,12 @@ const { app, deps } = errand;
 
 const emailsTo = (address: string) => smtp.received.filter((e) => e.to[0] === address);
 const trackingJobsFor = (orderId: string) =>
-  deps.db.selectFrom('outbox').select('id').where('job_name', '=', 'order-tracking-link').where(sql<string>`payload->>'orderId'`, '=', orderId).execute();
+  deps.db
+    .selectFrom('outbox')
+    .select('id')
+    .where('job_name', '=', 'order-tracking-link')
+    .where(sql<string>`payload->>'orderId'`, '=', orderId)
+    .execute();
 
 const signaturesSent: string[] = [];
 const tokensSeen: string[] = [];
@@ -23,7 +28,7 @@ t.test('a signed payment.succeeded marks the order paid and sends one tracking e
   const event = paymentEvent(order);
   const raw = JSON.stringify(event);
   const header = signatureHeader(raw);
-  signaturesSent.push(header.split('v1=')[1]!);
+  signaturesSent.push(header.split('v1=')[1]);
   const res = await sendWebhook(app, raw, { header });
   t.equal(res.statusCode, 200);
   t.same(res.json(), { received: true });
@@ -33,13 +38,13 @@ t.test('a signed payment.succeeded marks the order paid and sends one tracking e
   t.ok(row.paid_at, 'paid_at set');
 
   const [email] = await smtp.waitForEmails(1);
-  t.same(email!.to, ['buyer.one@example.com'], 'sent to the buyer, normalised');
-  t.match(email!.subject, order.id);
-  const link = new URL(extractLink(email!.text, `/orders/${order.id}/tracking?token=`));
+  t.same(email.to, ['buyer.one@example.com'], 'sent to the buyer, normalised');
+  t.match(email.subject, order.id);
+  const link = new URL(extractLink(email.text, `/orders/${order.id}/tracking?token=`));
   t.equal(link.origin, 'http://errand.test', 'link built from PUBLIC_BASE_URL');
   const token = link.searchParams.get('token')!;
   tokensSeen.push(token);
-  t.ok(email!.html.includes(link.pathname), 'html part carries the link too');
+  t.ok(email.html.includes(link.pathname), 'html part carries the link too');
 
   const tracking = await app.inject({ method: 'GET', url: `${link.pathname}${link.search}` });
   t.equal(tracking.statusCode, 200);
@@ -63,14 +68,23 @@ t.test('the same event 5 times and 20 different events at once: one transition, 
   const event = paymentEvent(order);
 
   const replays = await Promise.all(Array.from({ length: 5 }, () => sendWebhook(app, event)));
-  t.same(replays.map((r) => r.statusCode), [200, 200, 200, 200, 200]);
+  t.same(
+    replays.map((r) => r.statusCode),
+    [200, 200, 200, 200, 200],
+  );
   const duplicates = replays.filter((r) => r.json().duplicate === true).length;
   t.equal(duplicates, 4, 'four of the five answered as duplicates');
   t.same(replays.find((r) => !r.json().duplicate)!.json(), { received: true });
 
   const distinct = await Promise.all(Array.from({ length: 20 }, () => sendWebhook(app, paymentEvent(order))));
-  t.ok(distinct.every((r) => r.statusCode === 200), 'every distinct event accepted');
-  t.ok(distinct.every((r) => r.json().duplicate === undefined), 'distinct events are not duplicates');
+  t.ok(
+    distinct.every((r) => r.statusCode === 200),
+    'every distinct event accepted',
+  );
+  t.ok(
+    distinct.every((r) => r.json().duplicate === undefined),
+    'distinct events are not duplicates',
+  );
 
   const again = await sendWebhook(app, event);
   t.same(again.json(), { received: true, duplicate: true }, 'a later replay is a duplicate');
@@ -79,7 +93,12 @@ t.test('the same event 5 times and 20 different events at once: one transition, 
   await waitForOutboxDrained(deps);
   t.equal(emailsTo(address).length, 1, 'exactly one tracking email');
   t.equal((await trackingJobsFor(order.id)).length, 1, 'exactly one outbox job');
-  const transitions = await deps.db.selectFrom('payment_events').select('event_id').where('order_id', '=', order.id).where('transitioned', '=', true).execute();
+  const transitions = await deps.db
+    .selectFrom('payment_events')
+    .select('event_id')
+    .where('order_id', '=', order.id)
+    .where('transitioned', '=', true)
+    .execute();
   t.equal(transitions.length, 1, 'exactly one event moved the order');
   const recorded = await deps.db.selectFrom('payment_events').select('event_id').where('order_id', '=', order.id).execute();
   t.equal(recorded.length, 21, 'every distinct event id recorded once');

@@ -2,7 +2,15 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { createWebhookVerifier } from '../../src/payments/signature.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
-import { createOrder, eventId, paymentEvent, postWebhook, sendWebhook, signatureHeader, standardWebhookHeaders } from '../support/payments.js';
+import {
+  createOrder,
+  eventId,
+  paymentEvent,
+  postWebhook,
+  sendWebhook,
+  signatureHeader,
+  standardWebhookHeaders,
+} from '../support/payments.js';
 
 // A Standard Webhooks secret (whsec_ + base64 of random bytes) and a plain one, configured together as in a rotation.
 const WHSEC = `whsec_${randomBytes(24).toString('base64')}`;
@@ -11,7 +19,8 @@ const THIRD = `whsec_${randomBytes(24).toString('base64')}`;
 
 const errand = await startTestErrand(t, testEnv(t, { PAYMENT_WEBHOOK_SECRET: `${WHSEC}  ${PLAIN}` }));
 const { app, deps } = errand;
-const statusOf = async (id: string) => (await deps.db.selectFrom('orders').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status;
+const statusOf = async (id: string) =>
+  (await deps.db.selectFrom('orders').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status;
 const msgId = () => `msg_${randomBytes(10).toString('hex')}`;
 
 t.test('Standard Webhooks: a correctly signed event with a body id → 200 and paid', async (t) => {
@@ -32,11 +41,19 @@ t.test('Standard Webhooks without a body id: the event id is webhook-id; its rep
   t.equal(res.statusCode, 200, res.body);
   t.same(res.json(), { received: true });
   t.equal(await statusOf(order.id), 'failed');
-  const recorded = await deps.db.selectFrom('payment_events').select(['event_id', 'transitioned']).where('order_id', '=', order.id).execute();
+  const recorded = await deps.db
+    .selectFrom('payment_events')
+    .select(['event_id', 'transitioned'])
+    .where('order_id', '=', order.id)
+    .execute();
   t.same(recorded, [{ event_id: id, transitioned: true }], 'recorded under the webhook-id');
 
   // The provider retries the same message: same webhook-id, fresh timestamp and signature.
-  const replay = await postWebhook(app, raw, standardWebhookHeaders(raw, { secret: WHSEC, id, timestamp: Math.floor(Date.now() / 1000) + 1 }));
+  const replay = await postWebhook(
+    app,
+    raw,
+    standardWebhookHeaders(raw, { secret: WHSEC, id, timestamp: Math.floor(Date.now() / 1000) + 1 }),
+  );
   t.same(replay.json(), { received: true, duplicate: true });
 
   // A later succeeded event without body id pays it (late success), under its own webhook-id.
@@ -75,7 +92,7 @@ t.test('Standard Webhooks refusals: wrong signature, stale timestamp, missing he
     ['no webhook-timestamp', without('webhook-timestamp')],
     ['no webhook-id', without('webhook-id')],
     ['signature not base64 of 32 bytes', { ...good, 'webhook-signature': 'v1,abcd' }],
-    ['only an unknown version', { ...good, 'webhook-signature': good['webhook-signature']!.replace('v1,', 'v2,') }],
+    ['only an unknown version', { ...good, 'webhook-signature': good['webhook-signature'].replace('v1,', 'v2,') }],
     ['timestamp not digits', { ...good, 'webhook-timestamp': `${now}.5` }],
   ];
   for (const [name, headers, body] of cases) {
@@ -84,10 +101,14 @@ t.test('Standard Webhooks refusals: wrong signature, stale timestamp, missing he
     t.match(res.json(), { statusCode: 401, error: 'Unauthorized', message: /webhook-/ }, name);
   }
   t.equal(await statusOf(order.id), 'pending');
-  t.equal((await deps.db.selectFrom('payment_events').select('event_id').where('order_id', '=', order.id).execute()).length, 0, 'nothing recorded');
+  t.equal(
+    (await deps.db.selectFrom('payment_events').select('event_id').where('order_id', '=', order.id).execute()).length,
+    0,
+    'nothing recorded',
+  );
 
   // Several signatures in one header (space-separated): one valid is enough; v1a (asymmetric) entries are skipped.
-  const third = standardWebhookHeaders(raw, { secret: THIRD, id, timestamp: now })['webhook-signature']!;
+  const third = standardWebhookHeaders(raw, { secret: THIRD, id, timestamp: now })['webhook-signature'];
   const several = { ...good, 'webhook-signature': `v1a,${'A'.repeat(86)}== ${third} ${good['webhook-signature']}` };
   const ok = await postWebhook(app, raw, several);
   t.equal(ok.statusCode, 200, ok.body);
@@ -123,7 +144,11 @@ t.test('rotation: either configured secret signs, in either scheme; a third one 
 
 t.test("the Standard Webhooks specification's own example verifies", async (t) => {
   const verifier = createWebhookVerifier(['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw']);
-  const headers = { 'webhook-id': 'msg_p5jXN8AQM9LWM0D4loKWxJek', 'webhook-timestamp': '1614265330', 'webhook-signature': 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=' };
+  const headers = {
+    'webhook-id': 'msg_p5jXN8AQM9LWM0D4loKWxJek',
+    'webhook-timestamp': '1614265330',
+    'webhook-signature': 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=',
+  };
   const body = Buffer.from('{"test": 2432232314}');
   t.match(verifier.verify(headers, body, 1614265330_000), { ok: true, scheme: 'standard-webhooks' });
   t.match(verifier.verify(headers, body, (1614265330 + 301) * 1000), { ok: false, reason: 'timestamp' });

@@ -4,7 +4,8 @@ import { createDb } from '../../src/core/db.js';
 import { createOrder, eventId, paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
 import { freshDatabaseUrl, startTcpProxy, startTestErrand, testEnv } from '../support/helpers.js';
 
-const hmacHex = (secret: string, timestamp: number, raw: string) => createHmac('sha256', secret).update(`${timestamp}.`).update(raw).digest('hex');
+const hmacHex = (secret: string, timestamp: number, raw: string) =>
+  createHmac('sha256', secret).update(`${timestamp}.`).update(raw).digest('hex');
 
 t.test('several v1= signatures (a secret rotation): any one match is enough, none is 401', async (t) => {
   const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api', PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET }));
@@ -45,7 +46,10 @@ t.test('webhook with PostgreSQL down: 503, and nothing is written', async (t) =>
   const proxy = await startTcpProxy(t, { host: '127.0.0.1', port: Number(new URL(direct).port || 5432) });
   const viaProxy = new URL(direct);
   viaProxy.port = String(proxy.port);
-  const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api', PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET, DATABASE_URL: viaProxy.toString() }));
+  const errand = await startTestErrand(
+    t,
+    testEnv(t, { ROLE: 'api', PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET, DATABASE_URL: viaProxy.toString() }),
+  );
   const order = await createOrder(errand.app, { email: 'pg-down@example.com' });
 
   await proxy.cut();

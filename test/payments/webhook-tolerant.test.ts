@@ -8,9 +8,16 @@ const smtp = await startSmtpServer(t);
 const errand = await startTestErrand(t, testEnv(t, { SMTP_URL: smtp.url, PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET }));
 const { app, deps } = errand;
 
-const statusOf = async (id: string) => (await deps.db.selectFrom('orders').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status;
+const statusOf = async (id: string) =>
+  (await deps.db.selectFrom('orders').select('status').where('id', '=', id).executeTakeFirstOrThrow()).status;
 const trackingJobs = async (orderId: string) =>
-  (await deps.db.selectFrom('outbox').select('id').where(sql<string>`payload->>'orderId'`, '=', orderId).execute()).length;
+  (
+    await deps.db
+      .selectFrom('outbox')
+      .select('id')
+      .where(sql<string>`payload->>'orderId'`, '=', orderId)
+      .execute()
+  ).length;
 
 t.test('extra properties at the top level and inside data: 200, paid, one email', async (t) => {
   const order = await createOrder(app, { email: 'tolerant@example.com', amount: 1999, currency: 'USD' });
@@ -68,7 +75,11 @@ t.test('a known field with a wrong type is still a 400 (no coercion) and changes
 
 t.test('an event type errand does not handle: 200 ignored and recorded; its replay is a duplicate', async (t) => {
   const order = await createOrder(app, { email: 'ignored@example.com' });
-  const refund = { id: eventId(), type: 'payment.refunded', data: { providerRef: order.providerRef, amount: 1999, currency: 'USD', reason: 'requested' } };
+  const refund = {
+    id: eventId(),
+    type: 'payment.refunded',
+    data: { providerRef: order.providerRef, amount: 1999, currency: 'USD', reason: 'requested' },
+  };
   const first = await sendWebhook(app, refund);
   t.equal(first.statusCode, 200);
   t.same(first.json(), { received: true, ignored: true });
@@ -82,7 +93,11 @@ t.test('an event type errand does not handle: 200 ignored and recorded; its repl
   t.same((await sendWebhook(app, odd)).json(), { received: true, duplicate: true });
   const bare = { id: eventId(), type: 'ping' };
   t.same((await sendWebhook(app, bare)).json(), { received: true, ignored: true });
-  t.equal((await deps.db.selectFrom('payment_events').select('provider_ref').where('event_id', '=', bare.id).executeTakeFirstOrThrow()).provider_ref, null);
+  t.equal(
+    (await deps.db.selectFrom('payment_events').select('provider_ref').where('event_id', '=', bare.id).executeTakeFirstOrThrow())
+      .provider_ref,
+    null,
+  );
 
   t.equal(await statusOf(order.id), 'pending', 'the order is untouched');
   t.equal(await trackingJobs(order.id), 0);

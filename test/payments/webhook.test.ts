@@ -2,7 +2,15 @@ import t, { type Test } from 'tap';
 import { sql } from 'kysely';
 import { startSmtpServer, startTestErrand, testEnv, waitForOutboxDrained } from '../support/helpers.js';
 import type { PaymentEvent } from '../../src/payments/events.js';
-import { createOrder, eventId, paymentEvent, sendWebhook, signatureHeader, WEBHOOK_SECRET, type CreatedOrder } from '../support/payments.js';
+import {
+  createOrder,
+  eventId,
+  paymentEvent,
+  sendWebhook,
+  signatureHeader,
+  WEBHOOK_SECRET,
+  type CreatedOrder,
+} from '../support/payments.js';
 
 // Checked by tsc: the static event type is the three literals (a mapped Type.Union once made it never).
 'payment.expired' satisfies PaymentEvent['type'];
@@ -21,7 +29,11 @@ async function eventCount(orderId: string) {
   return rows.length;
 }
 async function trackingJobs(orderId: string) {
-  const rows = await deps.db.selectFrom('outbox').select('id').where(sql<string>`payload->>'orderId'`, '=', orderId).execute();
+  const rows = await deps.db
+    .selectFrom('outbox')
+    .select('id')
+    .where(sql<string>`payload->>'orderId'`, '=', orderId)
+    .execute();
   return rows.length;
 }
 async function assertUntouched(t: Test, order: CreatedOrder) {
@@ -41,7 +53,7 @@ t.test('signature failures answer 401 and change nothing', async (t) => {
     ['empty header', { header: '' }],
     ['malformed header', { header: 'sha256=abc' }],
     ['no v1', { header: `t=${now}` }],
-    ['no t', { header: good.split(',')[1]! }],
+    ['no t', { header: good.split(',')[1] }],
     ['short v1', { header: `t=${now},v1=abcd` }],
     ['wrong secret', { secret: 'another-secret-0123456789abcdef' }],
     ['signature of another timestamp', { header: good.replace(`t=${now}`, `t=${now - 1}`) }],
@@ -59,7 +71,12 @@ t.test('signature failures answer 401 and change nothing', async (t) => {
 
   // The same bytes, signed properly, pass: the refusals above were about the signature alone.
   // Verified over the raw bytes whatever the content type says.
-  const relabelled = await app.inject({ method: 'POST', url: '/payments/webhook', headers: { 'content-type': 'text/plain', 'webhook-signature': good }, payload: `${raw} ` });
+  const relabelled = await app.inject({
+    method: 'POST',
+    url: '/payments/webhook',
+    headers: { 'content-type': 'text/plain', 'webhook-signature': good },
+    payload: `${raw} `,
+  });
   t.equal(relabelled.statusCode, 401, 'text/plain body altered after signing');
   const ok = await sendWebhook(app, raw, { timestamp: now - 290 });
   t.equal(ok.statusCode, 200, 'a 290 s old signature is still accepted');
@@ -72,7 +89,12 @@ t.test('malformed JSON and schema errors answer 400; big bodies 413', async (t) 
   t.equal(malformed.statusCode, 400, 'malformed JSON');
   t.match(malformed.json(), { statusCode: 400, error: 'Bad Request', message: /JSON/ });
   t.equal((await sendWebhook(app, '')).statusCode, 400, 'empty body');
-  const form = await app.inject({ method: 'POST', url: '/payments/webhook', headers: { 'content-type': 'application/x-www-form-urlencoded', 'webhook-signature': signatureHeader('a=1') }, payload: 'a=1' });
+  const form = await app.inject({
+    method: 'POST',
+    url: '/payments/webhook',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', 'webhook-signature': signatureHeader('a=1') },
+    payload: 'a=1',
+  });
   t.equal(form.statusCode, 400, 'a signed non-JSON body is a 400, whatever its content type');
 
   // Unknown properties are no longer among these: the webhook accepts and ignores them (CONTRACT.md), see webhook-tolerant.test.ts.
@@ -99,7 +121,12 @@ t.test('malformed JSON and schema errors answer 400; big bodies 413', async (t) 
   await assertUntouched(t, order);
 
   // The rest of the app keeps Fastify's JSON parser.
-  const notJson = await app.inject({ method: 'POST', url: '/orders', headers: { 'content-type': 'application/json' }, payload: '{"email":' });
+  const notJson = await app.inject({
+    method: 'POST',
+    url: '/orders',
+    headers: { 'content-type': 'application/json' },
+    payload: '{"email":',
+  });
   t.equal(notJson.statusCode, 400, 'POST /orders still parses JSON itself');
 });
 

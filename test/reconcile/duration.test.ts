@@ -12,7 +12,26 @@ t.test('parseDuration reads a number and one unit', async (t) => {
 });
 
 t.test('parseDuration refuses everything else', async (t) => {
-  for (const bad of ['', '24', 'h', '0h', '0.0m', '-1h', '+1h', '1 h', ' 1h', '1h ', '1H', '1w', '1h30m', '1e3s', '.5h', '5.h', 'NaNh', 'Infinityd']) {
+  for (const bad of [
+    '',
+    '24',
+    'h',
+    '0h',
+    '0.0m',
+    '-1h',
+    '+1h',
+    '1 h',
+    ' 1h',
+    '1h ',
+    '1H',
+    '1w',
+    '1h30m',
+    '1e3s',
+    '.5h',
+    '5.h',
+    'NaNh',
+    'Infinityd',
+  ]) {
     t.equal(parseDuration(bad), undefined, JSON.stringify(bad));
   }
 });
@@ -38,7 +57,10 @@ t.test('forEachWithConcurrency visits every item once with at most `limit` in fl
     seen.push(item);
     inFlight -= 1;
   });
-  t.same(seen.slice().sort((a, b) => a - b), items);
+  t.same(
+    seen.slice().sort((a, b) => a - b),
+    items,
+  );
   t.equal(maxInFlight, 4);
   await forEachWithConcurrency([], 4, async () => void t.fail('no call for no items'));
 });

@@ -62,18 +62,20 @@ t.test('a body that breaks the contract, or another 4xx, is invalid (not found, 
   ];
   let next = 0;
   const server = createServer((_req, res) => {
-    const [status, body] = bodies[next++]!;
+    const [status, body] = bodies[next++];
     res.writeHead(status, { 'content-type': 'application/json' }).end(body);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise((resolve) => server.close(resolve)));
   const odd = createHttpPaymentProvider({ baseUrl: `http://127.0.0.1:${(server.address() as { port: number }).port}`, timeoutMs: 1000 });
-  for (let i = 0; i < bodies.length; i++) t.match(await plain(odd.getPayment('pay_x')), { kind: 'invalid', reason: String }, bodies[i]![1]);
+  for (let i = 0; i < bodies.length; i++) t.match(await plain(odd.getPayment('pay_x')), { kind: 'invalid', reason: String }, bodies[i][1]);
 });
 
 t.test('extra properties in a 200 are tolerated', async (t) => {
   const server = createServer((_req, res) =>
-    res.writeHead(200, { 'content-type': 'application/json' }).end('{"providerRef":"pay_x","status":"expired","amount":7,"currency":"GBP","method":"card"}'),
+    res
+      .writeHead(200, { 'content-type': 'application/json' })
+      .end('{"providerRef":"pay_x","status":"expired","amount":7,"currency":"GBP","method":"card"}'),
   );
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise((resolve) => server.close(resolve)));

@@ -13,5 +13,5 @@ t.test('`npm run sweep -- --dry-run` prints exactly one JSON summary line on std
   });
   const lines = stdout.split('\n').filter(Boolean);
   t.equal(lines.length, 1, `one line on stdout: ${JSON.stringify(stdout.slice(0, 200))}`);
-  t.same(Object.keys(JSON.parse(lines[0]!)).sort(), ['checked', 'durationMs', 'errors', 'expired', 'failed', 'paid', 'unchanged']);
+  t.same(Object.keys(JSON.parse(lines[0])).sort(), ['checked', 'durationMs', 'errors', 'expired', 'failed', 'paid', 'unchanged']);
 });

@@ -33,22 +33,26 @@ t.test('runs in process: one JSON summary line on stdout, logs on stderr, exit 0
   t.teardown(() => db.destroy());
   await migrateToLatest(db);
   const [paid, failed, older] = await insertOrders(db, [{ ageMinutes: 10 }, { ageMinutes: 20 }, { ageMinutes: 120 }]);
-  for (const order of [paid!, older!]) sim.setPayment(order.providerRef, { status: 'succeeded', amount: order.amount, currency: order.currency });
-  sim.setPayment(failed!.providerRef, { status: 'failed', amount: failed!.amount, currency: failed!.currency });
+  for (const order of [paid, older])
+    sim.setPayment(order.providerRef, { status: 'succeeded', amount: order.amount, currency: order.currency });
+  sim.setPayment(failed.providerRef, { status: 'failed', amount: failed.amount, currency: failed.currency });
 
   const dry = await runScript('sweep.ts', ['--window', '30m', '--limit', '10', '--dry-run'], env);
   t.equal(dry.code, 0, dry.stderr);
   t.equal(lastLine(dry.stdout).length, 1, 'exactly one line on stdout');
   t.match(JSON.parse(dry.stdout), { checked: 2, paid: 1, failed: 1, unchanged: 0, errors: 0 });
   const statuses = await db.selectFrom('orders').select('status').execute();
-  t.ok(statuses.every((r) => r.status === 'pending'), 'dry run changed nothing');
+  t.ok(
+    statuses.every((r) => r.status === 'pending'),
+    'dry run changed nothing',
+  );
   t.match(dry.stderr, /payments sweep finished/, 'logs went to stderr');
 
   const real = await runScript('sweep.ts', ['--window', '30m', '--limit', '1'], env);
   t.equal(real.code, 0, real.stderr);
   t.match(JSON.parse(real.stdout), { checked: 1, failed: 1, paid: 0 }, 'limit 1: the oldest in the window only');
-  t.equal((await db.selectFrom('orders').select('status').where('id', '=', failed!.id).executeTakeFirstOrThrow()).status, 'failed');
-  t.equal((await db.selectFrom('orders').select('status').where('id', '=', paid!.id).executeTakeFirstOrThrow()).status, 'pending');
+  t.equal((await db.selectFrom('orders').select('status').where('id', '=', failed.id).executeTakeFirstOrThrow()).status, 'failed');
+  t.equal((await db.selectFrom('orders').select('status').where('id', '=', paid.id).executeTakeFirstOrThrow()).status, 'pending');
 });
 
 t.test('--enqueue adds one payments-sweep job and prints its id', async (t) => {
@@ -76,7 +80,13 @@ t.test('exit 1 when the database is unreachable', async (t) => {
 
 t.test('the argument parser: durations, limits, defaults, and a clear message for each bad command line', async (t) => {
   t.same(parseSweepArgs([]), { dryRun: false, enqueue: false, help: false }, 'no arguments: the configured defaults apply');
-  t.same(parseSweepArgs(['--window', '30m', '--limit', '10', '--dry-run']), { windowHours: 0.5, limit: 10, dryRun: true, enqueue: false, help: false });
+  t.same(parseSweepArgs(['--window', '30m', '--limit', '10', '--dry-run']), {
+    windowHours: 0.5,
+    limit: 10,
+    dryRun: true,
+    enqueue: false,
+    help: false,
+  });
   t.same(parseSweepArgs(['--enqueue', '--window', '2d']), { windowHours: 48, dryRun: false, enqueue: true, help: false });
   t.equal(parseSweepArgs(['-h']).help, true);
   t.equal(parseSweepArgs(['--window', '90d']).windowHours, 90 * 24, 'the longest window is accepted');

@@ -71,8 +71,12 @@ t.test('npm run sweep on a terminal: counts and a bar, log lines intact above it
   const db = createDb(env.DATABASE_URL!, 2);
   t.teardown(() => db.destroy());
   await migrateToLatest(db);
-  const orders = await insertOrders(db, Array.from({ length: 60 }, (_, i) => ({ ageMinutes: 5 + i })));
-  for (const order of orders.slice(0, 10)) sim.setPayment(order.providerRef, { status: 'succeeded', amount: order.amount, currency: order.currency });
+  const orders = await insertOrders(
+    db,
+    Array.from({ length: 60 }, (_, i) => ({ ageMinutes: 5 + i })),
+  );
+  for (const order of orders.slice(0, 10))
+    sim.setPayment(order.providerRef, { status: 'succeeded', amount: order.amount, currency: order.currency });
 
   const run = await runOnTerminal('sweep.ts', ['--window', '24h', '--dry-run'], env);
   t.equal(run.code, 0, run.terminal);
@@ -82,9 +86,13 @@ t.test('npm run sweep on a terminal: counts and a bar, log lines intact above it
   t.match(run.terminal, /checking \[[█░]+\] \d+\/60 \| paid \d+/, 'a bar with counts');
   t.match(run.terminal, /checked 60 of 60: paid 10, failed 0, expired 0, unchanged 50, errors 0 \(\d+\.\d s\)/, 'final counts');
   // The bar is redrawn with cursor movements, so lines are told apart by their content, not by newlines.
+  // eslint-disable-next-line no-control-regex -- terminal escape sequences start with ESC
   const shown = run.terminal.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, '\n');
   const logLines = [...shown.matchAll(/\{"level":.*\}/g)].map((m) => m[0]);
-  t.ok(logLines.some((line) => line.includes('"msg":"payments sweep finished"')), 'log lines still reach the terminal');
+  t.ok(
+    logLines.some((line) => line.includes('"msg":"payments sweep finished"')),
+    'log lines still reach the terminal',
+  );
   for (const line of logLines) t.doesNotThrow(() => JSON.parse(line), 'a log line is whole, not cut by the bar');
 
   const piped = await runScript('sweep.ts', ['--window', '24h', '--dry-run'], env);

@@ -43,7 +43,10 @@ t.test('kill the primary holding the queues mid-flight: every email once', async
   const activeAtKill = await deps.queues[EMAIL_QUEUE].getActiveCount();
   await victim.kill();
   const killTime = Date.now();
-  t.ok(inFlightAtKill > 0 && activeAtKill > 0, `jobs in flight when the primary died (${inFlightAtKill} at the SMTP server, ${activeAtKill} active)`);
+  t.ok(
+    inFlightAtKill > 0 && activeAtKill > 0,
+    `jobs in flight when the primary died (${inFlightAtKill} at the SMTP server, ${activeAtKill} active)`,
+  );
   await Promise.all(addresses.slice(SIGNUPS / 2).map(signup));
   t.equal(accepted.length, SIGNUPS, 'every signup accepted, during the failover too');
 
@@ -54,17 +57,28 @@ t.test('kill the primary holding the queues mid-flight: every email once', async
 
   await waitFor(() => (new Set(smtp.received.map((e) => e.to[0])).size >= SIGNUPS ? true : undefined), 90000, `${SIGNUPS} distinct emails`);
   t.comment(`last email ${Date.now() - killTime} ms after the kill`);
-  await waitFor(async () => {
-    const counts = await deps.queues[EMAIL_QUEUE].getJobCounts('active', 'wait', 'delayed', 'prioritized');
-    return Object.values(counts).every((n) => n === 0) || undefined;
-  }, 30000, 'email queue idle');
+  await waitFor(
+    async () => {
+      const counts = await deps.queues[EMAIL_QUEUE].getJobCounts('active', 'wait', 'delayed', 'prioritized');
+      return Object.values(counts).every((n) => n === 0) || undefined;
+    },
+    30000,
+    'email queue idle',
+  );
   // Nothing else may arrive: a job whose lock (4 s) lapsed would be found by the next stalled check (every 2 s).
   await sleep(4500);
   const perAddress = new Map<string, number>();
-  for (const email of smtp.received) perAddress.set(email.to[0]!, (perAddress.get(email.to[0]!) ?? 0) + 1);
+  for (const email of smtp.received) perAddress.set(email.to[0], (perAddress.get(email.to[0]) ?? 0) + 1);
   t.same([...perAddress.keys()].sort(), [...accepted].sort(), 'an email for every accepted signup');
-  t.same([...perAddress.entries()].filter(([, n]) => n > 1), [], 'no address got two emails');
-  const sent = await deps.db.selectFrom('sent_emails').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+  t.same(
+    [...perAddress.entries()].filter(([, n]) => n > 1),
+    [],
+    'no address got two emails',
+  );
+  const sent = await deps.db
+    .selectFrom('sent_emails')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
   t.equal(Number(sent.n), SIGNUPS, 'one sent_emails row per email');
   const unpublished = await deps.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute();
   t.equal(unpublished.length, 0, 'the outbox is drained');

@@ -34,7 +34,11 @@ t.test('on a cluster the prefix is hash-tagged and every queue key sits in one s
   t.equal(errand.config.QUEUE_PREFIX, `{${env.QUEUE_PREFIX}}`);
   t.ok(deps.redis instanceof Cluster, 'the producer connection is a Cluster client');
   const started = errand.logs.lines().find((line) => line.msg === 'errand started');
-  t.match(started, { queuePrefix: errand.config.QUEUE_PREFIX, redis: /^redis\+cluster:\/\/127\.0\.0\.1:\d+,/ }, 'the start line names the topology');
+  t.match(
+    started,
+    { queuePrefix: errand.config.QUEUE_PREFIX, redis: /^redis\+cluster:\/\/127\.0\.0\.1:\d+,/ },
+    'the start line names the topology',
+  );
   await waitFor(async () => (await app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 || undefined, 15000, 'ready');
   const ready = await app.inject({ method: 'GET', url: '/readyz' });
   t.same(ready.json(), { status: 'ready', checks: { postgres: 'ok', redis: 'ok' } });
@@ -44,7 +48,7 @@ t.test('signup → verification email', async (t) => {
   const res = await app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'cluster-signup@example.com' } });
   t.equal(res.statusCode, 202);
   await waitFor(() => emailsTo('cluster-signup@example.com').length === 1 || undefined, 20000, 'verification email');
-  t.match(emailsTo('cluster-signup@example.com')[0]!.text, /\/auth\/verify-email\?token=/);
+  t.match(emailsTo('cluster-signup@example.com')[0].text, /\/auth\/verify-email\?token=/);
 });
 
 t.test('webhook → tracking email', async (t) => {
@@ -52,16 +56,19 @@ t.test('webhook → tracking email', async (t) => {
   const res = await sendWebhook(app, paymentEvent(order));
   t.equal(res.statusCode, 200);
   await waitFor(() => emailsTo('cluster-buyer@example.com').length === 1 || undefined, 20000, 'tracking email');
-  t.match(emailsTo('cluster-buyer@example.com')[0]!.text, new RegExp(`/orders/${order.id}/tracking\\?token=`));
+  t.match(emailsTo('cluster-buyer@example.com')[0].text, new RegExp(`/orders/${order.id}/tracking\\?token=`));
 });
 
 t.test('scheduler sync from two processes leaves one scheduler', async (t) => {
   // The first process synced at start; a second one starts on the same database and prefix, and both sync again at once.
   const second = await startTestErrand(t, { ...env, ROLE: 'worker' });
-  await Promise.all([syncSchedulers(deps.queues, errand.config, deps.log, SCHEDULERS), syncSchedulers(second.deps.queues, second.config, second.deps.log, SCHEDULERS)]);
+  await Promise.all([
+    syncSchedulers(deps.queues, errand.config, deps.log, SCHEDULERS),
+    syncSchedulers(second.deps.queues, second.config, second.deps.log, SCHEDULERS),
+  ]);
   const schedulers = await deps.queues[PAYMENTS_RECONCILE_QUEUE].getJobSchedulers();
   t.equal(schedulers.length, 1, 'one scheduler');
-  t.equal(schedulers[0]!.key, 'payments-reconcile');
+  t.equal(schedulers[0].key, 'payments-reconcile');
   t.equal(await deps.queues[PAYMENTS_RECONCILE_QUEUE].getDelayedCount(), 1, 'one next run waiting');
   await second.close();
 });
@@ -72,10 +79,14 @@ t.test('an admin sweep settles an order the provider reports paid', async (t) =>
   const res = await app.inject({ method: 'POST', url: '/admin/sweeps', headers: bearer });
   t.equal(res.statusCode, 202);
   const { jobId } = res.json<{ jobId: string }>();
-  const job = await waitFor(async () => {
-    const found = await deps.queues[PAYMENTS_RECONCILE_QUEUE].getJob(jobId);
-    return found?.finishedOn ? found : undefined;
-  }, 20000, 'sweep job finished');
+  const job = await waitFor(
+    async () => {
+      const found = await deps.queues[PAYMENTS_RECONCILE_QUEUE].getJob(jobId);
+      return found?.finishedOn ? found : undefined;
+    },
+    20000,
+    'sweep job finished',
+  );
   t.match(job.returnvalue, { paid: 1 });
   await waitFor(() => emailsTo('cluster-sweep@example.com').length === 1 || undefined, 20000, 'tracking email after the sweep');
 });
@@ -84,11 +95,15 @@ t.test('the admin failed list reads failed jobs from the cluster', async (t) => 
   smtp.respondWith((to) => (to[0] === 'cluster-refused@example.com' ? { code: 550, message: 'mailbox unavailable' } : undefined));
   t.teardown(() => smtp.respondWith(undefined));
   await app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'cluster-refused@example.com' } });
-  const failed = await waitFor(async () => {
-    const res = await app.inject({ method: 'GET', url: `/admin/queues/${EMAIL_QUEUE}/failed`, headers: bearer });
-    const { jobs } = res.json<{ jobs: { name: string; reason: string }[] }>();
-    return jobs.length > 0 ? jobs : undefined;
-  }, 20000, 'a failed job listed');
+  const failed = await waitFor(
+    async () => {
+      const res = await app.inject({ method: 'GET', url: `/admin/queues/${EMAIL_QUEUE}/failed`, headers: bearer });
+      const { jobs } = res.json<{ jobs: { name: string; reason: string }[] }>();
+      return jobs.length > 0 ? jobs : undefined;
+    },
+    20000,
+    'a failed job listed',
+  );
   t.equal(failed.length, 1);
   t.match(failed[0], { name: 'email-verification', reason: /550/ });
 });
@@ -100,14 +115,25 @@ t.test('admin queues, Bull Board and metrics read the cluster', async (t) => {
   const basic = { authorization: `Basic ${Buffer.from(`ops:${ADMIN_TOKEN}`).toString('base64')}` };
   const board = await app.inject({ method: 'GET', url: '/admin/board/api/queues', headers: basic });
   t.equal(board.statusCode, 200);
-  t.same(board.json<{ queues: { name: string }[] }>().queues.map((q) => q.name).sort(), [...QUEUE_NAMES].sort(), 'every queue on the board');
+  t.same(
+    board
+      .json<{ queues: { name: string }[] }>()
+      .queues.map((q) => q.name)
+      .sort(),
+    [...QUEUE_NAMES].sort(),
+    'every queue on the board',
+  );
   const metrics = await app.inject({ method: 'GET', url: '/metrics' });
   t.equal(metrics.statusCode, 200);
-  t.match(metrics.body, new RegExp(`errand_queue_jobs\\{[^}]*queue="${EMAIL_QUEUE}"[^}]*state="failed"[^}]*\\} 1`), 'queue depth per state, read from the cluster');
+  t.match(
+    metrics.body,
+    new RegExp(`errand_queue_jobs\\{[^}]*queue="${EMAIL_QUEUE}"[^}]*state="failed"[^}]*\\} 1`),
+    'queue depth per state, read from the cluster',
+  );
 });
 
 t.test('the noeviction check asks every primary', async (t) => {
-  const lru = cluster.nodes[1]!;
+  const lru = cluster.nodes[1];
   await probeRedis(lru.port, (redis) => redis.config('SET', 'maxmemory-policy', 'allkeys-lru'));
   t.teardown(() => probeRedis(lru.port, (redis) => redis.config('SET', 'maxmemory-policy', 'noeviction')));
   const other = await startTestErrand(t, { ...env, ROLE: 'api' });
@@ -117,26 +143,39 @@ t.test('the noeviction check asks every primary', async (t) => {
     'the eviction warning',
   );
   t.match(warning, { server: `127.0.0.1:${lru.port}`, maxmemoryPolicy: 'allkeys-lru' }, 'names the primary');
-  t.equal(other.logs.lines().filter((line) => line.msg === 'Redis maxmemory-policy is not noeviction: queued jobs may be evicted').length, 1, 'only that one');
-  t.notOk(errand.logs.lines().some((line) => /maxmemory-policy/.test(String(line.msg))), 'no warning while every primary is noeviction');
+  t.equal(
+    other.logs.lines().filter((line) => line.msg === 'Redis maxmemory-policy is not noeviction: queued jobs may be evicted').length,
+    1,
+    'only that one',
+  );
+  t.notOk(
+    errand.logs.lines().some((line) => /maxmemory-policy/.test(String(line.msg))),
+    'no warning while every primary is noeviction',
+  );
   await other.close();
 });
 
 t.test('nothing was written outside the tagged slot', async (t) => {
-  const keys = await Promise.all(
-    cluster.nodes.map((node) => probeRedis(node.port, (redis) => redis.keys('*'))),
-  );
+  const keys = await Promise.all(cluster.nodes.map((node) => probeRedis(node.port, (redis) => redis.keys('*'))));
   const all = keys.flat();
   t.ok(all.length > 0, 'queue keys exist');
-  t.same(all.filter((key) => !key.startsWith(`${errand.config.QUEUE_PREFIX}:`)), [], 'every key carries the tagged prefix');
-  const slots = new Set(await probeRedis(cluster.nodes[0]!.port, (redis) => Promise.all(all.map((key) => redis.cluster('KEYSLOT', key)))));
+  t.same(
+    all.filter((key) => !key.startsWith(`${errand.config.QUEUE_PREFIX}:`)),
+    [],
+    'every key carries the tagged prefix',
+  );
+  const slots = new Set(await probeRedis(cluster.nodes[0].port, (redis) => Promise.all(all.map((key) => redis.cluster('KEYSLOT', key)))));
   t.equal(slots.size, 1, 'one slot');
 });
 
 t.test('after a whole-cluster outage the relay publishes what was accepted meanwhile', async (t) => {
   // Every node dies at once (no persistence: the cluster comes back empty, as after losing its memory).
   await Promise.all(cluster.nodes.map((node) => node.kill()));
-  await waitFor(async () => ((await app.inject({ method: 'GET', url: '/readyz' })).json().checks.redis === 'unreachable' ? true : undefined), 15000, 'readyz reports redis unreachable');
+  await waitFor(
+    async () => ((await app.inject({ method: 'GET', url: '/readyz' })).json().checks.redis === 'unreachable' ? true : undefined),
+    15000,
+    'readyz reports redis unreachable',
+  );
   const ready = await app.inject({ method: 'GET', url: '/readyz' });
   t.equal(ready.statusCode, 503);
   t.same(ready.json().checks, { postgres: 'ok', redis: 'unreachable' }, 'the check is named, no error text');
@@ -152,5 +191,9 @@ t.test('after a whole-cluster outage the relay publishes what was accepted meanw
   await waitFor(() => emailsTo('cluster-outage@example.com').length === 1 || undefined, 45000, 'email after the outage');
   const left = await deps.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute();
   t.equal(left.length, 0, 'the relay published it');
-  await waitFor(async () => ((await app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 ? true : undefined), 15000, 'ready again');
+  await waitFor(
+    async () => ((await app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 ? true : undefined),
+    15000,
+    'ready again',
+  );
 });

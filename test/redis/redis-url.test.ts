@@ -8,8 +8,19 @@ import { clusterQueuePrefix, describeRedisTopology, parseRedisUrl } from '../../
 t.test('one server: host, port, database, credentials', async (t) => {
   t.same(parseRedisUrl('redis://127.0.0.1:6379'), { kind: 'single', address: { host: '127.0.0.1', port: 6379 }, db: 0 });
   t.same(parseRedisUrl('redis://cache.internal'), { kind: 'single', address: { host: 'cache.internal', port: 6379 }, db: 0 });
-  t.same(parseRedisUrl('redis://app:s%40cret@h:7000/3'), { kind: 'single', address: { host: 'h', port: 7000 }, db: 3, username: 'app', password: 's@cret' });
-  t.same(parseRedisUrl('redis://:only-password@h'), { kind: 'single', address: { host: 'h', port: 6379 }, db: 0, password: 'only-password' });
+  t.same(parseRedisUrl('redis://app:s%40cret@h:7000/3'), {
+    kind: 'single',
+    address: { host: 'h', port: 7000 },
+    db: 3,
+    username: 'app',
+    password: 's@cret',
+  });
+  t.same(parseRedisUrl('redis://:only-password@h'), {
+    kind: 'single',
+    address: { host: 'h', port: 6379 },
+    db: 0,
+    password: 'only-password',
+  });
   t.same(parseRedisUrl('redis://[::1]:6380/'), { kind: 'single', address: { host: '::1', port: 6380 }, db: 0 });
   t.same(parseRedisUrl('REDIS://h:1'), { kind: 'single', address: { host: 'h', port: 1 }, db: 0 }, 'scheme is case-insensitive');
 });
@@ -38,7 +49,12 @@ t.test('cluster: any number of nodes, credentials, no path', async (t) => {
       { host: '::1', port: 7002 },
     ],
   });
-  t.same(parseRedisUrl('redis+cluster://u:p@a:7000'), { kind: 'cluster', nodes: [{ host: 'a', port: 7000 }], username: 'u', password: 'p' });
+  t.same(parseRedisUrl('redis+cluster://u:p@a:7000'), {
+    kind: 'cluster',
+    nodes: [{ host: 'a', port: 7000 }],
+    username: 'u',
+    password: 'p',
+  });
 });
 
 t.test('sentinel: sentinel addresses (default port 26379) and the master name', async (t) => {
@@ -84,7 +100,12 @@ t.test('malformed URLs: one line each, naming what is wrong, never echoing the p
       t.notOk(message.includes('\n'), 'one line');
     }
   }
-  for (const url of ['redis://user:hunter2-secret@a:1,b:2', 'redis://user:hun/ter2@h', 'redis://user:hun@ter2@h', 'redis+cluster://u:hunter2@a:1,b:x']) {
+  for (const url of [
+    'redis://user:hunter2-secret@a:1,b:2',
+    'redis://user:hun/ter2@h',
+    'redis://user:hun@ter2@h',
+    'redis+cluster://u:hunter2@a:1,b:x',
+  ]) {
     const message = loadConfigError({ REDIS_URL: url });
     t.notMatch(message, /hun|ter2/, `no part of the password in: ${message}`);
   }
@@ -109,8 +130,15 @@ t.test('config: parsed once; on a cluster the queue prefix gets its hash tag', a
   t.equal(cluster.QUEUE_PREFIX, '{errand}');
   t.equal(loadConfig({ REDIS_URL: 'redis+cluster://a:1', QUEUE_PREFIX: '{errand}' }).QUEUE_PREFIX, '{errand}', 'a tagged prefix stays');
   t.equal(loadConfig({ REDIS_URL: 'redis+cluster://a:1', QUEUE_PREFIX: 'prod{errand}' }).QUEUE_PREFIX, 'prod{errand}');
-  t.equal(loadConfig({ REDIS_URL: 'redis+sentinel://s/m', QUEUE_PREFIX: 'errand' }).QUEUE_PREFIX, 'errand', 'Sentinel: one primary, no tag');
-  t.match(loadConfigError({ REDIS_URL: 'redis+cluster://a:1', QUEUE_PREFIX: 'err{and' }), /^invalid configuration: QUEUE_PREFIX "err\{and" has a brace but no \{hash tag\}$/);
+  t.equal(
+    loadConfig({ REDIS_URL: 'redis+sentinel://s/m', QUEUE_PREFIX: 'errand' }).QUEUE_PREFIX,
+    'errand',
+    'Sentinel: one primary, no tag',
+  );
+  t.match(
+    loadConfigError({ REDIS_URL: 'redis+cluster://a:1', QUEUE_PREFIX: 'err{and' }),
+    /^invalid configuration: QUEUE_PREFIX "err\{and" has a brace but no \{hash tag\}$/,
+  );
 
   t.equal(clusterQueuePrefix('x'), '{x}');
   t.throws(() => clusterQueuePrefix('{}x'), /has a brace but no \{hash tag\}/, 'an empty tag is no tag: Redis would hash the whole key');

@@ -48,25 +48,45 @@ t.test('kill the primary mid-burst: every 2xx signup gets its email exactly once
   t.ok(killedAt > 0, `${killedAt} emails were out before the kill`);
   t.same(refused, [], 'every signup answered 2xx (the outbox holds what Redis could not take)');
 
-  await waitFor(async () => ((await redis.primaryPort()) !== redis.primary.port ? true : undefined), 30000, 'sentinels promote the replica');
+  await waitFor(
+    async () => ((await redis.primaryPort()) !== redis.primary.port ? true : undefined),
+    30000,
+    'sentinels promote the replica',
+  );
   t.comment(`replica promoted ${Date.now() - killTime} ms after the kill (down-after 1000 ms)`);
-  t.equal(await redis.primaryPort(), redis.replicas[0]!.port, 'the replica is the new primary');
-  await waitFor(async () => (await app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 || undefined, 30000, 'ready on the new primary');
+  t.equal(await redis.primaryPort(), redis.replicas[0].port, 'the replica is the new primary');
+  await waitFor(
+    async () => (await app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 || undefined,
+    30000,
+    'ready on the new primary',
+  );
   t.comment(`errand ready on the new primary ${Date.now() - killTime} ms after the kill`);
 
-  await waitFor(() => (new Set(smtp.received.map((e) => e.to[0])).size >= accepted.length ? true : undefined), 90000, `${accepted.length} distinct emails`);
+  await waitFor(
+    () => (new Set(smtp.received.map((e) => e.to[0])).size >= accepted.length ? true : undefined),
+    90000,
+    `${accepted.length} distinct emails`,
+  );
   t.comment(`last email ${Date.now() - killTime} ms after the kill`);
-  await waitFor(async () => {
-    const counts = await deps.queues[EMAIL_QUEUE].getJobCounts('active', 'wait', 'delayed', 'prioritized');
-    return Object.values(counts).every((n) => n === 0) || undefined;
-  }, 30000, 'email queue idle');
+  await waitFor(
+    async () => {
+      const counts = await deps.queues[EMAIL_QUEUE].getJobCounts('active', 'wait', 'delayed', 'prioritized');
+      return Object.values(counts).every((n) => n === 0) || undefined;
+    },
+    30000,
+    'email queue idle',
+  );
   // Nothing else may arrive: a job whose lock (4 s) lapsed would be found by the next stalled check (every 2 s).
   await sleep(4500);
 
   const perAddress = new Map<string, number>();
-  for (const email of smtp.received) perAddress.set(email.to[0]!, (perAddress.get(email.to[0]!) ?? 0) + 1);
+  for (const email of smtp.received) perAddress.set(email.to[0], (perAddress.get(email.to[0]) ?? 0) + 1);
   t.same([...perAddress.keys()].sort(), [...accepted].sort(), 'an email for every accepted signup, none for anything else');
-  t.same([...perAddress.entries()].filter(([, n]) => n > 1), [], 'no address got two emails');
+  t.same(
+    [...perAddress.entries()].filter(([, n]) => n > 1),
+    [],
+    'no address got two emails',
+  );
   const unpublished = await deps.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute();
   t.equal(unpublished.length, 0, 'the outbox is drained');
 });
@@ -76,9 +96,13 @@ t.test('readiness names redis when no sentinel answers', async (t) => {
   const errand = await startTestErrand(t, testEnv(t, { REDIS_URL: redis.url, ROLE: 'api', LOG_LEVEL: 'fatal' }));
   await waitFor(async () => (await errand.app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 || undefined, 15000, 'ready');
   await Promise.all([redis.primary.kill(), ...redis.sentinels.map((s) => s.kill())]);
-  const res = await waitFor(async () => {
-    const answer = await errand.app.inject({ method: 'GET', url: '/readyz' });
-    return answer.statusCode === 503 ? answer : undefined;
-  }, 15000, 'readyz 503');
+  const res = await waitFor(
+    async () => {
+      const answer = await errand.app.inject({ method: 'GET', url: '/readyz' });
+      return answer.statusCode === 503 ? answer : undefined;
+    },
+    15000,
+    'readyz 503',
+  );
   t.same(res.json(), { status: 'unavailable', checks: { postgres: 'ok', redis: 'unreachable' } });
 });

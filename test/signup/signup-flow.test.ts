@@ -17,17 +17,17 @@ t.test('signup sends one verification email whose link verifies once', async (t)
   t.same(res.json(), { status: 'accepted' });
 
   const [email] = await smtp.waitForEmails(1);
-  t.same(email!.to, ['alice@example.com'], 'delivered to the normalised address');
-  t.match(email!.text, /Hello Alice/);
-  const link = new URL(extractLink(email!.text, '/auth/verify-email?token='));
+  t.same(email.to, ['alice@example.com'], 'delivered to the normalised address');
+  t.match(email.text, /Hello Alice/);
+  const link = new URL(extractLink(email.text, '/auth/verify-email?token='));
   t.equal(link.origin, 'http://errand.test', 'link built from PUBLIC_BASE_URL');
   const token = link.searchParams.get('token')!;
   t.ok(token.length >= 43, 'token carries at least 32 random bytes');
-  t.ok(email!.html.includes(link.pathname), 'html part carries the link too');
+  t.ok(email.html.includes(link.pathname), 'html part carries the link too');
 
   const stored = await deps.db.selectFrom('email_verification_tokens').selectAll().execute();
   t.equal(stored.length, 1);
-  t.same(stored[0]!.token_hash, hashToken(token), 'only the hash is stored');
+  t.same(stored[0].token_hash, hashToken(token), 'only the hash is stored');
 
   const verify = await app.inject({ method: 'GET', url: `${link.pathname}${link.search}` });
   t.equal(verify.statusCode, 200);
@@ -57,7 +57,11 @@ t.test('an unknown or expired token answers 400', async (t) => {
   await signup({ email: 'late@example.com' });
   const emails = await waitFor(() => smtp.received.filter((e) => e.to[0] === 'late@example.com').at(0), 10000, 'late email');
   const link = new URL(extractLink(emails.text, '/auth/verify-email?token='));
-  await deps.db.updateTable('email_verification_tokens').set({ expires_at: sql`now() - interval '1 second'` }).where('token_hash', '=', hashToken(link.searchParams.get('token')!)).execute();
+  await deps.db
+    .updateTable('email_verification_tokens')
+    .set({ expires_at: sql`now() - interval '1 second'` })
+    .where('token_hash', '=', hashToken(link.searchParams.get('token')!))
+    .execute();
   const expired = await app.inject({ method: 'GET', url: `${link.pathname}${link.search}` });
   t.equal(expired.statusCode, 400, 'expired token refused');
   const user = await deps.db.selectFrom('users').select('verified_at').where('email', '=', 'late@example.com').executeTakeFirstOrThrow();
@@ -72,14 +76,26 @@ t.test('an unverified address gets at most one email per 60 s; a newer token lea
   t.equal((await signup({ email: address })).statusCode, 202);
   const firstEmail = await waitFor(() => smtp.received.find((e) => e.to[0] === address), 10000, 'first email');
   const user = await deps.db.selectFrom('users').select('id').where('email', '=', address).executeTakeFirstOrThrow();
-  const jobs = await deps.db.selectFrom('outbox').select('id').where(sql<string>`payload->>'userId'`, '=', user.id).execute();
+  const jobs = await deps.db
+    .selectFrom('outbox')
+    .select('id')
+    .where(sql<string>`payload->>'userId'`, '=', user.id)
+    .execute();
   t.equal(jobs.length, 1, 'one job queued for three signups within 60 s');
   await waitForOutboxDrained(deps);
   t.equal(smtp.received.filter((e) => e.to[0] === address).length, 1, 'one email within 60 s');
 
   // Past the throttle window a new email (and token) is sent.
-  await deps.db.updateTable('users').set({ verification_requested_at: sql`now() - interval '61 seconds'` }).where('email', '=', address).execute();
-  await deps.db.updateTable('signup_throttle').set({ last_queued_at: sql`now() - interval '61 seconds'` }).where('address_key', '=', address).execute();
+  await deps.db
+    .updateTable('users')
+    .set({ verification_requested_at: sql`now() - interval '61 seconds'` })
+    .where('email', '=', address)
+    .execute();
+  await deps.db
+    .updateTable('signup_throttle')
+    .set({ last_queued_at: sql`now() - interval '61 seconds'` })
+    .where('address_key', '=', address)
+    .execute();
   t.equal((await signup({ email: address })).statusCode, 202);
   await waitFor(() => smtp.received.filter((e) => e.to[0] === address).length === 2 || undefined, 10000, 'second email');
   const olderLink = new URL(extractLink(firstEmail.text, '/auth/verify-email?token='));

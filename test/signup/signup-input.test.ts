@@ -6,22 +6,58 @@ const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api' }));
 const { app, deps } = errand;
 
 async function counts() {
-  const users = await deps.db.selectFrom('users').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
-  const outbox = await deps.db.selectFrom('outbox').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+  const users = await deps.db
+    .selectFrom('users')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
+  const outbox = await deps.db
+    .selectFrom('outbox')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
   return { users: Number(users.n), outbox: Number(outbox.n) };
 }
 
 const json = { 'content-type': 'application/json' };
 const cases: { name: string; payload?: string; headers?: Record<string, string>; status: number; message: RegExp }[] = [
   { name: 'invalid email', payload: JSON.stringify({ email: 'not-an-email' }), headers: json, status: 400, message: /email/ },
-  { name: 'unknown property', payload: JSON.stringify({ email: 'a@example.com', admin: true }), headers: json, status: 400, message: /additional properties/ },
-  { name: 'email of the wrong type', payload: JSON.stringify({ email: 12345 }), headers: json, status: 400, message: /email must be string/ },
-  { name: 'name of the wrong type', payload: JSON.stringify({ email: 'a@example.com', name: 7 }), headers: json, status: 400, message: /name must be string/ },
+  {
+    name: 'unknown property',
+    payload: JSON.stringify({ email: 'a@example.com', admin: true }),
+    headers: json,
+    status: 400,
+    message: /additional properties/,
+  },
+  {
+    name: 'email of the wrong type',
+    payload: JSON.stringify({ email: 12345 }),
+    headers: json,
+    status: 400,
+    message: /email must be string/,
+  },
+  {
+    name: 'name of the wrong type',
+    payload: JSON.stringify({ email: 'a@example.com', name: 7 }),
+    headers: json,
+    status: 400,
+    message: /name must be string/,
+  },
   { name: 'missing body', headers: json, status: 400, message: /body/i },
   { name: 'body that is not an object', payload: '"a@example.com"', headers: json, status: 400, message: /body must be object/ },
   { name: 'malformed JSON', payload: '{"email": ', headers: json, status: 400, message: /JSON/ },
-  { name: 'non-JSON content type', payload: 'email=a@example.com', headers: { 'content-type': 'application/x-www-form-urlencoded' }, status: 415, message: /Unsupported Media Type/ },
-  { name: '17 KiB body', payload: JSON.stringify({ email: 'a@example.com', name: 'x'.repeat(17 * 1024) }), headers: json, status: 413, message: /too large/i },
+  {
+    name: 'non-JSON content type',
+    payload: 'email=a@example.com',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    status: 415,
+    message: /Unsupported Media Type/,
+  },
+  {
+    name: '17 KiB body',
+    payload: JSON.stringify({ email: 'a@example.com', name: 'x'.repeat(17 * 1024) }),
+    headers: json,
+    status: 413,
+    message: /too large/i,
+  },
 ];
 
 for (const c of cases) {

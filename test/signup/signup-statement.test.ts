@@ -11,28 +11,59 @@ const signupUser = prepareSignupUser(db);
 t.test('compiled once, each call binds its own values', async (t) => {
   const a = await signupUser({ email: 'a@example.com', name: 'Ann' });
   const b = await signupUser({ email: 'b@example.com', name: null });
-  const users = await db.selectFrom('users').select(['id', 'email', 'name']).where('email', 'in', ['a@example.com', 'b@example.com']).orderBy('email').execute();
-  t.same(users.map((u) => [u.email, u.name]), [['a@example.com', 'Ann'], ['b@example.com', null]]);
-  t.same([a?.payload, b?.payload], users.map((u) => ({ userId: u.id })), "each outbox row carries its own user's id");
+  const users = await db
+    .selectFrom('users')
+    .select(['id', 'email', 'name'])
+    .where('email', 'in', ['a@example.com', 'b@example.com'])
+    .orderBy('email')
+    .execute();
+  t.same(
+    users.map((u) => [u.email, u.name]),
+    [
+      ['a@example.com', 'Ann'],
+      ['b@example.com', null],
+    ],
+  );
+  t.same(
+    [a?.payload, b?.payload],
+    users.map((u) => ({ userId: u.id })),
+    "each outbox row carries its own user's id",
+  );
   t.match(a, { queue: 'email', job_name: 'email-verification' });
 });
 
 t.test('concurrent signups of one address: one user, one outbox row, however many callers', async (t) => {
   const rows = await Promise.all(Array.from({ length: 20 }, () => signupUser({ email: 'race@example.com', name: null })));
   t.equal(rows.filter(Boolean).length, 1, 'exactly one caller gets an email to send');
-  const outbox = await db.selectFrom('outbox').select('payload').where(sql<boolean>`payload->>'userId' = (select id::text from users where email = 'race@example.com')`).execute();
+  const outbox = await db
+    .selectFrom('outbox')
+    .select('payload')
+    .where(sql<boolean>`payload->>'userId' = (select id::text from users where email = 'race@example.com')`)
+    .execute();
   t.equal(outbox.length, 1, 'one outbox row for the address');
 });
 
 t.test('a verified address, or one emailed under 60 s ago, gets no row; past 60 s it gets one', async (t) => {
   await signupUser({ email: 'done@example.com', name: null });
-  await db.updateTable('users').set({ verified_at: sql`now()`, verification_requested_at: sql`now() - interval '1 day'` }).where('email', '=', 'done@example.com').execute();
+  await db
+    .updateTable('users')
+    .set({ verified_at: sql`now()`, verification_requested_at: sql`now() - interval '1 day'` })
+    .where('email', '=', 'done@example.com')
+    .execute();
   t.equal(await signupUser({ email: 'done@example.com', name: null }), undefined, 'verified: nothing queued');
 
   await signupUser({ email: 'wait@example.com', name: null });
   t.equal(await signupUser({ email: 'wait@example.com', name: null }), undefined, 'within 60 s: nothing queued');
-  await db.updateTable('users').set({ verification_requested_at: sql`now() - interval '61 seconds'` }).where('email', '=', 'wait@example.com').execute();
-  await db.updateTable('signup_throttle').set({ last_queued_at: sql`now() - interval '61 seconds'` }).where('address_key', '=', 'wait@example.com').execute();
+  await db
+    .updateTable('users')
+    .set({ verification_requested_at: sql`now() - interval '61 seconds'` })
+    .where('email', '=', 'wait@example.com')
+    .execute();
+  await db
+    .updateTable('signup_throttle')
+    .set({ last_queued_at: sql`now() - interval '61 seconds'` })
+    .where('address_key', '=', 'wait@example.com')
+    .execute();
   t.ok(await signupUser({ email: 'wait@example.com', name: 'Changed' }), 'after 60 s: queued again');
   const user = await db.selectFrom('users').select('name').where('email', '=', 'wait@example.com').executeTakeFirstOrThrow();
   t.equal(user.name, null, 'a repeat signup never changes the name');

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { Redis } from 'ioredis';
-import { SMTPServer, type SMTPServerAddress } from 'smtp-server';
+import { SMTPServer } from 'smtp-server';
 import { simpleParser } from 'mailparser';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startErrand, type Errand } from '../../src/errand.js';
@@ -32,10 +32,12 @@ export function uniqueName(prefix: string): string {
 /** A SQL statement run synchronously against the `postgres` database; throws with psql's stderr. */
 function psqlSync(statement: string): void {
   try {
-    execFileSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', `${BASE_DATABASE_URL}/postgres`, '-c', statement], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', `${BASE_DATABASE_URL}/postgres`, '-c', statement], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
   } catch (error) {
     const stderr = String((error as { stderr?: Buffer }).stderr ?? '').trim();
-    throw new Error(stderr || (error as Error).message);
+    throw new Error(stderr || (error as Error).message, { cause: error });
   }
 }
 
@@ -51,7 +53,10 @@ export const templateDatabaseName: () => string = (() => {
     if (name) return name;
     const dir = path.join(REPO_ROOT, 'migrations');
     const hash = createHash('sha256');
-    for (const file of readdirSync(dir).filter((f) => f.endsWith('.sql')).sort()) hash.update(`${file}\0${readFileSync(path.join(dir, file))}\0`);
+    for (const file of readdirSync(dir)
+      .filter((f) => f.endsWith('.sql'))
+      .sort())
+      hash.update(`${file}\0${readFileSync(path.join(dir, file))}\0`);
     return (name = `errand_template_${hash.digest('hex').slice(0, 16)}`);
   };
 })();
@@ -167,22 +172,32 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
     onData(stream, session, callback) {
       const chunks: Buffer[] = [];
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-      stream.on('end', async () => {
-        state.attempts += 1;
-        state.inFlight += 1;
-        state.maxInFlight = Math.max(state.maxInFlight, state.inFlight);
-        if (state.delayMs > 0) await sleep(state.delayMs);
-        state.inFlight -= 1;
-        const to = (session.envelope.rcptTo as SMTPServerAddress[]).map((a) => a.address);
-        const refusal = responder?.(to);
-        if (refusal) {
-          const error = Object.assign(new Error(refusal.message), { responseCode: refusal.code });
-          return callback(error);
-        }
-        const parsed = await simpleParser(Buffer.concat(chunks));
-        received.push({ to, subject: parsed.subject ?? '', text: parsed.text ?? '', html: typeof parsed.html === 'string' ? parsed.html : '' });
-        callback();
-      });
+      // An async handler whose promise no one awaits: every path ends in callback().
+      stream.on(
+        'end',
+        () =>
+          void (async () => {
+            state.attempts += 1;
+            state.inFlight += 1;
+            state.maxInFlight = Math.max(state.maxInFlight, state.inFlight);
+            if (state.delayMs > 0) await sleep(state.delayMs);
+            state.inFlight -= 1;
+            const to = session.envelope.rcptTo.map((a) => a.address);
+            const refusal = responder?.(to);
+            if (refusal) {
+              const error = Object.assign(new Error(refusal.message), { responseCode: refusal.code });
+              return callback(error);
+            }
+            const parsed = await simpleParser(Buffer.concat(chunks));
+            received.push({
+              to,
+              subject: parsed.subject ?? '',
+              text: parsed.text ?? '',
+              html: typeof parsed.html === 'string' ? parsed.html : '',
+            });
+            callback();
+          })(),
+      );
     },
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -208,7 +223,8 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
     get maxInFlight() {
       return state.maxInFlight;
     },
-    waitForEmails: (count, timeoutMs = 15000) => waitFor(() => (received.length >= count ? received.slice() : undefined), timeoutMs, `${count} email(s)`),
+    waitForEmails: (count, timeoutMs = 15000) =>
+      waitFor(() => (received.length >= count ? received.slice() : undefined), timeoutMs, `${count} email(s)`),
   };
 }
 
@@ -231,7 +247,10 @@ export function sleep(ms: number): Promise<void> {
  * Waits until every outbox row (or each of `ids`) is published and every job it became has finished (completed or failed):
  * from then on nothing more is on its way from the outbox, so "exactly N emails" can be counted.
  */
-export async function waitForOutboxDrained(deps: Pick<Deps, 'db' | 'queues'>, options: { timeoutMs?: number; ids?: string[] } = {}): Promise<void> {
+export async function waitForOutboxDrained(
+  deps: Pick<Deps, 'db' | 'queues'>,
+  options: { timeoutMs?: number; ids?: string[] } = {},
+): Promise<void> {
   const { timeoutMs = 15000, ids } = options;
   await waitFor(
     async () => {
@@ -365,18 +384,24 @@ export async function startPrivateRedis(t: T): Promise<PrivateRedis> {
   const redis: PrivateRedis = {
     url: `redis://127.0.0.1:${port}`,
     async start() {
-      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-      await waitFor(async () => {
-        const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-        try {
-          await probe.connect();
-          return (await probe.ping()) === 'PONG' || undefined;
-        } catch {
-          return undefined;
-        } finally {
-          probe.disconnect();
-        }
-      }, 10000, `redis-server on port ${port}`);
+      child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+        stdio: 'ignore',
+      });
+      await waitFor(
+        async () => {
+          const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+          try {
+            await probe.connect();
+            return (await probe.ping()) === 'PONG' || undefined;
+          } catch {
+            return undefined;
+          } finally {
+            probe.disconnect();
+          }
+        },
+        10000,
+        `redis-server on port ${port}`,
+      );
     },
     async kill() {
       if (!child || child.exitCode !== null) return;
@@ -434,7 +459,14 @@ export interface SpawnOptions {
  * `waitReady: false`, once /readyz answers 200.
  */
 export async function spawnErrand(t: T, env: Record<string, string | undefined>, options: SpawnOptions = {}): Promise<ChildErrand> {
-  const { command = process.execPath, args = ['--import', 'tsx', 'src/main.ts'], cwd = REPO_ROOT, waitReady = true, readyTimeoutMs = 30000, killAtTeardown = true } = options;
+  const {
+    command = process.execPath,
+    args = ['--import', 'tsx', 'src/main.ts'],
+    cwd = REPO_ROOT,
+    waitReady = true,
+    readyTimeoutMs = 30000,
+    killAtTeardown = true,
+  } = options;
   const fixedPort = env.PORT ?? String(await freePort());
   const child = spawn(command, args, { cwd, env: childEnv({ ...env, PORT: fixedPort }), stdio: ['ignore', 'pipe', 'pipe'] });
   const stdout: string[] = [];
@@ -442,7 +474,7 @@ export async function spawnErrand(t: T, env: Record<string, string | undefined>,
   let listening: ((port: number) => void) | undefined;
   const listeningPort = new Promise<number>((resolve) => (listening = resolve));
   let partial = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
+  child.stdout.on('data', (chunk: Buffer) => {
     const lines = (partial + chunk.toString()).split('\n');
     partial = lines.pop()!;
     for (const line of lines.filter(Boolean)) {
@@ -451,7 +483,7 @@ export async function spawnErrand(t: T, env: Record<string, string | undefined>,
       if (match) listening?.(Number(match[1]));
     }
   });
-  child.stderr!.on('data', (chunk: Buffer) => stderr.push(...chunk.toString().split('\n').filter(Boolean)));
+  child.stderr.on('data', (chunk: Buffer) => stderr.push(...chunk.toString().split('\n').filter(Boolean)));
   const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   if (killAtTeardown) {
     t.teardown(async () => {
@@ -517,9 +549,18 @@ export interface ScriptResult {
 }
 
 /** Runs a script under scripts/ to its end, as its own process with exactly `env`; SIGKILLed after `timeoutMs`. */
-export function runScript(script: string, args: string[], env: Record<string, string | undefined>, timeoutMs = 60000): Promise<ScriptResult> {
+export function runScript(
+  script: string,
+  args: string[],
+  env: Record<string, string | undefined>,
+  timeoutMs = 60000,
+): Promise<ScriptResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', `scripts/${script}`, ...args], { cwd: REPO_ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', `scripts/${script}`, ...args], {
+      cwd: REPO_ROOT,
+      env: childEnv(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));

@@ -7,7 +7,10 @@ export const LINK_SECRET = 'test-link-secret-0123456789abcdef';
 /** Signs as the contract says, independently of errand's own code: HMAC-SHA256 over `${t}.${rawBody}`. */
 export function signatureHeader(rawBody: string | Buffer, options: { secret?: string; timestamp?: number } = {}): string {
   const t = options.timestamp ?? Math.floor(Date.now() / 1000);
-  const hex = createHmac('sha256', options.secret ?? WEBHOOK_SECRET).update(`${t}.`).update(rawBody).digest('hex');
+  const hex = createHmac('sha256', options.secret ?? WEBHOOK_SECRET)
+    .update(`${t}.`)
+    .update(rawBody)
+    .digest('hex');
   return `t=${t},v1=${hex}`;
 }
 
@@ -48,7 +51,10 @@ export async function sendWebhook(
 }
 
 /** Standard Webhooks headers, computed independently of errand's code: HMAC-SHA256 over `${id}.${ts}.${body}`, key = base64 part of `whsec_…`. */
-export function standardWebhookHeaders(rawBody: string | Buffer, options: { secret: string; id: string; timestamp?: number }): Record<string, string> {
+export function standardWebhookHeaders(
+  rawBody: string | Buffer,
+  options: { secret: string; id: string; timestamp?: number },
+): Record<string, string> {
   const ts = options.timestamp ?? Math.floor(Date.now() / 1000);
   const key = options.secret.startsWith('whsec_') ? Buffer.from(options.secret.slice(6), 'base64') : Buffer.from(options.secret);
   const signature = createHmac('sha256', key).update(`${options.id}.${ts}.`).update(rawBody).digest('base64');
@@ -57,5 +63,10 @@ export function standardWebhookHeaders(rawBody: string | Buffer, options: { secr
 
 /** Posts `raw` with exactly `headers` (plus a JSON content type). */
 export function postWebhook(app: App, raw: string, headers: Record<string, string>) {
-  return app.inject({ method: 'POST', url: '/payments/webhook', headers: { 'content-type': 'application/json', ...headers }, payload: raw });
+  return app.inject({
+    method: 'POST',
+    url: '/payments/webhook',
+    headers: { 'content-type': 'application/json', ...headers },
+    payload: raw,
+  });
 }

@@ -24,12 +24,12 @@ export function parsePrometheus(text: string): Sample[] {
       if (!meta) continue; // a plain comment
       const [, kind, name, rest] = meta;
       if (kind === 'TYPE') {
-        if (types.has(name!)) throw new Error(`repeated TYPE, ${where}`);
+        if (types.has(name)) throw new Error(`repeated TYPE, ${where}`);
         if (!['counter', 'gauge', 'histogram', 'summary', 'untyped'].includes(rest ?? '')) throw new Error(`bad TYPE, ${where}`);
-        types.set(name!, rest!);
+        types.set(name, rest);
       } else {
-        if (helps.has(name!)) throw new Error(`repeated HELP, ${where}`);
-        helps.add(name!);
+        if (helps.has(name)) throw new Error(`repeated HELP, ${where}`);
+        helps.add(name);
       }
       continue;
     }
@@ -42,16 +42,18 @@ export function parsePrometheus(text: string): Sample[] {
       while (LABEL.lastIndex < labelText.length) {
         const label = LABEL.exec(labelText);
         if (!label) throw new Error(`malformed labels, ${where}`);
-        labels[label[1]!] = label[2]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+        labels[label[1]] = label[2].replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
       }
     }
     // Prometheus parses values with Go's ParseFloat: NaN and Inf in any case (prom-client writes `Nan`).
     const special: Record<string, number> = { nan: NaN, '+inf': Infinity, inf: Infinity, '-inf': -Infinity };
-    const value = rawValue!.toLowerCase() in special ? special[rawValue!.toLowerCase()]! : Number(rawValue);
-    if (Number.isNaN(value) && rawValue!.toLowerCase() !== 'nan') throw new Error(`bad value, ${where}`);
-    const family = types.has(name!) ? name! : SUFFIXES.map((s) => (name!.endsWith(s) ? name!.slice(0, -s.length) : '')).find((f) => f && types.has(f));
+    const value = rawValue.toLowerCase() in special ? special[rawValue.toLowerCase()] : Number(rawValue);
+    if (Number.isNaN(value) && rawValue.toLowerCase() !== 'nan') throw new Error(`bad value, ${where}`);
+    const family = types.has(name)
+      ? name
+      : SUFFIXES.map((s) => (name.endsWith(s) ? name.slice(0, -s.length) : '')).find((f) => f && types.has(f));
     if (!family) throw new Error(`sample without TYPE, ${where}`);
-    samples.push({ name: name!, labels, value });
+    samples.push({ name: name, labels, value });
   }
   return samples;
 }

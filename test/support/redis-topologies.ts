@@ -48,7 +48,15 @@ export async function freePortsWithBus(count: number): Promise<number[]> {
 
 /** A short-lived connection for the test's own probes (no retries: a probe answers now or fails). */
 export async function probeRedis<R>(port: number, fn: (redis: Redis) => Promise<R>, options: RedisOptions = {}): Promise<R> {
-  const redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000, ...options });
+  const redis = new Redis({
+    port,
+    host: '127.0.0.1',
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: 1000,
+    ...options,
+  });
   redis.on('error', () => {});
   try {
     await redis.connect();
@@ -75,7 +83,14 @@ function redisProcess(t: T, port: number, args: string[], probeOptions: RedisOpt
     },
     async start() {
       child = spawn('redis-server', args, { stdio: 'ignore' });
-      await waitFor(() => (child!.exitCode !== null ? Promise.reject(new Error(`redis-server on ${port} exited (${child!.exitCode})`)) : answers(port, probeOptions)), 10000, `redis-server on ${port}`);
+      await waitFor(
+        () =>
+          child!.exitCode !== null
+            ? Promise.reject(new Error(`redis-server on ${port} exited (${child!.exitCode})`))
+            : answers(port, probeOptions),
+        10000,
+        `redis-server on ${port}`,
+      );
     },
     async kill() {
       if (!child || !proc.running) return;
@@ -89,7 +104,22 @@ function redisProcess(t: T, port: number, args: string[], probeOptions: RedisOpt
 }
 
 function commonArgs(port: number, dir: string): string[] {
-  return ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', join(dir, `redis-${port}.log`), '--maxmemory-policy', 'noeviction'];
+  return [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--dir',
+    dir,
+    '--logfile',
+    join(dir, `redis-${port}.log`),
+    '--maxmemory-policy',
+    'noeviction',
+  ];
 }
 
 // ------------------------------------------------------------------------------------------------ cluster
@@ -105,20 +135,30 @@ export interface RedisClusterNodes {
 }
 
 /** A Redis Cluster of fresh redis-server processes (`redis-cli --cluster create`), on free ports, gone at teardown. */
-export async function startRedisCluster(t: T, options: { primaries?: number; replicasPerPrimary?: number; nodeTimeoutMs?: number } = {}): Promise<RedisClusterNodes> {
+export async function startRedisCluster(
+  t: T,
+  options: { primaries?: number; replicasPerPrimary?: number; nodeTimeoutMs?: number } = {},
+): Promise<RedisClusterNodes> {
   const { primaries = 3, replicasPerPrimary = 0, nodeTimeoutMs = 1000 } = options;
   const dir = tempDir(t, 'cluster');
   const ports = await freePortsWithBus(primaries * (1 + replicasPerPrimary));
   const nodes = ports.map((port) =>
     redisProcess(t, port, [
       ...commonArgs(port, dir),
-      '--cluster-enabled', 'yes',
-      '--cluster-config-file', join(dir, `nodes-${port}.conf`),
-      '--cluster-node-timeout', String(nodeTimeoutMs),
+      '--cluster-enabled',
+      'yes',
+      '--cluster-config-file',
+      join(dir, `nodes-${port}.conf`),
+      '--cluster-node-timeout',
+      String(nodeTimeoutMs),
     ]),
   );
   await Promise.all(nodes.map((node) => node.start()));
-  await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicasPerPrimary), '--cluster-yes'], { timeout: 60000 });
+  await run(
+    'redis-cli',
+    ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicasPerPrimary), '--cluster-yes'],
+    { timeout: 60000 },
+  );
 
   const liveNodes = () => nodes.filter((node) => node.running);
   const cluster: RedisClusterNodes = {
@@ -127,8 +167,8 @@ export async function startRedisCluster(t: T, options: { primaries?: number; rep
     dir,
     async primaryFor(key) {
       const [node] = liveNodes();
-      const port = await probeRedis(node!.port, async (redis) => {
-        const slot = (await redis.cluster('KEYSLOT', key)) as number;
+      const port = await probeRedis(node.port, async (redis) => {
+        const slot = await redis.cluster('KEYSLOT', key);
         const ranges = await redis.cluster('SLOTS');
         const range = ranges.find(([from, to]) => slot >= from && slot <= to);
         if (!range?.[2]) throw new Error(`no master serves slot ${slot}`);
@@ -142,7 +182,7 @@ export async function startRedisCluster(t: T, options: { primaries?: number; rep
           for (const node of liveNodes()) {
             try {
               const healthy = await probeRedis(node.port, async (redis) => {
-                if (!/^cluster_state:ok\b/m.test((await redis.cluster('INFO')) as string)) return false;
+                if (!/^cluster_state:ok\b/m.test(await redis.cluster('INFO'))) return false;
                 const replication = await redis.info('replication');
                 return !/^role:slave/m.test(replication) || /^master_link_status:up/m.test(replication);
               });
@@ -186,9 +226,11 @@ export async function startRedisSentinel(
   const replicaPorts = others.slice(0, replicaCount);
   const sentinelPorts = others.slice(replicaCount);
 
-  const primary = redisProcess(t, primaryPort!, commonArgs(primaryPort!, dir));
+  const primary = redisProcess(t, primaryPort, commonArgs(primaryPort, dir));
   await primary.start();
-  const replicas = replicaPorts.map((port) => redisProcess(t, port, [...commonArgs(port, dir), '--replicaof', '127.0.0.1', String(primaryPort)]));
+  const replicas = replicaPorts.map((port) =>
+    redisProcess(t, port, [...commonArgs(port, dir), '--replicaof', '127.0.0.1', String(primaryPort)]),
+  );
   await Promise.all(replicas.map((replica) => replica.start()));
   await waitFor(
     async () => {
@@ -247,7 +289,10 @@ export async function startRedisSentinel(
     sentinels,
     async primaryPort() {
       for (const sentinel of sentinels.filter((s) => s.running)) {
-        const addr = await probeRedis(sentinel.port, (r) => r.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', SENTINEL_MASTER_NAME) as Promise<[string, string]>).catch(() => undefined);
+        const addr = await probeRedis(
+          sentinel.port,
+          (r) => r.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', SENTINEL_MASTER_NAME) as Promise<[string, string]>,
+        ).catch(() => undefined);
         if (addr) return Number(addr[1]);
       }
       throw new Error('no sentinel answered');
@@ -269,19 +314,59 @@ export async function startTlsRedis(t: T): Promise<TlsRedis> {
   const dir = tempDir(t, 'tls');
   const certPath = join(dir, 'cert.pem');
   const keyPath = join(dir, 'key.pem');
-  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyPath, '-out', certPath, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { timeout: 30000 });
+  await run(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      keyPath,
+      '-out',
+      certPath,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ],
+    { timeout: 30000 },
+  );
   const [port] = await freePortsWithBus(1);
   const ca = readFileSync(certPath, 'utf8');
   const server = redisProcess(
     t,
-    port!,
+    port,
     [
       // No plain-text port: only a TLS client gets in.
-      '--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', join(dir, 'redis-tls.log'),
-      '--tls-cert-file', certPath, '--tls-key-file', keyPath, '--tls-ca-cert-file', certPath, '--tls-auth-clients', 'no',
+      '--port',
+      '0',
+      '--tls-port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+      '--logfile',
+      join(dir, 'redis-tls.log'),
+      '--tls-cert-file',
+      certPath,
+      '--tls-key-file',
+      keyPath,
+      '--tls-ca-cert-file',
+      certPath,
+      '--tls-auth-clients',
+      'no',
     ],
     { tls: { ca } },
   );
   await server.start();
-  return { port: port!, caPath: certPath, server };
+  return { port: port, caPath: certPath, server };
 }

@@ -9,7 +9,9 @@ export function createSimulatorClient(sim: ProviderSimulator, options: { timeout
   return {
     getPayment: async (providerRef): Promise<PaymentLookup> => {
       const signal = AbortSignal.timeout(options.timeoutMs);
-      const timedOut = new Promise<{ status: 'timeout' }>((resolve) => signal.addEventListener('abort', () => resolve({ status: 'timeout' }), { once: true }));
+      const timedOut = new Promise<{ status: 'timeout' }>((resolve) =>
+        signal.addEventListener('abort', () => resolve({ status: 'timeout' }), { once: true }),
+      );
       const answer = await Promise.race([sim.answer(providerRef, signal), timedOut]);
       switch (answer.status) {
         case 200:

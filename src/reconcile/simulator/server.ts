@@ -2,7 +2,7 @@ import Fastify, { type FastifyReply } from 'fastify';
 import type { Server } from 'node:http';
 import type { TSchema } from 'typebox';
 import { Value } from 'typebox/value';
-import { HOLD_MS, simDelay, SimConfigSchema, SimPaymentSchema, SimRefFailureSchema, type ProviderSimulator, type SimConfig } from './state.js';
+import { HOLD_MS, simDelay, SimConfigSchema, SimPaymentSchema, SimRefFailureSchema, type ProviderSimulator } from './state.js';
 
 export interface RunningSimulator {
   server: Server;
@@ -46,7 +46,9 @@ export function buildSimulatorApp(sim: ProviderSimulator) {
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
   app.setNotFoundHandler((_request, reply) => send(reply, 404, { error: 'not found' }));
   app.setErrorHandler((error: { code?: string }, _request, reply) =>
-    error.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? send(reply, 400, { error: 'body too large' }) : send(reply, 500, { error: 'simulator error' }),
+    error.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
+      ? send(reply, 400, { error: 'body too large' })
+      : send(reply, 500, { error: 'simulator error' }),
   );
 
   app.get<{ Params: { ref: string } }>('/v1/payments/:ref', async (request, reply) => {
@@ -76,7 +78,9 @@ export function buildSimulatorApp(sim: ProviderSimulator) {
   app.get<{ Params: { ref: string } }>('/_sim/payments/:ref', async (request, reply) => {
     const { ref } = request.params;
     const payment = sim.getPayment(ref);
-    return payment ? send(reply, 200, { providerRef: ref, ...payment, requests: sim.requests.get(ref) ?? 0 }) : send(reply, 404, { error: 'payment not found' });
+    return payment
+      ? send(reply, 200, { providerRef: ref, ...payment, requests: sim.requests.get(ref) ?? 0 })
+      : send(reply, 404, { error: 'payment not found' });
   });
   app.delete<{ Params: { ref: string } }>('/_sim/payments/:ref', async (request, reply) =>
     send(reply, sim.deletePayment(request.params.ref) ? 200 : 404, { deleted: request.params.ref }),
@@ -99,7 +103,7 @@ export function buildSimulatorApp(sim: ProviderSimulator) {
     const body = parseBody(request.body);
     if (body instanceof Error) return send(reply, 400, { error: body.message });
     if (!Value.Check(SimConfigSchema, body)) return send(reply, 400, { error: schemaError(SimConfigSchema, body) });
-    return send(reply, 200, sim.configure(body as Partial<SimConfig>));
+    return send(reply, 200, sim.configure(body));
   });
   app.get('/_sim/stats', async (_request, reply) =>
     send(reply, 200, { requests: sim.totalRequests, inFlight: sim.inFlight, maxInFlight: sim.maxInFlight, payments: sim.paymentCount }),

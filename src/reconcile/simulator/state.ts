@@ -36,7 +36,8 @@ const DEFAULT_CONFIG: SimConfig = { latencyMs: 0, failRate: 0, failWith: 500 };
 // A "timeout" answer is held this long at most (the client gives up well before).
 export const HOLD_MS = 120_000;
 
-export type SimAnswer = { status: 200; payment: SimPayment & { providerRef: string } } | { status: 404 | 429 | 500 | 503 } | { status: 'timeout' };
+export type SimAnswer =
+  { status: 200; payment: SimPayment & { providerRef: string } } | { status: 404 | 429 | 500 | 503 } | { status: 'timeout' };
 
 /** Waits `ms`, or less if `signal` aborts first; never rejects, never holds the process open. */
 export async function simDelay(ms: number, signal?: AbortSignal): Promise<void> {
