@@ -50,6 +50,8 @@ export const ConfigSchema = Type.Object({
   // errand's own key for tracking-link tokens; never shared with the payment provider.
   LINK_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
+  // Set: traces go out over OTLP/HTTP and the standard OTEL_* variables apply; unset: no OpenTelemetry code is loaded.
+  OTEL_EXPORTER_OTLP_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
   OUTBOX_RELAY_INTERVAL_MS: Type.Integer({ minimum: 10, default: 1000 }),
   // Rows younger than this are left to the request that wrote them.
   OUTBOX_RELAY_GRACE_MS: Type.Integer({ minimum: 0, default: 5000 }),

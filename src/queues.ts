@@ -3,6 +3,7 @@ import type { RedisClient } from './core/redis.js';
 import type { Config } from './config.js';
 import { COMPLETED_JOBS_KEPT, FAILED_JOBS_KEPT, type JobDeclaration, type JobNameOf, type PayloadOf, type Processors } from './core/job-registry.js';
 import type { Logger } from './core/logger.js';
+import { queueTelemetry } from './core/tracing.js';
 import { emailQueue } from './email/jobs.js';
 import { paymentsReconcileQueue } from './reconcile/jobs.js';
 import { batchQueue } from './batch/jobs.js';
@@ -54,6 +55,7 @@ export function createQueues(redis: RedisClient, config: Config, log: Logger): Q
       connection: redis,
       prefix: config.QUEUE_PREFIX,
       streams: { events: { maxLen: 1000 } },
+      ...queueTelemetry(),
       defaultJobOptions: {
         attempts: config.JOB_ATTEMPTS,
         backoff: { type: 'exponential', delay: config.JOB_BACKOFF_MS },

@@ -2,6 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import pg from 'pg';
+import type { TraceContext } from './tracing.js';
 import { Kysely, Migrator, PostgresDialect, sql, type ColumnType, type Compilable, type Generated, type Migration, type MigrationProvider } from 'kysely';
 
 export interface UsersTable {
@@ -28,6 +29,8 @@ export interface OutboxTable {
   payload: unknown;
   created_at: Generated<Date>;
   published_at: Date | null;
+  /** W3C trace context of the producing request (tracing on), carried into the job. */
+  trace_context: ColumnType<TraceContext | null, string | null | undefined, string | null>;
 }
 
 export interface SentEmailsTable {

@@ -11,7 +11,7 @@ export async function relayOutboxBatch(deps: OutboxDeps, options: { graceMs: num
   return deps.db.transaction().execute(async (trx) => {
     const rows = await trx
       .selectFrom('outbox')
-      .select(['id', 'queue', 'job_name', 'payload'])
+      .select(['id', 'queue', 'job_name', 'payload', 'trace_context'])
       .where('published_at', 'is', null)
       .where('created_at', '<=', new Date(Date.now() - options.graceMs))
       .orderBy('id')

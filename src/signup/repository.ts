@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { compileOnce, type Db } from '../core/db.js';
 import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
+import { activeTraceContext } from '../core/tracing.js';
 
 export type SignupUser = (user: { email: string; name: string | null }) => Promise<OutboxRow | undefined>;
 
@@ -15,7 +16,7 @@ export type SignupUser = (user: { email: string; name: string | null }) => Promi
  * Compiled once: this is the hottest statement errand runs.
  */
 export function prepareSignupUser(db: Db): SignupUser {
-  const run = compileOnce(db, ['email', 'name'], (qb, user: { email: string; name: string | null }) =>
+  const run = compileOnce(db, ['email', 'name', 'traceContext'], (qb, user: { email: string; name: string | null; traceContext: string | null }) =>
     qb
       .with('due', (cte) =>
         cte
@@ -31,7 +32,7 @@ export function prepareSignupUser(db: Db): SignupUser {
           .returning('id'),
       )
       .insertInto('outbox')
-      .columns(['queue', 'job_name', 'payload'])
+      .columns(['queue', 'job_name', 'payload', 'trace_context'])
       .expression((eb) =>
         eb
           .selectFrom('due')
@@ -40,11 +41,16 @@ export function prepareSignupUser(db: Db): SignupUser {
             sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),
             // The job's declared payload, {userId}: built here because the id exists only inside this statement.
             sql`jsonb_build_object('userId', due.id::text)`.as('payload'),
+            // The request's trace (null when tracing is off): a relay publish still joins it.
+            sql<string | null>`${user.traceContext}::jsonb`.as('trace_context'),
           ]),
       )
       .returning(['id', 'queue', 'job_name', 'payload']),
   );
-  return async (user) => (await run(user))[0];
+  return async (user) => {
+    const traceContext = activeTraceContext();
+    return (await run({ email: user.email, name: user.name, traceContext: traceContext === null ? null : JSON.stringify(traceContext) }))[0];
+  };
 }
 
 export async function findUserById(db: Db, id: string) {
