@@ -81,6 +81,9 @@ export function createDb(databaseUrl: string, poolMax = 10): Db {
   const pool = new pg.Pool({ connectionString: databaseUrl, max: poolMax, connectionTimeoutMillis: 3000 });
   // An idle client losing its server must not crash the process; the next query reports it.
   pool.on('error', () => {});
+  // Nor may a checked-out one: the pool listens only to idle clients, so a socket reset between (or just after)
+  // queries was an uncaught exception. The query in flight still gets the error; pg drops the broken client.
+  pool.on('connect', (client) => client.on('error', () => {}));
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 

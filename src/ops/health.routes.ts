@@ -2,21 +2,16 @@ import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify';
 import { sql } from 'kysely';
 import { Type } from 'typebox';
 import type { Db } from '../core/db.js';
+import { unlessAborted } from '../core/abort.js';
 import { checkRedisReady, type RedisClient } from '../core/redis.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+const PROBE_TIMEOUT_MS = 1000;
 
 // The answer names the failing check only: error text may carry host names or worse. The log has the reason.
 async function check(name: string, probe: () => Promise<unknown>, log: FastifyBaseLogger): Promise<'ok' | 'unreachable'> {
   try {
-    await withTimeout(probe(), 1000);
+    await unlessAborted(probe(), AbortSignal.timeout(PROBE_TIMEOUT_MS), `no answer within ${PROBE_TIMEOUT_MS} ms`);
     return 'ok';
   } catch (err) {
     log.warn({ check: name, err }, 'readiness check failed');

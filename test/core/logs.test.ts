@@ -1,5 +1,5 @@
 import t from 'tap';
-import { extractLink, sleep, startSmtpServer, startTestErrand, testEnv } from '../support/helpers.js';
+import { extractLink, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 
 t.test('job lifecycle lines carry the contract fields; no line leaks an address, token or link', async (t) => {
   const smtp = await startSmtpServer(t);
@@ -16,7 +16,8 @@ t.test('job lifecycle lines carry the contract fields; no line leaks an address,
   t.equal((await errand.app.inject({ method: 'GET', url: `${url.pathname}${url.search}` })).statusCode, 400);
   // A link mangled into an unknown route: the 404 must not log the token either.
   t.equal((await errand.app.inject({ method: 'GET', url: `${url.pathname}/extra${url.search}` })).statusCode, 404);
-  await sleep(500); // let the QueueEvents lines arrive
+  // QueueEvents lines arrive on their own connection, after the email: wait for the last one.
+  await waitFor(() => errand.logs.lines().some((l) => l.event === 'completed') || undefined, 10000, 'the completed line');
 
   const raw = errand.logs.raw;
   const lines = errand.logs.lines();

@@ -43,3 +43,21 @@ t.test('SIGTERM with a job that outlives the grace period still exits, within th
   t.ok(Date.now() - started < 15000, 'did not wait for the 20 s job');
   t.ok(errand.stdout.some((line) => line.includes('forcing the worker closed')), 'said so in the log');
 });
+
+t.test('a second signal during a graceful stop exits at once with code 1', async (t) => {
+  const smtp = await startSmtpServer(t);
+  smtp.delayReplies(60000);
+  // A grace period far longer than the test: only the second signal can end the process in time.
+  const errand = await spawnErrand(t, testEnv(t, { SMTP_URL: smtp.url, LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '120000' }), { readyTimeoutMs: 90000 });
+  const res = await fetch(`${errand.baseUrl}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'twice@example.com' }) });
+  await res.text();
+  await waitFor(() => smtp.inFlight > 0 || undefined, 15000, 'email in flight');
+  errand.child.kill('SIGTERM');
+  await waitFor(() => errand.stdout.some((line) => line.includes('"msg":"stopping"')) || undefined, 15000, 'the graceful stop to begin');
+  errand.child.kill('SIGTERM');
+  const { code } = await errand.exited;
+  t.equal(code, 1, 'exit 1: the stop was cut short');
+  t.ok(errand.stderr.some((line) => line.includes('second SIGTERM')), 'said why on stderr');
+  t.notOk(errand.stdout.some((line) => line.includes('"msg":"stopped"')), 'the graceful stop did not finish');
+  t.equal(smtp.received.length, 0, 'the held email was not delivered');
+});

@@ -1,18 +1,38 @@
 import t from 'tap';
 import { EMAIL_QUEUE } from '../../src/queues.js';
-import { startSmtpServer, startTestErrand, testEnv } from '../support/helpers.js';
+import { startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 
-t.test('the email worker and queue carry the configured options', async (t) => {
-  const errand = await startTestErrand(t, testEnv(t, { EMAIL_CONCURRENCY: '3', EMAIL_RATE_MAX: '7', EMAIL_RATE_DURATION_MS: '250', JOB_ATTEMPTS: '4', JOB_BACKOFF_MS: '1234' }));
-  const worker = errand.workers.find((w) => w.name === EMAIL_QUEUE)!;
-  t.ok(worker, 'an email worker runs in role all');
-  t.equal(worker.opts.concurrency, 3);
-  t.same(worker.opts.limiter, { max: 7, duration: 250 });
-  t.same(worker.opts.removeOnComplete, { age: 24 * 3600, count: 1000 });
+t.test('EMAIL_CONCURRENCY: that many emails in flight at once, never more', async (t) => {
+  const smtp = await startSmtpServer(t);
+  // Replies held long enough that every email the worker may start is in flight together.
+  smtp.delayReplies(1500);
+  const errand = await startTestErrand(t, testEnv(t, { SMTP_URL: smtp.url, EMAIL_CONCURRENCY: '3', EMAIL_RATE_MAX: '100', EMAIL_RATE_DURATION_MS: '10' }));
+  for (let i = 0; i < 6; i++) {
+    t.equal((await errand.app.inject({ method: 'POST', url: '/auth/signup', payload: { email: `parallel${i}@example.com` } })).statusCode, 202);
+  }
+  await waitFor(() => smtp.inFlight >= 3 || undefined, 20000, 'three emails in flight');
+  await smtp.waitForEmails(6, 30000);
+  t.equal(smtp.maxInFlight, 3, 'three at once, never four');
+});
 
+t.test('JOB_ATTEMPTS and JOB_BACKOFF_MS: a temporary SMTP failure is tried that many times, then the job fails', async (t) => {
+  const smtp = await startSmtpServer(t);
+  smtp.respondWith(() => ({ code: 450, message: '4.2.0 mailbox busy' }));
+  const errand = await startTestErrand(t, testEnv(t, { SMTP_URL: smtp.url, JOB_ATTEMPTS: '4', JOB_BACKOFF_MS: '20' }));
+  t.equal((await errand.app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'busy@example.com' } })).statusCode, 202);
   const queue = errand.deps.queues[EMAIL_QUEUE];
-  t.same(queue.defaultJobOptions.attempts, 4);
-  t.same(queue.defaultJobOptions.backoff, { type: 'exponential', delay: 1234 });
+  const row = await waitFor(() => errand.deps.db.selectFrom('outbox').select('id').executeTakeFirst(), 10000, 'the outbox row');
+  const jobId = `outbox-${row.id}`;
+  await waitFor(async () => ((await queue.getJobState(jobId)) === 'failed' ? true : undefined), 30000, 'the job to fail');
+  t.equal((await queue.getJob(jobId))!.attemptsMade, 4, 'four attempts');
+  t.equal(smtp.attempts, 4, 'four SMTP attempts, no fifth');
+  // The backoff is exponential from JOB_BACKOFF_MS: not a performance bound, only the declared shape.
+  t.same(queue.defaultJobOptions.backoff, { type: 'exponential', delay: 20 });
+});
+
+t.test('finished jobs and the events stream are capped (constants, not configuration)', async (t) => {
+  const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api' }));
+  const queue = errand.deps.queues[EMAIL_QUEUE];
   t.same(queue.defaultJobOptions.removeOnComplete, { age: 24 * 3600, count: 1000 });
   t.equal(queue.opts.streams?.events.maxLen, 1000, 'events stream capped');
 });

@@ -30,10 +30,11 @@ t.test('role api: serves HTTP and publishes, but runs no worker', async (t) => {
     'outbox row marked published',
   );
   t.ok(row.published_at, 'the outbox row was published after commit');
-  await sleep(1500);
   const job = await errand.deps.queues[EMAIL_QUEUE].getJob(`outbox-${row.id}`);
   // Verification emails are prioritised below tracking emails, so a waiting one sits in BullMQ's 'prioritized' state.
-  t.equal(await job?.getState(), 'prioritized', 'the job stays waiting: nobody works it');
+  t.equal(await job?.getState(), 'prioritized', 'the job is waiting');
+  // No worker connection on the queue at all (BullMQ names its worker connections): nobody can work it.
+  t.same(await errand.deps.queues[EMAIL_QUEUE].getWorkers(), [], 'no worker on the email queue');
   t.equal(smtp.attempts, 0, 'no email sent');
 
   t.test('queue depth gauges match getJobCounts', async (t) => {
@@ -56,7 +57,8 @@ t.test('role api: serves HTTP and publishes, but runs no worker', async (t) => {
       .insertInto('outbox')
       .values({ queue: EMAIL_QUEUE, job_name: 'email-verification', payload: JSON.stringify({ userId: '1' }), created_at: sql<Date>`now() - interval '10 minutes'` })
       .execute();
-    await sleep(1000); // ten relay intervals: a relay, if one ran, would have published it
+    // Three relay intervals (100 ms each, grace 0): a relay, if one ran, would have published it by now.
+    await sleep(300);
     samples = await scrape(errand);
     t.equal(sampleValue(samples, 'errand_outbox_unpublished_rows'), 1);
     const age = sampleValue(samples, 'errand_outbox_oldest_unpublished_age_seconds')!;

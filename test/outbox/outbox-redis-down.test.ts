@@ -1,6 +1,6 @@
 import t from 'tap';
 import { createOrder, paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
-import { sleep, startPrivateRedis, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+import { startPrivateRedis, startSmtpServer, startTestErrand, testEnv, waitFor, waitForOutboxDrained } from '../support/helpers.js';
 
 t.test('with Redis down, signup answers 202 fast and the email goes out exactly once when Redis is back', async (t) => {
   const redis = await startPrivateRedis(t);
@@ -35,10 +35,12 @@ t.test('with Redis down, signup answers 202 fast and the email goes out exactly 
   const pending = await deps.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute();
   t.equal(pending.length, 4, 'jobs wait in the outbox');
 
-  await sleep(300);
+  // The relay has tried (and failed) during the outage before Redis comes back.
+  await waitFor(() => errand.logs.lines().some((l) => l.msg === 'outbox relay could not publish; will retry') || undefined, 10000, 'a failed relay pass');
   await redis.start();
   const received = await smtp.waitForEmails(5, 30000);
-  await sleep(1000);
+  // The rows written during the outage (the first job's record went with the killed Redis).
+  await waitForOutboxDrained(deps, { timeoutMs: 30000, ids: pending.map((row) => row.id) });
   t.equal(smtp.received.length, 5, 'no duplicates after the relay caught up');
   t.equal(received.filter((e) => e.to[0] === 'buyer@example.com').length, 1, 'tracking email delivered exactly once');
   for (const email of emails) {
@@ -57,6 +59,6 @@ t.test('a row committed but never published (process died) is published by the r
   await deps.db.insertInto('outbox').values({ queue: 'email', job_name: 'email-verification', payload: JSON.stringify({ userId: user.id }), published_at: null }).execute();
   const [email] = await smtp.waitForEmails(1);
   t.same(email!.to, ['orphan@example.com']);
-  await sleep(800);
+  await waitForOutboxDrained(deps);
   t.equal(smtp.received.length, 1, 'exactly one email');
 });

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { sql } from 'kysely';
-import { sleep, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+import { startSmtpServer, startTestErrand, testEnv, waitFor, waitForOutboxDrained } from '../support/helpers.js';
 import { createOrder, eventId, paymentEvent, signatureHeader, WEBHOOK_SECRET, type CreatedOrder } from '../support/payments.js';
 import { parsePrometheus, sampleValue } from '../support/prometheus.js';
 
@@ -29,10 +29,10 @@ async function lateSuccessCounter(): Promise<number> {
   const res = await fetch(`${baseUrl}/metrics`);
   return sampleValue(parsePrometheus(await res.text()), 'errand_payments_late_success_total') ?? NaN;
 }
-/** Waits for `address`'s first email, then gives a second one a moment to show up (relay every 100 ms, fast worker). */
+/** Waits for `address`'s first email, then until every outbox row is published and its job finished (no second one on its way). */
 async function settledEmails(address: string): Promise<number> {
   await waitFor(() => emailsTo(address) >= 1 || undefined, 20000, `email to ${address}`);
-  await sleep(500);
+  await waitForOutboxDrained(deps);
   return emailsTo(address);
 }
 
@@ -107,7 +107,7 @@ t.test('concurrent failed and succeeded events for one order end paid with one e
   t.equal((await lateSuccessCounter()) - before, lateSuccesses, 'the counter counts exactly the failed|expired → paid moves');
   const addresses = orders.map((_, i) => `race-${i}@example.com`);
   await waitFor(() => addresses.every((a) => emailsTo(a) >= 1) || undefined, 30000, 'emails');
-  await sleep(500);
+  await waitForOutboxDrained(deps, { timeoutMs: 30000 });
   t.ok(addresses.every((a) => emailsTo(a) === 1), 'exactly one email each');
 });
 

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { sql } from 'kysely';
-import { extractLink, sleep, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+import { extractLink, startSmtpServer, startTestErrand, testEnv, waitFor, waitForOutboxDrained } from '../support/helpers.js';
 import { createOrder, paymentEvent, sendWebhook, signatureHeader, WEBHOOK_SECRET } from '../support/payments.js';
 
 const smtp = await startSmtpServer(t);
@@ -76,7 +76,7 @@ t.test('the same event 5 times and 20 different events at once: one transition, 
   t.same(again.json(), { received: true, duplicate: true }, 'a later replay is a duplicate');
 
   await waitFor(() => emailsTo(address).length >= 1 || undefined, 15000, 'tracking email');
-  await sleep(1500);
+  await waitForOutboxDrained(deps);
   t.equal(emailsTo(address).length, 1, 'exactly one tracking email');
   t.equal((await trackingJobsFor(order.id)).length, 1, 'exactly one outbox job');
   const transitions = await deps.db.selectFrom('payment_events').select('event_id').where('order_id', '=', order.id).where('transitioned', '=', true).execute();

@@ -4,18 +4,30 @@ import { createDb, migrateToLatest } from '../../src/core/db.js';
 import { createLogger } from '../../src/core/logger.js';
 import { createQueues, PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
 import { loadConfig } from '../../src/config.js';
-import { freePort, REDIS_URL, runScript, testEnv } from '../support/helpers.js';
+import { freePort, freshDatabaseUrl, REDIS_URL, runScript, testEnv } from '../support/helpers.js';
+import { help, parseSweepArgs, usage, UsageError } from '../../scripts/sweep-args.js';
 import { insertOrders, startSimulator } from '../support/reconcile.js';
 
 const { sim, url } = await startSimulator(t);
-const env = testEnv(t, { PAYMENT_PROVIDER_URL: url, LOG_LEVEL: 'info' });
+// No database yet: the first run proves the script creates and migrates it.
+const env = testEnv(t, { PAYMENT_PROVIDER_URL: url, LOG_LEVEL: 'info', DATABASE_URL: freshDatabaseUrl(t, { create: false }) });
+function catchError(fn: () => unknown): Error | undefined {
+  try {
+    fn();
+  } catch (error) {
+    return error as Error;
+  }
+  return undefined;
+}
 const lastLine = (stdout: string) => stdout.trim().split('\n');
 
 t.test('runs in process: one JSON summary line on stdout, logs on stderr, exit 0; --dry-run changes nothing', async (t) => {
   // The script creates and migrates the database itself; this test only inserts rows.
   const first = await runScript('sweep.ts', ['--window', '24h'], env);
   t.equal(first.code, 0, first.stderr);
-  t.same(JSON.parse(first.stdout), { checked: 0, paid: 0, failed: 0, expired: 0, unchanged: 0, errors: 0, durationMs: JSON.parse(first.stdout).durationMs });
+  const summary = JSON.parse(first.stdout) as Record<string, unknown>;
+  t.same(Object.keys(summary).sort(), ['checked', 'durationMs', 'errors', 'expired', 'failed', 'paid', 'unchanged']);
+  t.match(summary, { checked: 0, paid: 0, failed: 0, expired: 0, unchanged: 0, errors: 0, durationMs: Number });
 
   const db = createDb(env.DATABASE_URL!, 2);
   t.teardown(() => db.destroy());
@@ -62,14 +74,37 @@ t.test('exit 1 when the database is unreachable', async (t) => {
   t.match(res.stderr, /sweep failed/);
 });
 
-t.test('exit 2 with a usage line for bad arguments', async (t) => {
-  for (const args of [['--bogus'], ['--window', '5x'], ['--window', '24'], ['--limit', '0'], ['--limit', 'ten'], ['--window'], ['extra'], ['--enqueue', '--dry-run'], ['--window', '100d']]) {
-    const res = await runScript('sweep.ts', args, env);
-    t.equal(res.code, 2, args.join(' '));
-    t.match(res.stderr, /usage: npm run sweep/);
-    t.equal(res.stdout, '');
+t.test('the argument parser: durations, limits, defaults, and a clear message for each bad command line', async (t) => {
+  t.same(parseSweepArgs([]), { dryRun: false, enqueue: false, help: false }, 'no arguments: the configured defaults apply');
+  t.same(parseSweepArgs(['--window', '30m', '--limit', '10', '--dry-run']), { windowHours: 0.5, limit: 10, dryRun: true, enqueue: false, help: false });
+  t.same(parseSweepArgs(['--enqueue', '--window', '2d']), { windowHours: 48, dryRun: false, enqueue: true, help: false });
+  t.equal(parseSweepArgs(['-h']).help, true);
+  t.equal(parseSweepArgs(['--window', '90d']).windowHours, 90 * 24, 'the longest window is accepted');
+  const bad: [string[], RegExp][] = [
+    [['--bogus'], /bogus/],
+    [['--window', '5x'], /--window must be a duration/],
+    [['--window', '24'], /--window must be a duration/],
+    [['--window', '100d'], /--window may be at most 90d/],
+    [['--limit', '0'], /--limit must be an integer/],
+    [['--limit', 'ten'], /--limit must be an integer/],
+    [['--limit', '1.5'], /--limit must be an integer/],
+    [['--window'], /--window/],
+    [['extra'], /extra/],
+    [['--enqueue', '--dry-run'], /cannot be combined/],
+  ];
+  for (const [args, message] of bad) {
+    const error = catchError(() => parseSweepArgs(args));
+    t.type(error, UsageError, `${args.join(' ')}: a usage error (exit 2)`);
+    t.match(error?.message, message, args.join(' '));
   }
-  const help = await runScript('sweep.ts', ['--help'], env);
-  t.equal(help.code, 0);
-  t.match(help.stdout, /--dry-run/);
+  t.match(help, /--dry-run/);
+  t.match(help, usage);
+});
+
+t.test('wiring: a bad command line exits 2 with the message and the usage line, nothing on stdout', async (t) => {
+  const res = await runScript('sweep.ts', ['--limit', '0'], env);
+  t.equal(res.code, 2);
+  t.match(res.stderr, /--limit must be an integer/);
+  t.match(res.stderr, /usage: npm run sweep/);
+  t.equal(res.stdout, '');
 });

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { QueueEvents } from 'bullmq';
 import { sql } from 'kysely';
-import { sleep, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+import { startSmtpServer, startTestErrand, testEnv, waitFor, waitForOutboxDrained } from '../support/helpers.js';
 import { paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
 import { insertOrders, startSimulator, type TestOrder } from '../support/reconcile.js';
 import { PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
@@ -78,7 +78,8 @@ t.test('limit 200 checks exactly the 200 oldest pending orders in the window; on
   const [summary, webhookReplies] = await Promise.all([
     runPaymentsSweep({ windowHours: 24, limit: 200 }, deps, { onProgress: (p) => void progress.push(p) }),
     (async () => {
-      await sleep(100);
+      // Once the sweep is asking the provider, the webhooks race it.
+      await waitFor(() => sim.requests.size > 0 || undefined, 10000, 'the sweep to start');
       return Promise.all(racing.map((order) => sendWebhook(app, paymentEvent(order))));
     })(),
   ]);
@@ -113,7 +114,7 @@ t.test('limit 200 checks exactly the 200 oldest pending orders in the window; on
   t.match(progress.at(-1), { total: 200, checked: 200 });
 
   await smtp.waitForEmails(succeeded.length, 60000);
-  await sleep(1500);
+  await waitForOutboxDrained(deps, { timeoutMs: 60000 });
   t.equal(smtp.received.length, succeeded.length, 'one email per paid order, no more');
   t.ok(succeeded.every((o) => emailsTo(o.email) === 1), 'exactly one tracking email each');
   t.equal(await trackingJobCount(), succeeded.length, 'one outbox job per paid order');
@@ -133,7 +134,7 @@ t.test('two concurrent sweeps: exactly one tracking email', async (t) => {
   t.equal(a.paid + b.paid, 20, 'each order paid by exactly one sweep');
   t.equal(a.unchanged + b.unchanged, 20, 'the other sweep saw it settled');
   await waitFor(() => smtp.received.length >= before + 20 || undefined, 60000, '20 emails');
-  await sleep(1000);
+  await waitForOutboxDrained(deps, { timeoutMs: 60000 });
   t.ok(orders.every((o) => emailsTo(o.email) === 1), 'one email per order');
 });
 

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDb, migrateToLatest } from '../../src/core/db.js';
-import { REPO_ROOT, childEnv, runScript, testEnv } from '../support/helpers.js';
+import { REPO_ROOT, childEnv, freshDatabaseUrl, runScript, testEnv } from '../support/helpers.js';
 import { insertOrders, startSimulator } from '../support/reconcile.js';
 
 interface TerminalRun {
@@ -40,7 +40,8 @@ function runOnTerminal(script: string, args: string[], env: Record<string, strin
 }
 
 const { sim, url } = await startSimulator(t);
-const env = testEnv(t, { PAYMENT_PROVIDER_URL: url, LOG_LEVEL: 'info' });
+// A database that does not exist yet: migrate shows it being created and every migration applied.
+const env = testEnv(t, { DATABASE_URL: freshDatabaseUrl(t, { create: false }), PAYMENT_PROVIDER_URL: url, LOG_LEVEL: 'info' });
 
 t.test('npm run migrate on a terminal shows each step; stdout keeps its one JSON line', async (t) => {
   const first = await runOnTerminal('migrate.ts', [], env);

@@ -1,6 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { connect, createServer, type Socket } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import pg from 'pg';
@@ -9,6 +12,8 @@ import { SMTPServer, type SMTPServerAddress } from 'smtp-server';
 import { simpleParser } from 'mailparser';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startErrand, type Errand } from '../../src/errand.js';
+import type { Deps } from '../../src/deps.js';
+import { isQueueName } from '../../src/queues.js';
 
 type Teardown = (fn: () => unknown) => void;
 export interface T {
@@ -24,9 +29,64 @@ export function uniqueName(prefix: string): string {
   return `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
 }
 
-/** A fresh database URL; the database itself is created by errand's start-up and dropped at teardown. */
-export function freshDatabaseUrl(t: T): string {
+/** A SQL statement run synchronously against the `postgres` database; throws with psql's stderr. */
+function psqlSync(statement: string): void {
+  try {
+    execFileSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', `${BASE_DATABASE_URL}/postgres`, '-c', statement], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (error) {
+    const stderr = String((error as { stderr?: Buffer }).stderr ?? '').trim();
+    throw new Error(stderr || (error as Error).message);
+  }
+}
+
+const quoteIdentifier = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+/**
+ * The name of the migrated template for the current migrations/ (names and contents): a changed or added
+ * migration gives a new name, so a stale template is never cloned. Computed once per test process.
+ */
+export const templateDatabaseName: () => string = (() => {
+  let name: string | undefined;
+  return () => {
+    if (name) return name;
+    const dir = path.join(REPO_ROOT, 'migrations');
+    const hash = createHash('sha256');
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.sql')).sort()) hash.update(`${file}\0${readFileSync(path.join(dir, file))}\0`);
+    return (name = `errand_template_${hash.digest('hex').slice(0, 16)}`);
+  };
+})();
+
+/**
+ * Builds the template under a private name with the real `npm run migrate` (so Kysely's migration table is
+ * filled and errand's start-up finds nothing to do), then renames it into place. The rename is atomic: a
+ * database under the template's name is always complete, and of two files building at once the loser's
+ * rename fails and it drops its copy. Templates are left behind for the next run (one per migration set).
+ */
+function buildTemplateDatabase(template: string): void {
+  const building = uniqueName('errand_template_building');
+  psqlSync(`CREATE DATABASE ${quoteIdentifier(building)}`);
+  try {
+    execFileSync(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts'], {
+      cwd: REPO_ROOT,
+      env: childEnv({ DATABASE_URL: `${BASE_DATABASE_URL}/${building}`, REDIS_URL, NODE_ENV: 'test' }),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    psqlSync(`ALTER DATABASE ${quoteIdentifier(building)} RENAME TO ${quoteIdentifier(template)}`);
+  } catch (error) {
+    psqlSync(`DROP DATABASE IF EXISTS ${quoteIdentifier(building)} WITH (FORCE)`);
+    // Another test file finished first: its template is as good as ours.
+    if (!/already exists/.test((error as Error).message)) throw error;
+  }
+}
+
+/**
+ * A fresh database URL, dropped at teardown. The database exists and is migrated when this returns (a clone
+ * of the template, built on first use) — unless `create: false`, for tests of errand creating and migrating
+ * its own database. Synchronous so `testEnv` stays synchronous.
+ */
+export function freshDatabaseUrl(t: T, options: { create?: boolean } = {}): string {
   const name = uniqueName('errand_test');
+  if (options.create !== false) cloneTemplateDatabase(name);
   t.teardown(async () => {
     const client = new pg.Client({ connectionString: `${BASE_DATABASE_URL}/postgres` });
     await client.connect();
@@ -34,6 +94,18 @@ export function freshDatabaseUrl(t: T): string {
     await client.end();
   });
   return `${BASE_DATABASE_URL}/${name}`;
+}
+
+function cloneTemplateDatabase(name: string): void {
+  const template = templateDatabaseName();
+  const clone = () => psqlSync(`CREATE DATABASE ${quoteIdentifier(name)} TEMPLATE ${quoteIdentifier(template)}`);
+  try {
+    clone();
+  } catch (error) {
+    if (!/does not exist/.test((error as Error).message)) throw error;
+    buildTemplateDatabase(template);
+    clone();
+  }
 }
 
 /** A unique BullMQ prefix; its keys are deleted at teardown. */
@@ -77,6 +149,8 @@ export interface TestSmtp {
   delayReplies(ms: number): void;
   /** Messages whose data has arrived but which are not answered yet. */
   readonly inFlight: number;
+  /** The most messages ever in flight at once. */
+  readonly maxInFlight: number;
   waitForEmails(count: number, timeoutMs?: number): Promise<ReceivedEmail[]>;
 }
 
@@ -84,7 +158,7 @@ export interface TestSmtp {
 export async function startSmtpServer(t: T): Promise<TestSmtp> {
   let responder: SmtpResponder | undefined;
   const received: ReceivedEmail[] = [];
-  const state = { attempts: 0, delayMs: 0, inFlight: 0 };
+  const state = { attempts: 0, delayMs: 0, inFlight: 0, maxInFlight: 0 };
   const server = new SMTPServer({
     authOptional: true,
     // Its bundled certificate has expired: no STARTTLS.
@@ -96,6 +170,7 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
       stream.on('end', async () => {
         state.attempts += 1;
         state.inFlight += 1;
+        state.maxInFlight = Math.max(state.maxInFlight, state.inFlight);
         if (state.delayMs > 0) await sleep(state.delayMs);
         state.inFlight -= 1;
         const to = (session.envelope.rcptTo as SMTPServerAddress[]).map((a) => a.address);
@@ -130,6 +205,9 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
     get inFlight() {
       return state.inFlight;
     },
+    get maxInFlight() {
+      return state.maxInFlight;
+    },
     waitForEmails: (count, timeoutMs = 15000) => waitFor(() => (received.length >= count ? received.slice() : undefined), timeoutMs, `${count} email(s)`),
   };
 }
@@ -144,8 +222,32 @@ export async function waitFor<T>(probe: () => T | undefined | Promise<T | undefi
   }
 }
 
+/** A plain delay (node:timers/promises); prefer waitFor on state, and say why when a delay is really needed. */
 export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  return delay(ms);
+}
+
+/**
+ * Waits until every outbox row (or each of `ids`) is published and every job it became has finished (completed or failed):
+ * from then on nothing more is on its way from the outbox, so "exactly N emails" can be counted.
+ */
+export async function waitForOutboxDrained(deps: Pick<Deps, 'db' | 'queues'>, options: { timeoutMs?: number; ids?: string[] } = {}): Promise<void> {
+  const { timeoutMs = 15000, ids } = options;
+  await waitFor(
+    async () => {
+      let query = deps.db.selectFrom('outbox').select(['id', 'queue', 'published_at']);
+      if (ids) query = query.where('id', 'in', ids.length ? ids : ['0']);
+      const rows = await query.execute();
+      for (const row of rows) {
+        if (!row.published_at || !isQueueName(row.queue)) return undefined;
+        const state = await deps.queues[row.queue].getJobState(`outbox-${row.id}`);
+        if (state !== 'completed' && state !== 'failed') return undefined;
+      }
+      return true;
+    },
+    timeoutMs,
+    'every outbox row published and its job finished',
+  );
 }
 
 /** Collects pino's JSON lines in memory. */
@@ -164,7 +266,8 @@ export function captureLogs(): { stream: Writable; lines: () => Record<string, u
 export function testEnv(t: T, overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> {
   return {
     NODE_ENV: 'test',
-    DATABASE_URL: freshDatabaseUrl(t),
+    // An overridden DATABASE_URL costs no clone.
+    DATABASE_URL: 'DATABASE_URL' in overrides ? overrides.DATABASE_URL : freshDatabaseUrl(t),
     REDIS_URL,
     QUEUE_PREFIX: freshQueuePrefix(t),
     LOG_LEVEL: 'debug',
@@ -209,6 +312,39 @@ export function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+export interface TcpProxy {
+  port: number;
+  /** Refuses new connections and resets open ones: the server behind it looks down. */
+  cut(): Promise<void>;
+}
+
+/**
+ * A TCP proxy on a free port in front of `target` (e.g. the shared PostgreSQL), so one test can make a shared
+ * server unreachable for its own process without touching the server.
+ */
+export async function startTcpProxy(t: T, target: { host: string; port: number }): Promise<TcpProxy> {
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(target.port, target.host);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const cut = async () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const socket of sockets) socket.resetAndDestroy();
+    await closed;
+  };
+  t.teardown(() => (server.listening ? cut() : undefined));
+  return { port: (server.address() as { port: number }).port, cut };
 }
 
 export interface PrivateRedis {
