@@ -23,7 +23,7 @@ export function startOpenTelemetry(): TracingHooks {
     ...(process.env.OTEL_SERVICE_NAME ? {} : { serviceName: 'errand' }),
     instrumentations: [
       new HttpInstrumentation({
-        ignoreIncomingRequestHook: (req) => UNTRACED_PATHS.has((req.url ?? '').split('?')[0]!),
+        ignoreIncomingRequestHook: (req) => UNTRACED_PATHS.has((req.url ?? '').split('?', 1)[0] ?? ''),
       }),
       new FastifyOtelInstrumentation({ registerOnInitialization: true }),
       // Only inside a trace: the relay's polls and BullMQ's blocking reads would otherwise each be a trace of their own.
@@ -56,7 +56,7 @@ export function startOpenTelemetry(): TracingHooks {
         }
       });
     },
-    logFields(): Record<string, string> {
+    logFields: (): Record<string, string> => {
       const spanContext = trace.getSpan(context.active())?.spanContext();
       return spanContext && isSpanContextValid(spanContext) ? { traceId: spanContext.traceId, spanId: spanContext.spanId } : {};
     },

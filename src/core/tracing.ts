@@ -15,7 +15,7 @@ export interface TracingHooks {
   /** Runs `work` inside a new active span named `name`. */
   inSpan<T>(name: string, attributes: Record<string, string>, work: () => Promise<T>): Promise<T>;
   /** traceId/spanId of the active span for a log line, or {} outside any span. */
-  logFields(): Record<string, string>;
+  logFields: () => Record<string, string>;
   /** BullMQ's `telemetry` option (bullmq-otel). */
   bullmqTelemetry: Telemetry;
   /** Exports what is buffered and stops the SDK. */

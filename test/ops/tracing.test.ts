@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
@@ -39,7 +39,8 @@ function readBody(req: IncomingMessage): Promise<string> {
 /** A plain OTLP/HTTP receiver (JSON protocol) collecting every span exported to POST /v1/traces. */
 async function startOtlpReceiver(t: T): Promise<{ url: string; spans: ReceivedSpan[] }> {
   const spans: ReceivedSpan[] = [];
-  const server = createServer(async (req, res) => {
+  const server = createServer((req, res) => void answer(req, res));
+  async function answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await readBody(req);
     if (req.method !== 'POST' || req.url !== '/v1/traces') {
       res.writeHead(404).end();
@@ -47,7 +48,18 @@ async function startOtlpReceiver(t: T): Promise<{ url: string; spans: ReceivedSp
     }
     type AnyValue = { stringValue?: string; intValue?: string | number; boolValue?: boolean };
     const request = JSON.parse(body) as {
-      resourceSpans?: { scopeSpans?: { spans?: { traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number; attributes?: { key: string; value: AnyValue }[] }[] }[] }[];
+      resourceSpans?: {
+        scopeSpans?: {
+          spans?: {
+            traceId: string;
+            spanId: string;
+            parentSpanId?: string;
+            name: string;
+            kind: number;
+            attributes?: { key: string; value: AnyValue }[];
+          }[];
+        }[];
+      }[];
     };
     for (const resourceSpans of request.resourceSpans ?? []) {
       for (const scopeSpans of resourceSpans.scopeSpans ?? []) {
@@ -58,13 +70,15 @@ async function startOtlpReceiver(t: T): Promise<{ url: string; spans: ReceivedSp
             parentSpanId: hexId(span.parentSpanId),
             name: span.name,
             kind: span.kind,
-            attributes: Object.fromEntries((span.attributes ?? []).map((a) => [a.key, a.value.stringValue ?? a.value.intValue ?? a.value.boolValue])),
+            attributes: Object.fromEntries(
+              (span.attributes ?? []).map((a) => [a.key, a.value.stringValue ?? a.value.intValue ?? a.value.boolValue]),
+            ),
           });
         }
       }
     }
     res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-  });
+  }
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans };
@@ -88,13 +102,25 @@ t.test('traced errand: one signup is one trace, from the HTTP request through th
   t.teardown(() => db.end());
 
   t.test('signup: HTTP server span, pg, producer, consumer and SMTP send share one trace id', async (t) => {
-    const res = await fetch(`${errand.baseUrl}/auth/signup`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'traced@example.com' }) });
+    const res = await fetch(`${errand.baseUrl}/auth/signup`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: 'traced@example.com' }),
+    });
     t.equal(res.status, 202);
     await res.text();
 
-    const server = await waitFor(() => receiver.spans.find((s) => s.kind === SERVER && /signup/.test(JSON.stringify(s.attributes)) && s.name.startsWith('POST')), 15000, 'the signup HTTP server span');
+    const server = await waitFor(
+      () => receiver.spans.find((s) => s.kind === SERVER && /signup/.test(JSON.stringify(s.attributes)) && s.name.startsWith('POST')),
+      15000,
+      'the signup HTTP server span',
+    );
     const trace = server.traceId;
-    const smtpSend = await waitFor(() => receiver.spans.find((s) => s.name === 'smtp send' && s.traceId === trace), 15000, 'the SMTP send span in the signup trace');
+    const smtpSend = await waitFor(
+      () => receiver.spans.find((s) => s.name === 'smtp send' && s.traceId === trace),
+      15000,
+      'the SMTP send span in the signup trace',
+    );
     const inTrace = receiver.spans.filter((s) => s.traceId === trace);
 
     t.ok(
@@ -109,12 +135,21 @@ t.test('traced errand: one signup is one trace, from the HTTP request through th
     t.equal(smtpSend.parentSpanId, consumer?.spanId, 'the SMTP send is a child of the consumer');
     t.equal(smtp.received.length, 1, 'the email went out');
 
-    const row = await db.query<{ trace_context: { traceparent: string } | null }>('select trace_context from outbox order by id desc limit 1');
-    t.match(row.rows[0]?.trace_context?.traceparent, new RegExp(`^00-${trace}-[0-9a-f]{16}-0[01]$`), 'the outbox row carries the request trace');
+    const row = await db.query<{ trace_context: { traceparent: string } | null }>(
+      'select trace_context from outbox order by id desc limit 1',
+    );
+    t.match(
+      row.rows[0]?.trace_context?.traceparent,
+      new RegExp(`^00-${trace}-[0-9a-f]{16}-0[01]$`),
+      'the outbox row carries the request trace',
+    );
 
     const logged = errand.logLines().filter((line) => line.traceId === trace);
     t.ok(logged.length > 0, 'log lines of the request carry its traceId');
-    t.ok(logged.every((line) => typeof line.spanId === 'string' && /^[0-9a-f]{16}$/.test(line.spanId)), 'and a spanId');
+    t.ok(
+      logged.every((line) => typeof line.spanId === 'string' && /^[0-9a-f]{16}$/.test(line.spanId)),
+      'and a spanId',
+    );
   });
 
   t.test('a row published by the relay seconds later still continues the trace it was written in', async (t) => {
@@ -125,9 +160,13 @@ t.test('traced errand: one signup is one trace, from the HTTP request through th
     await db.query(
       `insert into outbox (queue, job_name, payload, trace_context, created_at)
        values ($1, $2, jsonb_build_object('userId', $3::text), $4::jsonb, now() - interval '10 minutes')`,
-      [EMAIL_QUEUE, EMAIL_VERIFICATION_JOB, user.rows[0]!.id, JSON.stringify({ traceparent: `00-${traceId}-${parentSpanId}-01` })],
+      [EMAIL_QUEUE, EMAIL_VERIFICATION_JOB, user.rows[0].id, JSON.stringify({ traceparent: `00-${traceId}-${parentSpanId}-01` })],
     );
-    const smtpSend = await waitFor(() => receiver.spans.find((s) => s.name === 'smtp send' && s.traceId === traceId), 15000, 'the SMTP send span in the stored trace');
+    const smtpSend = await waitFor(
+      () => receiver.spans.find((s) => s.name === 'smtp send' && s.traceId === traceId),
+      15000,
+      'the SMTP send span in the stored trace',
+    );
     const consumer = receiver.spans.find((s) => s.kind === CONSUMER && s.traceId === traceId);
     t.ok(consumer, 'the consumer span is in the trace stored with the row');
     t.equal(consumer?.parentSpanId, parentSpanId, 'its parent is the span that wrote the row');
@@ -147,7 +186,10 @@ t.test('tracing off: no OpenTelemetry module is loaded and nothing is recorded',
   t.equal(tracingOn(), false);
   // prom-client requires @opentelemetry/api itself (exemplars), tracing or not: the no-op API, and nothing else.
   const loaded = Object.keys(createRequire(import.meta.url).cache).filter(
-    (file) => (file.includes('/@opentelemetry/') && !file.includes('/@opentelemetry/api/')) || file.includes('/bullmq-otel/') || file.includes('/@fastify/otel/'),
+    (file) =>
+      (file.includes('/@opentelemetry/') && !file.includes('/@opentelemetry/api/')) ||
+      file.includes('/bullmq-otel/') ||
+      file.includes('/@fastify/otel/'),
   );
   t.same(loaded, [], 'no OpenTelemetry SDK, exporter or instrumentation module in the module cache');
   t.notOk(Symbol.for('opentelemetry.js.api.1') in globalThis, 'no global tracer provider, propagator or context manager registered');
@@ -155,6 +197,6 @@ t.test('tracing off: no OpenTelemetry module is loaded and nothing is recorded',
   const db = new pg.Client({ connectionString: env.DATABASE_URL });
   await db.connect();
   t.teardown(() => db.end());
-  const rows = await db.query('select trace_context from outbox');
+  const rows = await db.query<{ trace_context: unknown }>('select trace_context from outbox');
   t.ok(rows.rows.length > 0 && rows.rows.every((row) => row.trace_context === null), 'outbox rows carry no trace context');
 });
