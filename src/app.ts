@@ -1,4 +1,5 @@
-import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify from 'fastify';
+import { OneLineAccessLog } from './core/access-log.js';
 import type { Deps } from './deps.js';
 import { addStandardErrorResponses, errorHandler, notFoundHandler } from './core/errors.js';
 import { healthRoutes } from './ops/health.routes.js';
@@ -7,17 +8,6 @@ import { registerApiDocs } from './ops/docs.js';
 import { signupRoutes } from './signup/routes.js';
 import { orderRoutes } from './payments/orders.routes.js';
 import { webhookRoutes } from './payments/webhook.routes.js';
-
-/** Fastify logs two lines per request (incoming, completed); one line at the end says both. */
-class OneLineAccessLog extends LogController {
-  override incomingRequest(): void {}
-
-  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    const fields = { req: request, res: reply, route: request.routeOptions.url ?? null, responseTime: reply.elapsedTime };
-    if (error) request.log.error({ ...fields, err: error }, 'request errored');
-    else request.log.info(fields, 'request completed');
-  }
-}
 
 /** Builds (never starts) the HTTP app. Public routes only when the role serves them. */
 export async function buildApp(deps: Deps) {

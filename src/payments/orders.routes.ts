@@ -6,6 +6,9 @@ import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import { maskEmail } from '../core/logger.js';
+import { sendPage } from '../pages/layout.js';
+import { prefersHtml } from '../pages/negotiation.js';
+import { orderNotFoundPage, orderTrackingPage } from '../pages/tracking.js';
 import { findOrderById, insertOrder } from './repository.js';
 import { isUuid, isValidTrackingToken } from './tracking.js';
 
@@ -61,8 +64,9 @@ const ORDER_ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /orders/:id/tracking': {
     tags: ['orders'],
     summary: "An order's status, with the token from its tracking email",
+    description: 'A request whose Accept ranks text/html above application/json gets the same as an HTML page (and the 404 as a page).',
     responses: {
-      200: 'the order',
+      200: 'the order (an HTML page for HTML requests)',
       404: 'wrong id or token (the same answer for both)',
       503: 'database unavailable',
     },
@@ -108,9 +112,13 @@ export const orderRoutes: FastifyPluginAsync<OrderRoutesOptions> = async (fastif
     { schema: { params: TrackingParamsSchema, querystring: TrackingQuerySchema, response: { 200: OrderTrackingSchema, 404: ErrorResponseSchema } } },
     async (request, reply) => {
       const { id } = request.params;
+      // The buyer's browser gets a page; API clients keep JSON. Caches must key on Accept.
+      const wantsPage = prefersHtml(request.headers.accept);
+      reply.header('vary', 'Accept');
       // The token is checked first, without touching the database; every failure gets the same answer.
       const order = typeof request.query.token === 'string' && isValidTrackingToken(trackingKey, id, request.query.token) && isUuid(id) ? await findOrderById(deps.db, id) : undefined;
-      if (!order) return sendError(reply, 404, 'order not found');
+      if (!order) return wantsPage ? sendPage(reply, 404, orderNotFoundPage()) : sendError(reply, 404, 'order not found');
+      if (wantsPage) return sendPage(reply, 200, orderTrackingPage(order));
       return { id: order.id, status: order.status, amount: order.amount, currency: order.currency, paidAt: order.paidAt?.toISOString() ?? null };
     },
   );

@@ -2,6 +2,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { Type } from 'typebox';
 import type { RedisClient } from '../core/redis.js';
 import type { Db } from '../core/db.js';
+import { noteOutcome } from '../core/access-log.js';
 import { sendError } from '../core/errors.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import type { Logger } from '../core/logger.js';
@@ -105,10 +106,10 @@ export const webhookRoutes: FastifyPluginAsync<WebhookRoutesOptions> = async (ap
     if (parsed.kind === 'ignored') {
       const fields = { eventId: parsed.id, eventType: parsed.type };
       if (!(await recordIgnoredPaymentEvent(deps, parsed))) {
-        request.log.info(fields, 'webhook event already processed');
+        noteOutcome(request, 'webhook event already processed', fields);
         return { received: true, duplicate: true };
       }
-      request.log.info(fields, 'webhook event of a type errand does not handle; recorded and ignored');
+      noteOutcome(request, 'webhook event of a type errand does not handle; recorded and ignored', fields);
       return { received: true, ignored: true };
     }
 
@@ -117,7 +118,7 @@ export const webhookRoutes: FastifyPluginAsync<WebhookRoutesOptions> = async (ap
     const fields = { eventId: parsed.id, eventType: event.type };
     switch (result.kind) {
       case 'duplicate':
-        request.log.info(fields, 'webhook event already processed');
+        noteOutcome(request, 'webhook event already processed', fields);
         return { received: true, duplicate: true };
       case 'unknown-order':
         request.log.warn({ ...fields, providerRef: event.data.providerRef }, 'webhook event for an unknown providerRef');
@@ -130,7 +131,7 @@ export const webhookRoutes: FastifyPluginAsync<WebhookRoutesOptions> = async (ap
         return sendError(reply, 422, 'amount or currency differs from the order');
       case 'settled':
         await publishAfterCommit({ ...deps, log: request.log }, result.outboxRows);
-        request.log.info({ ...fields, orderId: result.orderId, transitioned: result.transitioned }, 'webhook event applied');
+        noteOutcome(request, 'webhook event applied', { ...fields, orderId: result.orderId, transitioned: result.transitioned });
         return { received: true };
     }
   });

@@ -77,3 +77,23 @@ export async function consumeVerificationToken(db: Db, hash: Buffer): Promise<bo
     return true;
   });
 }
+
+/** What a verification token is, read without using it. */
+export type VerificationTokenState = 'usable' | 'used' | 'expired' | 'unknown';
+
+/**
+ * Reads a token without using it: what a confirm page needs (the address) and what a refusal page
+ * should say (used, expired or unknown). Never changes a row, so a link scanner's GET leaves the token usable.
+ */
+export async function findVerificationToken(db: Db, hash: Buffer): Promise<{ state: VerificationTokenState; email: string | null }> {
+  const row = await db
+    .selectFrom('email_verification_tokens as t')
+    .innerJoin('users as u', 'u.id', 't.user_id')
+    .select(['u.email', 't.used_at', sql<boolean>`t.expires_at <= now()`.as('expired')])
+    .where('t.token_hash', '=', hash)
+    .executeTakeFirst();
+  if (!row) return { state: 'unknown', email: null };
+  // Used wins over expired: a used token's address is confirmed, which is what the person wants to know.
+  const state = row.used_at ? 'used' : row.expired ? 'expired' : 'usable';
+  return { state, email: row.email };
+}

@@ -46,5 +46,6 @@ t.test('job lifecycle lines carry the contract fields; no line leaks an address,
   for (const line of httpLines) {
     t.match(line, { reqId: /\S/, req: { method: String, url: String }, res: { statusCode: Number }, responseTime: Number }, 'HTTP lines carry reqId, method, url, status and duration');
   }
+  t.match(httpLines[0], { msg: 'signup accepted', recipient: 's***@example.org', emailQueued: true }, "the route's outcome rides on its access line");
   t.match(httpLines.map((l) => l.route), ['/auth/signup', '/auth/verify-email', '/auth/verify-email', null], 'the route pattern, null when none matched');
 });
