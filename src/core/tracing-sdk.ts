@@ -17,8 +17,9 @@ import type { TraceContext, TracingHooks } from './tracing.js';
 const UNTRACED_PATHS = new Set(['/metrics', '/healthz', '/readyz']);
 
 export function startOpenTelemetry(): TracingHooks {
-  // errand is ESM: pg and ioredis are imported, not required, so the instrumentations need the import hook too.
-  register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
+  // errand imports ioredis rather than requiring it: its instrumentation needs the ESM import hook too. Limited to
+  // ioredis (pg is patched through require already): wrapping every ES module would add seconds to start-up.
+  register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, { data: { include: ['ioredis'] } });
   const sdk = new NodeSDK({
     ...(process.env.OTEL_SERVICE_NAME ? {} : { serviceName: 'errand' }),
     instrumentations: [

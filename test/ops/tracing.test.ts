@@ -127,6 +127,10 @@ t.test('traced errand: one signup is one trace, from the HTTP request through th
       inTrace.some((s) => s.attributes['db.system'] === 'postgresql' || s.attributes['db.system.name'] === 'postgresql'),
       'the signup statement is a pg span of the trace',
     );
+    t.ok(
+      inTrace.some((s) => s.attributes['db.system'] === 'redis' || s.attributes['db.system.name'] === 'redis'),
+      'the job add is an ioredis span of the trace',
+    );
     const producer = inTrace.find((s) => s.kind === PRODUCER);
     const consumer = inTrace.find((s) => s.kind === CONSUMER);
     t.ok(producer, 'a BullMQ producer span (the outbox publish) in the trace');
