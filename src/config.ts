@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
@@ -11,8 +12,11 @@ function oneOf<const T extends readonly string[]>(values: T, defaultValue: T[num
   return Type.Unsafe<T[number]>({ type: 'string', enum: [...values], default: defaultValue });
 }
 
-const DEV_WEBHOOK_SECRET = 'errand-dev-webhook-secret-change-me';
-const DEV_LINK_SECRET = 'errand-dev-link-secret-change-me';
+export const DEV_WEBHOOK_SECRET = 'errand-dev-webhook-secret-change-me';
+export const DEV_LINK_SECRET = 'errand-dev-link-secret-change-me';
+/** Values published in this repository (defaults, compose placeholders, docs): never secrets in production. */
+const PUBLISHED_SECRETS = new Set([DEV_WEBHOOK_SECRET, DEV_LINK_SECRET, 'compose-webhook-secret-change-me', 'compose-admin-token-change-me']);
+const MIN_SECRET_LENGTH = 32;
 
 // Every variable errand reads. Defaults are the contract's; the few extra
 // knobs (timings) exist so tests and operators can shorten them.
@@ -50,6 +54,29 @@ export const ConfigSchema = Type.Object({
   // errand's own key for tracking-link tokens; never shared with the payment provider.
   LINK_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 1 })),
+  // false | true | a hop count | a comma-separated list of addresses/CIDRs (parsed by trustProxySetting).
+  TRUST_PROXY: Type.String({ minLength: 1, default: 'false' }),
+  RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: 20 }),
+  RATE_LIMIT_WINDOW_MS: Type.Integer({ minimum: 1, default: 60000 }),
+  // Slow clients and dead connections: a whole request within this (0 = no limit), an idle socket, an idle keep-alive.
+  HTTP_REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 0, default: 30000 }),
+  HTTP_CONNECTION_TIMEOUT_MS: Type.Integer({ minimum: 0, default: 60000 }),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 72000 }),
+  // PostgreSQL: server-side statement limit, client-side query limit, TCP keep-alive of pooled connections.
+  PG_STATEMENT_TIMEOUT_MS: Type.Integer({ minimum: 0, default: 30000 }),
+  PG_QUERY_TIMEOUT_MS: Type.Integer({ minimum: 0, default: 35000 }),
+  PG_KEEPALIVE_DELAY_MS: Type.Integer({ minimum: 0, default: 10000 }),
+  // Outages: the email queue's first pause, doubled per consecutive outage failure up to the cap.
+  EMAIL_OUTAGE_PAUSE_MS: Type.Integer({ minimum: 1, default: 5000 }),
+  EMAIL_OUTAGE_MAX_PAUSE_MS: Type.Integer({ minimum: 1, default: 300000 }),
+  // Bounds a job that keeps being put back by pauses (each pause restarts it once): ~a week at the 5 min cap.
+  EMAIL_MAX_STARTED_ATTEMPTS: Type.Integer({ minimum: 1, default: 2500 }),
+  OUTBOX_RELAY_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 10000, default: 500 }),
+  // A row failing this many relay passes (with Redis up) is skipped and logged at error.
+  OUTBOX_MAX_FAILURES: Type.Integer({ minimum: 1, default: 5 }),
+  RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 36500, default: 30 }),
+  RETENTION_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 100000, default: 1000 }),
+  MAINTENANCE_CRON: Type.String({ minLength: 1, default: '30 3 * * *' }),
   // Set: traces go out over OTLP/HTTP and the standard OTEL_* variables apply; unset: no OpenTelemetry code is loaded.
   OTEL_EXPORTER_OTLP_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
   OUTBOX_RELAY_INTERVAL_MS: Type.Integer({ minimum: 10, default: 1000 }),
@@ -132,10 +159,14 @@ export function loadConfig(env: Record<string, string | undefined> = environment
   } catch (error) {
     throw new ConfigError(`invalid configuration: PAYMENTS_RECONCILE_CRON is not a valid cron pattern (${(error as Error).message})`);
   }
-  const webhookSecret = raw.PAYMENT_WEBHOOK_SECRET?.trim() || undefined;
-  if (webhookSecret === undefined && raw.NODE_ENV === 'production') {
-    throw new ConfigError('invalid configuration: PAYMENT_WEBHOOK_SECRET is required when NODE_ENV=production');
+  try {
+    CronExpressionParser.parse(raw.MAINTENANCE_CRON, { tz: 'UTC' });
+  } catch (error) {
+    throw new ConfigError(`invalid configuration: MAINTENANCE_CRON is not a valid cron pattern (${(error as Error).message})`);
   }
+  trustProxySetting(raw.TRUST_PROXY);
+  if (raw.NODE_ENV === 'production') refuseUnsafeProduction(raw);
+  const webhookSecret = raw.PAYMENT_WEBHOOK_SECRET?.trim() || undefined;
   let redis: RedisTopology;
   try {
     redis = parseRedisUrl(raw.REDIS_URL);
@@ -157,9 +188,6 @@ export function loadConfig(env: Record<string, string | undefined> = environment
       throw new ConfigError('invalid configuration: PAYMENT_WEBHOOK_SECRET has a whsec_ secret whose rest is not base64');
     }
   }
-  if (raw.LINK_SECRET === undefined && raw.NODE_ENV === 'production') {
-    throw new ConfigError('invalid configuration: LINK_SECRET is required when NODE_ENV=production');
-  }
   return Object.freeze({
     ...raw,
     QUEUE_PREFIX: queuePrefix,
@@ -168,4 +196,58 @@ export function loadConfig(env: Record<string, string | undefined> = environment
     PAYMENT_WEBHOOK_SECRETS: webhookSecrets,
     LINK_SECRET: raw.LINK_SECRET ?? DEV_LINK_SECRET,
   });
+}
+
+function refuse(message: string): never {
+  throw new ConfigError(`invalid configuration: ${message} (NODE_ENV=production)`);
+}
+
+/** The contract's production refusals: each names its variable. */
+function refuseUnsafeProduction(raw: RawConfig): void {
+  for (const name of ['PAYMENT_WEBHOOK_SECRET', 'LINK_SECRET'] as const) {
+    const value = raw[name];
+    if (value === undefined) refuse(`${name} is required`);
+    // Several webhook secrets separated by spaces during a rotation: each one must hold.
+    for (const secret of value.split(/\s+/).filter(Boolean)) {
+      if (PUBLISHED_SECRETS.has(secret)) refuse(`${name} is a published development default`);
+      if (secret.length < MIN_SECRET_LENGTH) refuse(`${name} must be at least ${MIN_SECRET_LENGTH} characters`);
+    }
+  }
+  if (raw.ADMIN_TOKEN !== undefined && (raw.ADMIN_TOKEN.length < MIN_SECRET_LENGTH || PUBLISHED_SECRETS.has(raw.ADMIN_TOKEN))) {
+    refuse(`ADMIN_TOKEN must be at least ${MIN_SECRET_LENGTH} characters and not a published default when set`);
+  }
+  if (!raw.PUBLIC_BASE_URL.startsWith('https://') || raw.PUBLIC_BASE_URL === 'http://localhost:3000') {
+    refuse('PUBLIC_BASE_URL must be set to an https:// URL');
+  }
+  if (raw.SMTP_URL === undefined) refuse('SMTP_URL is required (without it emails are only written to files)');
+}
+
+/** Outside production: the development defaults in use, for one warning at start. */
+export function developmentDefaultsInUse(config: Config): string[] {
+  const names: string[] = [];
+  if (config.PAYMENT_WEBHOOK_SECRET === DEV_WEBHOOK_SECRET) names.push('PAYMENT_WEBHOOK_SECRET');
+  if (config.LINK_SECRET === DEV_LINK_SECRET) names.push('LINK_SECRET');
+  return names;
+}
+
+export type TrustProxy = boolean | number | string[];
+
+/** TRUST_PROXY → Fastify's `trustProxy`: false, true, a hop count, or a list of addresses/CIDRs. */
+export function trustProxySetting(value: string): TrustProxy {
+  const text = value.trim().toLowerCase();
+  if (text === 'false') return false;
+  if (text === 'true') return true;
+  if (/^[0-9]+$/.test(text)) return Number(text);
+  const entries = text.split(',').map((entry) => entry.trim()).filter(Boolean);
+  for (const entry of entries) {
+    const [address, bits, extra] = entry.split('/');
+    const family = isIP(address ?? '');
+    const maxBits = family === 6 ? 128 : 32;
+    const validBits = bits === undefined || (/^[0-9]{1,3}$/.test(bits) && Number(bits) <= maxBits);
+    if (family === 0 || !validBits || extra !== undefined) {
+      throw new ConfigError(`invalid configuration: TRUST_PROXY must be true, false, a hop count or a comma-separated list of addresses/CIDRs (bad entry ${JSON.stringify(entry)})`);
+    }
+  }
+  if (entries.length === 0) throw new ConfigError('invalid configuration: TRUST_PROXY is empty');
+  return entries;
 }

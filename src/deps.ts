@@ -38,7 +38,11 @@ export interface Deps {
 /** Opens what every role needs; nothing here connects at import time. */
 export function createDeps(config: Config, options: { logDestination?: DestinationStream; log?: Logger } = {}): Deps {
   const log = options.log ?? createLogger(config.LOG_LEVEL, options.logDestination);
-  const db = createDb(config.DATABASE_URL, config.PG_POOL_MAX);
+  const db = createDb(config.DATABASE_URL, config.PG_POOL_MAX, {
+    statementTimeoutMs: config.PG_STATEMENT_TIMEOUT_MS,
+    queryTimeoutMs: config.PG_QUERY_TIMEOUT_MS,
+    keepAliveDelayMs: config.PG_KEEPALIVE_DELAY_MS,
+  });
   const redis = createRedis(config.redis, 'producer');
   redis.on('error', (err) => log.debug({ err }, 'producer redis connection error'));
   const workerRedis = createRedis(config.redis, 'worker', { lazyConnect: true });

@@ -1,7 +1,7 @@
 import type { DestinationStream } from 'pino';
 import { setTimeout as delay } from 'node:timers/promises';
 import { QueueEvents, type Worker } from 'bullmq';
-import type { Config } from './config.js';
+import { developmentDefaultsInUse, type Config } from './config.js';
 import { createDeps, type Deps } from './deps.js';
 import { buildApp, type App } from './app.js';
 import { prepareDatabase } from './core/db.js';
@@ -15,6 +15,7 @@ import { instrumentWorker } from './ops/metrics.js';
 import { composeVerificationEmail } from './signup/verification-email.js';
 import { composeOrderTrackingEmail } from './payments/tracking-email.js';
 import { paymentsReconcileProcessors } from './reconcile/worker.js';
+import { maintenanceProcessors } from './maintenance/worker.js';
 import { batchProcessors } from './batch/worker.js';
 import { abortCancelledJobs } from './batch/cancel.js';
 import { QUEUE_DEFINITIONS, type WorkerProcessors } from './queues.js';
@@ -43,6 +44,9 @@ export async function startErrand(config: Config, options: { logDestination?: De
   await prepareDatabase(config.DATABASE_URL);
   const deps = createDeps(config, options);
   const runsWorkers = config.ROLE !== 'api';
+  const devDefaults = developmentDefaultsInUse(config);
+  // Production refuses these (loadConfig); anywhere else, say it once.
+  if (devDefaults.length > 0) deps.log.warn({ variables: devDefaults }, `running on development defaults (${devDefaults.join(', ')}); set them before exposing errand`);
   // Serving without Redis is fine (the outbox keeps jobs), but give it a moment so a normal start is ready at once.
   if (!(await waitUntilConnected(deps.redis, 3000))) deps.log.warn('Redis not reachable yet; jobs stay in the outbox until it is');
   void warnUnlessNoEviction(deps.redis, deps.log);
@@ -59,6 +63,7 @@ export async function startErrand(config: Config, options: { logDestination?: De
         'order-tracking-link': composeOrderTrackingEmail(deps),
       }),
       'payments-reconcile': paymentsReconcileProcessors(deps),
+      maintenance: maintenanceProcessors(deps),
       batch: batchProcessors(deps),
     };
     for (const definition of QUEUE_DEFINITIONS) {
@@ -76,7 +81,12 @@ export async function startErrand(config: Config, options: { logDestination?: De
       abortCancelledJobs(events, worker, deps.log);
       queueEvents.push(events);
     }
-    relay = startOutboxRelay(deps, { intervalMs: config.OUTBOX_RELAY_INTERVAL_MS, graceMs: config.OUTBOX_RELAY_GRACE_MS });
+    relay = startOutboxRelay(deps, {
+      intervalMs: config.OUTBOX_RELAY_INTERVAL_MS,
+      graceMs: config.OUTBOX_RELAY_GRACE_MS,
+      batchSize: config.OUTBOX_RELAY_BATCH_SIZE,
+      maxFailures: config.OUTBOX_MAX_FAILURES,
+    });
 
     // Wait a little for the schedulers (so a started worker has them); with Redis away, keep retrying in the background.
     schedulerSync = startSchedulerSync(deps.queues, config, deps.log, SCHEDULERS);

@@ -6,14 +6,16 @@ import type { Logger } from './core/logger.js';
 import { queueTelemetry } from './core/tracing.js';
 import { emailQueue } from './email/jobs.js';
 import { paymentsReconcileQueue } from './reconcile/jobs.js';
+import { maintenanceQueue } from './maintenance/jobs.js';
 import { batchQueue } from './batch/jobs.js';
 
 export { EMAIL_QUEUE } from './email/jobs.js';
 export { PAYMENTS_RECONCILE_QUEUE } from './reconcile/jobs.js';
 export { BATCH_QUEUE } from './batch/jobs.js';
+export { MAINTENANCE_QUEUE } from './maintenance/jobs.js';
 
 /** Every queue errand has. A queue listed here gets a worker in the `worker` and `all` roles (see WorkerProcessors). */
-export const QUEUE_DEFINITIONS = [emailQueue, paymentsReconcileQueue, batchQueue] as const;
+export const QUEUE_DEFINITIONS = [emailQueue, paymentsReconcileQueue, batchQueue, maintenanceQueue] as const;
 
 type Definitions = (typeof QUEUE_DEFINITIONS)[number];
 export type QueueName = Definitions['name'];

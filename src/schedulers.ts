@@ -1,5 +1,6 @@
 import { COMPLETED_JOBS_KEPT, FAILED_JOBS_KEPT } from './core/job-registry.js';
 import type { AnySchedulerDefinition } from './core/scheduler-sync.js';
+import { MAINTENANCE_QUEUE, MAINTENANCE_SCHEDULER_ID, RETENTION_JOB } from './maintenance/jobs.js';
 import { PAYMENTS_RECONCILE_QUEUE, PAYMENTS_RECONCILE_SCHEDULER_ID, PAYMENTS_SWEEP_JOB } from './reconcile/jobs.js';
 
 /** Every job scheduler errand runs. `syncSchedulers` makes Redis match this table on each start of a worker process. */
@@ -13,6 +14,19 @@ export const SCHEDULERS: readonly AnySchedulerDefinition[] = [
       name: PAYMENTS_SWEEP_JOB,
       data: { windowHours: config.PAYMENTS_RECONCILE_WINDOW_HOURS, limit: config.PAYMENTS_RECONCILE_LIMIT },
       // One attempt: the next tick is the retry, and a late retry would only overlap it.
+      opts: { attempts: 1, removeOnComplete: COMPLETED_JOBS_KEPT, removeOnFail: FAILED_JOBS_KEPT },
+    }),
+  },
+  {
+    // Always on: deleting old rows is part of running errand, not an option (RETENTION_DAYS sets how old).
+    id: MAINTENANCE_SCHEDULER_ID,
+    queue: MAINTENANCE_QUEUE,
+    enabled: () => true,
+    repeat: (config) => ({ pattern: config.MAINTENANCE_CRON, tz: 'UTC' }),
+    job: (config) => ({
+      name: RETENTION_JOB,
+      data: { retentionDays: config.RETENTION_DAYS, batchSize: config.RETENTION_BATCH_SIZE },
+      // Deleting is idempotent; the next day is the retry.
       opts: { attempts: 1, removeOnComplete: COMPLETED_JOBS_KEPT, removeOnFail: FAILED_JOBS_KEPT },
     }),
   },

@@ -29,6 +29,9 @@ export interface OutboxTable {
   payload: unknown;
   created_at: Generated<Date>;
   published_at: Date | null;
+  /** Failed relay passes (Redis up); at OUTBOX_MAX_FAILURES the relay skips the row. */
+  failures: Generated<number>;
+  last_error: string | null;
   /** W3C trace context of the producing request (tracing on), carried into the job. */
   trace_context: ColumnType<TraceContext | null, string | null | undefined, string | null>;
 }
@@ -36,6 +39,12 @@ export interface OutboxTable {
 export interface SentEmailsTable {
   job_id: string;
   sent_at: Generated<Date>;
+}
+
+/** The signup throttle per address with any `+tag` removed (migration 004). */
+export interface SignupThrottleTable {
+  address_key: string;
+  last_queued_at: Generated<Date>;
 }
 
 export type OrderStatus = 'pending' | 'paid' | 'failed' | 'expired';
@@ -72,13 +81,30 @@ export interface Database {
   sent_emails: SentEmailsTable;
   orders: OrdersTable;
   payment_events: PaymentEventsTable;
+  signup_throttle: SignupThrottleTable;
 }
 
 export type Db = Kysely<Database>;
 
+export interface PoolTimeouts {
+  /** Server side: PostgreSQL cancels a statement running longer (0 = off). */
+  statementTimeoutMs?: number;
+  /** Client side: the query promise rejects after this, even if the server never answers (0 = off). */
+  queryTimeoutMs?: number;
+  /** TCP keep-alive on pooled connections, so a dead peer is noticed (0 = off). */
+  keepAliveDelayMs?: number;
+}
+
 // bigint ids come back as strings; keep them strings (they never do arithmetic).
-export function createDb(databaseUrl: string, poolMax = 10): Db {
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: poolMax, connectionTimeoutMillis: 3000 });
+export function createDb(databaseUrl: string, poolMax = 10, timeouts: PoolTimeouts = {}): Db {
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: poolMax,
+    connectionTimeoutMillis: 3000,
+    ...(timeouts.statementTimeoutMs ? { statement_timeout: timeouts.statementTimeoutMs } : {}),
+    ...(timeouts.queryTimeoutMs ? { query_timeout: timeouts.queryTimeoutMs } : {}),
+    ...(timeouts.keepAliveDelayMs ? { keepAlive: true, keepAliveInitialDelayMillis: timeouts.keepAliveDelayMs } : {}),
+  });
   // An idle client losing its server must not crash the process; the next query reports it.
   pool.on('error', () => {});
   // Nor may a checked-out one: the pool listens only to idle clients, so a socket reset between (or just after)

@@ -4,7 +4,7 @@
  * variables; errand only chooses the instrumentations.
  */
 import { register } from 'node:module';
-import { context, isSpanContextValid, propagation, SpanStatusCode, trace } from '@opentelemetry/api';
+import { context, isSpanContextValid, ROOT_CONTEXT, propagation, SpanStatusCode, trace } from '@opentelemetry/api';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
@@ -56,6 +56,9 @@ export function startOpenTelemetry(): TracingHooks {
           span.end();
         }
       });
+    },
+    inContext(traceContext, work) {
+      return context.with(propagation.extract(ROOT_CONTEXT, traceContext), work);
     },
     logFields: (): Record<string, string> => {
       const spanContext = trace.getSpan(context.active())?.spanContext();

@@ -14,6 +14,8 @@ export interface TracingHooks {
   currentContext(): TraceContext | null;
   /** Runs `work` inside a new active span named `name`. */
   inSpan<T>(name: string, attributes: Record<string, string>, work: () => Promise<T>): Promise<T>;
+  /** Runs `work` with `traceContext` (W3C headers) as the active context. */
+  inContext<T>(traceContext: TraceContext, work: () => T): T;
   /** traceId/spanId of the active span for a log line, or {} outside any span. */
   logFields: () => Record<string, string>;
   /** BullMQ's `telemetry` option (bullmq-otel). */
@@ -43,6 +45,11 @@ export function activeTraceContext(): TraceContext | null {
 
 export function inSpan<T>(name: string, attributes: Record<string, string>, work: () => Promise<T>): Promise<T> {
   return hooks === undefined ? work() : hooks.inSpan(name, attributes, work);
+}
+
+/** Runs `work` within a stored trace context; a direct call when tracing is off or there is none. */
+export function inTraceContext<T>(traceContext: TraceContext | null | undefined, work: () => T): T {
+  return hooks === undefined || !traceContext ? work() : hooks.inContext(traceContext, work);
 }
 
 /** The `telemetry` option for a BullMQ Queue or Worker: absent when tracing is off. */

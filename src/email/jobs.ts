@@ -23,5 +23,7 @@ export const emailQueue = defineQueue({
   worker: (config) => ({
     concurrency: config.EMAIL_CONCURRENCY,
     limiter: { max: config.EMAIL_RATE_MAX, duration: config.EMAIL_RATE_DURATION_MS },
+    // Outage pauses put a job back without spending an attempt; this bounds one that is put back forever.
+    maxStartedAttempts: config.EMAIL_MAX_STARTED_ATTEMPTS,
   }),
 });

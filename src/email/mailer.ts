@@ -45,14 +45,25 @@ export function createMailer(options: { smtpUrl?: string; from: string; mailDir:
     async send(email, fileStem) {
       const info = await transport.sendMail(email);
       await mkdir(options.mailDir, { recursive: true });
-      await writeFile(path.join(options.mailDir, `${Date.now()}-${fileStem}.eml`), info.message as Buffer);
+      await writeFile(path.join(options.mailDir, `${Date.now()}-${safeFileStem(fileStem)}.eml`), info.message as Buffer);
     },
     close: () => transport.close(),
   };
 }
 
+/**
+ * A file-name-safe form of a job id: job ids can be chosen by whoever adds a
+ * job (Bull Board, a script), and `../x` must not name a path outside MAIL_DIR.
+ */
+export function safeFileStem(id: string): string {
+  const stem = id.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 100);
+  return stem || 'job';
+}
+
 export type SmtpFailure =
   | { kind: 'throttle'; retryAfterMs?: number }
+  /** The SMTP server itself is unreachable or refuses errand (not this message): pause, spend no attempt. */
+  | { kind: 'outage'; cause: string }
   | { kind: 'permanent' }
   | { kind: 'transient' };
 
@@ -71,18 +82,30 @@ export function parseRetryAfterMs(reply: string): number | undefined {
   return value * 1000;
 }
 
+// Node's socket and DNS errors, and nodemailer's own codes for connection, greeting, TLS, DNS and login failures.
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'ECONNECTION', 'ESOCKET', 'EDNS', 'ETLS', 'EAUTH']);
+// 530 authentication required, 534 mechanism too weak, 535 credentials invalid, 454 temporary auth failure.
+const AUTH_REPLY_CODES = new Set([454, 530, 534, 535]);
+
 /**
- * The contract's classification of a failed send: throttling replies (421,
- * 450/451/452 worded as a rate limit, a provider's 429) pause the queue; other
- * 5xx replies are permanent; everything else (4xx, dropped connections) is retried.
+ * The contract's classification of a failed send: throttling replies (421 or
+ * 450/451/452 worded as a rate limit or with a retry hint, a provider's 429)
+ * pause the queue for the hinted time; a downstream outage (connection
+ * refused/reset/timed out, DNS, TLS, 421 service not available, credentials
+ * refused) pauses it with a growing delay; other 5xx replies are permanent;
+ * everything else (a per-message 4xx) is retried with the backoff.
  */
 export function classifySmtpError(error: unknown): SmtpFailure {
-  const { responseCode, response } = (error ?? {}) as { responseCode?: number; response?: string };
+  const { responseCode, response, code } = (error ?? {}) as { responseCode?: number; response?: string; code?: string };
   const reply = response ?? '';
-  if (responseCode === 421 || responseCode === 429 || ((responseCode === 450 || responseCode === 451 || responseCode === 452) && RATE_WORDING.test(reply))) {
-    const retryAfterMs = parseRetryAfterMs(reply);
+  const retryAfterMs = parseRetryAfterMs(reply);
+  const rateWorded = RATE_WORDING.test(reply) || retryAfterMs !== undefined;
+  if (responseCode === 429 || ((responseCode === 421 || responseCode === 450 || responseCode === 451 || responseCode === 452) && rateWorded)) {
     return retryAfterMs === undefined ? { kind: 'throttle' } : { kind: 'throttle', retryAfterMs };
   }
+  if (responseCode === 421) return { kind: 'outage', cause: 'smtp-unavailable' };
+  if ((typeof responseCode === 'number' && AUTH_REPLY_CODES.has(responseCode)) || code === 'EAUTH') return { kind: 'outage', cause: 'smtp-auth' };
+  if (code && UNREACHABLE_CODES.has(code) && responseCode === undefined) return { kind: 'outage', cause: 'smtp-unreachable' };
   if (typeof responseCode === 'number' && responseCode >= 500 && responseCode < 600) return { kind: 'permanent' };
   return { kind: 'transient' };
 }

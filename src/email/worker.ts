@@ -1,6 +1,8 @@
 import { RateLimitError, UnrecoverableError, type Job } from 'bullmq';
 import type { Config } from '../config.js';
 import type { Db } from '../core/db.js';
+import { isDatabaseUnavailable } from '../core/errors.js';
+import type { Metrics } from '../ops/metrics.js';
 import type { JobNameOf, PayloadOf, Processors } from '../core/job-registry.js';
 import { maskEmailsIn, type Logger } from '../core/logger.js';
 import { inSpan } from '../core/tracing.js';
@@ -21,11 +23,52 @@ export interface EmailWorkerDeps {
   log: Logger;
   mailer: Mailer;
   queues: Queues;
+  metrics: Pick<Metrics, 'emailOutagePauses'>;
 }
 
+/**
+ * The email queue's pauses during a downstream outage (SMTP unreachable or
+ * refusing our credentials, PostgreSQL unreachable): the queue is rate-limited
+ * for a delay that doubles per consecutive pause up to EMAIL_OUTAGE_MAX_PAUSE_MS,
+ * and the job goes back without spending an attempt, however long the outage
+ * lasts (EMAIL_MAX_STARTED_ATTEMPTS bounds it). One error line and one metric
+ * increment per pause, not per job that runs into it.
+ */
+export function createOutagePauses(deps: EmailWorkerDeps) {
+  let consecutive = 0;
+  let pausedUntil = 0;
+  return {
+    async pause(cause: string, error: unknown, job: Job): Promise<never> {
+      const now = Date.now();
+      const newPause = now >= pausedUntil;
+      if (newPause) consecutive += 1;
+      const pauseMs = Math.min(deps.config.EMAIL_OUTAGE_PAUSE_MS * 2 ** Math.min(consecutive - 1, 30), deps.config.EMAIL_OUTAGE_MAX_PAUSE_MS);
+      if (newPause) {
+        pausedUntil = now + pauseMs;
+        deps.metrics.emailOutagePauses.inc({ cause });
+        deps.log.error(
+          { queue: EMAIL_QUEUE, jobId: job.id, jobName: job.name, attempt: job.attemptsStarted, cause, pauseMs, consecutivePauses: consecutive, reason: maskEmailsIn((error as Error)?.message ?? String(error)) },
+          'downstream outage: pausing the email queue (no attempt spent)',
+        );
+      }
+      await deps.queues[EMAIL_QUEUE].rateLimit(Math.max(1, pausedUntil - now));
+      // Puts the job back without spending an attempt.
+      throw new RateLimitError();
+    },
+    recovered(): void {
+      if (consecutive === 0) return;
+      deps.log.info({ queue: EMAIL_QUEUE, consecutivePauses: consecutive }, 'email downstream reachable again');
+      consecutive = 0;
+      pausedUntil = 0;
+    },
+  };
+}
+
+type OutagePauses = ReturnType<typeof createOutagePauses>;
+
 /** The email job processor around one composer: dedupe, compose, send, classify failures. */
-export function processEmailJob<N extends EmailJobName>(deps: EmailWorkerDeps, compose: EmailComposer<N>) {
-  return async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<{ sent: boolean }> => {
+export function processEmailJob<N extends EmailJobName>(deps: EmailWorkerDeps, compose: EmailComposer<N>, outages: OutagePauses = createOutagePauses(deps)) {
+  const sendOnce = async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<{ sent: boolean }> => {
     const jobId = job.id!;
 
     // A job re-published by the relay, or retried after its email went out, must not send twice.
@@ -42,6 +85,7 @@ export function processEmailJob<N extends EmailJobName>(deps: EmailWorkerDeps, c
       const failure = classifySmtpError(error);
       // SMTP replies often quote the recipient; the reason is stored with the job and logged.
       const reason = maskEmailsIn((error as Error).message);
+      if (failure.kind === 'outage') return outages.pause(failure.cause, error, job);
       if (failure.kind === 'throttle') {
         const pauseMs = Math.min(Math.max(failure.retryAfterMs ?? deps.config.EMAIL_THROTTLE_MS, 1000), 3_600_000);
         deps.log.warn({ queue: EMAIL_QUEUE, jobId, jobName: job.name, attempt: job.attemptsStarted, pauseMs }, 'SMTP server throttled us; pausing the email queue');
@@ -55,12 +99,28 @@ export function processEmailJob<N extends EmailJobName>(deps: EmailWorkerDeps, c
     await deps.db.insertInto('sent_emails').values({ job_id: jobId }).onConflict((oc) => oc.doNothing()).execute();
     return { sent: true };
   };
+
+  return async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<{ sent: boolean }> => {
+    try {
+      const result = await sendOnce(data, job);
+      outages.recovered();
+      return result;
+    } catch (error) {
+      // PostgreSQL away (reading the rows, or recording the send): an outage, not this email's fault.
+      if (!(error instanceof RateLimitError) && !(error instanceof UnrecoverableError) && isDatabaseUnavailable(error)) {
+        return outages.pause('postgres-unreachable', error, job);
+      }
+      throw error;
+    }
+  };
 }
 
 /** The email queue's processors: every job kind goes through the same send path with its own composer. */
 export function emailProcessors(deps: EmailWorkerDeps, composers: EmailComposers): Processors<typeof emailQueue> {
+  const outages = createOutagePauses(deps);
   return {
-    'email-verification': processEmailJob(deps, composers['email-verification']),
-    'order-tracking-link': processEmailJob(deps, composers['order-tracking-link']),
+    // One pause state for the queue: every job kind runs into the same SMTP server and database.
+    'email-verification': processEmailJob(deps, composers['email-verification'], outages),
+    'order-tracking-link': processEmailJob(deps, composers['order-tracking-link'], outages),
   };
 }

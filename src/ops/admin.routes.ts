@@ -6,6 +6,8 @@ import type { Config } from '../config.js';
 import { QUEUE_NAMES, isQueueName, type Queues } from '../queues.js';
 import { enqueuePaymentsSweep } from '../reconcile/jobs.js';
 import { sendError } from '../core/errors.js';
+import { SafeString } from '../core/schemas.js';
+import { refuseFraming } from './board.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import { requireBearer } from './auth.js';
 import { adminRouteDoc } from './docs.js';
@@ -17,8 +19,8 @@ export interface AdminRoutesOptions {
   adminToken: string;
 }
 
-const QueueParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100, examples: ['email'] }) });
-const JobParamsSchema = Type.Object({ queue: Type.String({ minLength: 1, maxLength: 100, examples: ['email'] }), id: Type.String({ minLength: 1, maxLength: 256, examples: ['1'] }) });
+const QueueParamsSchema = Type.Object({ queue: SafeString({ minLength: 1, maxLength: 100, examples: ['email'] }) });
+const JobParamsSchema = Type.Object({ queue: SafeString({ minLength: 1, maxLength: 100, examples: ['email'] }), id: SafeString({ minLength: 1, maxLength: 256, examples: ['1'] }) });
 // Query strings are strings, and the app's Ajv does not coerce: digits, range-checked in the handler.
 const FailedQuerySchema = Type.Object(
   {
@@ -105,6 +107,7 @@ function notFound(reply: FastifyReply, message: string) {
 /** `/admin/*` behind `Authorization: Bearer $ADMIN_TOKEN`. Registered only when ADMIN_TOKEN is set. */
 export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  app.addHook('onRequest', refuseFraming);
   app.addHook('onRoute', describeRoutes(ADMIN_ROUTE_DOCS));
   app.addHook('onRequest', requireBearer(deps.adminToken));
   // Queue reads go over the fail-fast producer connection: answer 503 rather than wait for Redis.

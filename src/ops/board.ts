@@ -1,4 +1,4 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
@@ -9,8 +9,15 @@ import { BOARD_BASIC } from './docs.js';
 
 export const BOARD_PATH = '/admin/board';
 
+/** onRequest hook for /admin/*: no other site may frame these pages (clickjacking on the board's clean/obliterate buttons). */
+export async function refuseFraming(_request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  reply.header('x-frame-options', 'DENY');
+  reply.header('content-security-policy', "frame-ancestors 'none'");
+}
+
 /** Bull Board UI for every queue at /admin/board, behind HTTP Basic (any user, password ADMIN_TOKEN). */
 export const boardRoutes: FastifyPluginAsync<{ queues: Queues; adminToken: string }> = async (app, options) => {
+  app.addHook('onRequest', refuseFraming);
   // Bull Board hides its routes from the OpenAPI document; its entry page is shown there, its assets and internal API are not.
   app.addHook('onRoute', (route) => {
     if (route.method !== 'GET' || route.url !== BOARD_PATH) return;

@@ -16,6 +16,14 @@ export interface Metrics {
   jobsStalled: Counter<'queue'>;
   jobDuration: Histogram<'queue' | 'name' | 'status'>;
   httpDuration: Histogram<'method' | 'route' | 'status_code'>;
+  /** Email queue pauses for a downstream outage, by cause (smtp-unreachable, smtp-unavailable, smtp-auth, postgres-unreachable). */
+  emailOutagePauses: Counter<'cause'>;
+  /** Outbox rows the relay gave up on after OUTBOX_MAX_FAILURES failed passes. */
+  outboxRowsSkipped: Counter<'queue'>;
+  /** Payment sweeps run in production against the built-in simulator (PAYMENT_PROVIDER_URL unset). */
+  sweepsWithoutProvider: Counter;
+  /** Rows deleted by the retention job, per table. */
+  retentionDeletedRows: Counter<'table'>;
   /** Orders moved failed | expired → paid (a successful retry after a decline). */
   paymentsLateSuccess: Counter;
 }
@@ -150,6 +158,29 @@ export function createMetrics(sources: MetricsSources): Metrics {
       help: 'Processing time of job attempts in this process, per queue, job name and outcome',
       labelNames: ['queue', 'name', 'status'] as const,
       buckets: JOB_DURATION_BUCKETS,
+      registers: [registry],
+    }),
+    emailOutagePauses: new Counter({
+      name: 'errand_email_outage_pauses_total',
+      help: 'Pauses of the email queue because SMTP or PostgreSQL was unreachable or refused our credentials, by cause',
+      labelNames: ['cause'] as const,
+      registers: [registry],
+    }),
+    outboxRowsSkipped: new Counter({
+      name: 'errand_outbox_rows_skipped_total',
+      help: 'Outbox rows skipped by the relay after repeated failures (see the error log and outbox.last_error)',
+      labelNames: ['queue'] as const,
+      registers: [registry],
+    }),
+    sweepsWithoutProvider: new Counter({
+      name: 'errand_payments_sweeps_without_provider_total',
+      help: 'Payment sweeps run with NODE_ENV=production but no PAYMENT_PROVIDER_URL (they talk to the simulator and settle nothing)',
+      registers: [registry],
+    }),
+    retentionDeletedRows: new Counter({
+      name: 'errand_retention_deleted_rows_total',
+      help: 'Rows deleted by the maintenance retention job, per table',
+      labelNames: ['table'] as const,
       registers: [registry],
     }),
     httpDuration: new Histogram({

@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { Compile } from 'typebox/compile';
+import { SafeString, describeSafeStringFailure } from '../core/schemas.js';
 import { recordPaymentEvent } from './repository.js';
 import { settlePayment, type PaymentOutcome, type SettleResult, type TransitionDeps } from './transitions.js';
 
@@ -8,7 +9,8 @@ export const PaymentEventTypeSchema = Type.Union([Type.Literal('payment.succeede
 export type PaymentEventType = Static<typeof PaymentEventTypeSchema>;
 export const PAYMENT_EVENT_TYPES: readonly PaymentEventType[] = PaymentEventTypeSchema.anyOf.map((literal) => literal.const);
 
-const EventIdSchema = Type.String({ minLength: 1, maxLength: 255 });
+// No control characters (a NUL would reach PostgreSQL as a 500): SafeString, here and for providerRef.
+const EventIdSchema = SafeString({ minLength: 1, maxLength: 255 });
 
 // The one exception to strict bodies (CONTRACT.md): the provider adds properties to its events without notice,
 // so unknown properties are accepted and ignored at every depth (TypeBox objects allow them unless told not to).
@@ -25,7 +27,7 @@ export const PaymentEventSchema = Type.Object({
   id: Type.Optional(EventIdSchema),
   type: PaymentEventTypeSchema,
   data: Type.Object({
-    providerRef: Type.String({ minLength: 1, maxLength: 255 }),
+    providerRef: SafeString({ minLength: 1, maxLength: 255 }),
     amount: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
     currency: Type.String({ pattern: '^[A-Z]{3}$' }),
   }),
@@ -33,7 +35,7 @@ export const PaymentEventSchema = Type.Object({
 export type PaymentEvent = Static<typeof PaymentEventSchema>;
 
 /** A providerRef an ignored event may carry, recorded alongside its id when it is a usable string. */
-const OptionalProviderRefSchema = Type.Object({ data: Type.Object({ providerRef: Type.String({ minLength: 1, maxLength: 255 }) }) });
+const OptionalProviderRefSchema = Type.Object({ data: Type.Object({ providerRef: SafeString({ minLength: 1, maxLength: 255 }) }) });
 
 export type ParsedEvent =
   | { kind: 'invalid'; message: string }
@@ -46,9 +48,10 @@ const eventId = Compile(EventIdSchema);
 const optionalProviderRef = Compile(OptionalProviderRefSchema);
 const handledEvent = Compile(PaymentEventSchema);
 
-function firstError(validator: { Errors(value: unknown): Array<{ instancePath: string; message: string }> }, body: unknown): string {
+function firstError(validator: { Errors(value: unknown): Array<{ instancePath: string; message: string; keyword?: string; params?: unknown }> }, body: unknown): string {
   const [first] = validator.Errors(body);
-  return `${first?.instancePath || 'body'} ${first?.message ?? 'is invalid'}`;
+  const safe = first?.keyword === 'pattern' ? describeSafeStringFailure((first.params as { pattern?: unknown } | undefined)?.pattern) : undefined;
+  return `${first?.instancePath || 'body'} ${safe ?? first?.message ?? 'is invalid'}`;
 }
 
 /**

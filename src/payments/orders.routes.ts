@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
+import { SafeString } from '../core/schemas.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import { maskEmail } from '../core/logger.js';
 import { sendPage } from '../pages/layout.js';
@@ -14,7 +15,7 @@ import { isUuid, isValidTrackingToken } from './tracking.js';
 
 export const CreateOrderBodySchema = Type.Object(
   {
-    email: Type.String({ format: 'email', maxLength: 254 }),
+    email: SafeString({ format: 'email', maxLength: 254 }),
     // minor units (cents); stays exact in a JSON number
     amount: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
     currency: Type.String({ pattern: '^[A-Z]{3}$' }),
@@ -43,7 +44,7 @@ const OrderTrackingSchema = Type.Object({
 
 // Not `format: uuid`: a malformed id is just another wrong id (404), not a 400 that tells ids apart.
 // No length limits and no type on token: an overlong, repeated (?token=a&token=b) or odd token is a wrong token (404).
-const TrackingParamsSchema = Type.Object({ id: Type.String({ examples: ['0192f1c4-6c1e-7a4b-9d3e-2f5a8b7c6d10'] }) });
+const TrackingParamsSchema = Type.Object({ id: SafeString({ examples: ['0192f1c4-6c1e-7a4b-9d3e-2f5a8b7c6d10'] }) });
 const TrackingQuerySchema = Type.Object({ token: Type.Optional(Type.Unknown({ description: 'from the tracking email', examples: ['token-from-the-email'] })) });
 
 // For GET /docs/openapi.json: what each route answers, beyond its schemas.
@@ -91,7 +92,7 @@ export const orderRoutes: FastifyPluginAsync<OrderRoutesOptions> = async (fastif
 
   app.post(
     '/orders',
-    { bodyLimit: 16 * 1024, schema: { body: CreateOrderBodySchema, response: { 201: OrderCreatedSchema } } },
+    { bodyLimit: 16 * 1024, config: { rateLimit: {} }, schema: { body: CreateOrderBodySchema, response: { 201: OrderCreatedSchema } } },
     async (request, reply) => {
       const email = request.body.email.trim().toLowerCase();
       const order = await insertOrder(deps.db, { email, amount: request.body.amount, currency: request.body.currency, providerRef: newProviderRef() });

@@ -4,39 +4,65 @@ import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
 import { activeTraceContext } from '../core/tracing.js';
 
+/** The throttle key of an address: lower-cased, with any `+tag` removed from the local part (the email still goes to the address as given). */
+export function signupThrottleKey(email: string): string {
+  const at = email.lastIndexOf('@');
+  if (at < 0) return email.toLowerCase();
+  const local = email.slice(0, at);
+  const plus = local.indexOf('+');
+  return `${plus < 0 ? local : local.slice(0, plus)}${email.slice(at)}`.toLowerCase();
+}
+
 export type SignupUser = (user: { email: string; name: string | null }) => Promise<OutboxRow | undefined>;
 
 /**
  * Signup in one statement, with no explicit transaction: creates the user, or
  * re-arms an unverified one whose last verification email was queued over
- * 60 s ago, and in the same statement records the `email-verification` job in
- * the outbox for exactly that case. Resolves to the outbox row when an email is
- * due, undefined otherwise (verified, or throttled). Concurrent signups for one
- * address serialise on the unique email, so they agree on a single email.
+ * 60 s ago; then, only for that case, claims the 60 s throttle of the address
+ * with its `+tag` removed (so `victim+1@x` and `victim+2@x` share one); and
+ * records the `email-verification` job in the outbox when both agreed.
+ * Resolves to the outbox row when an email is due, undefined otherwise
+ * (verified, or throttled). Concurrent signups serialise on the unique email
+ * and on the throttle key, so they agree on a single email.
  * Compiled once: this is the hottest statement errand runs.
  */
 export function prepareSignupUser(db: Db): SignupUser {
-  const run = compileOnce(db, ['email', 'name', 'traceContext'], (qb, user: { email: string; name: string | null; traceContext: string | null }) =>
-    qb
-      .with('due', (cte) =>
-        cte
-          .insertInto('users')
-          .values({ email: user.email, name: user.name })
-          .onConflict((oc) =>
-            oc
-              .column('email')
-              .doUpdateSet({ verification_requested_at: sql`now()` })
-              .where('users.verified_at', 'is', null)
-              .where('users.verification_requested_at', '<=', sql<Date>`now() - interval '60 seconds'`),
-          )
-          .returning('id'),
-      )
-      .insertInto('outbox')
-      .columns(['queue', 'job_name', 'payload', 'trace_context'])
-      .expression((eb) =>
-        eb
-          .selectFrom('due')
-          .select([
+  const run = compileOnce(
+    db,
+    ['email', 'name', 'throttleKey', 'traceContext'],
+    (qb, user: { email: string; name: string | null; throttleKey: string; traceContext: string | null }) =>
+      qb
+        .with('due', (cte) =>
+          cte
+            .insertInto('users')
+            .values({ email: user.email, name: user.name })
+            .onConflict((oc) =>
+              oc
+                .column('email')
+                .doUpdateSet({ verification_requested_at: sql`now()` })
+                .where('users.verified_at', 'is', null)
+                .where('users.verification_requested_at', '<=', sql<Date>`now() - interval '60 seconds'`),
+            )
+            .returning('id'),
+        )
+        // Reads `due`: the shared throttle is claimed only when this address would get an email.
+        .with('throttle', (cte) =>
+          cte
+            .insertInto('signup_throttle')
+            .columns(['address_key'])
+            .expression((eb) => eb.selectFrom('due').select(sql.val(user.throttleKey).as('address_key')))
+            .onConflict((oc) =>
+              oc
+                .column('address_key')
+                .doUpdateSet({ last_queued_at: sql`now()` })
+                .where('signup_throttle.last_queued_at', '<=', sql<Date>`now() - interval '60 seconds'`),
+            )
+            .returning('address_key'),
+        )
+        .insertInto('outbox')
+        .columns(['queue', 'job_name', 'payload', 'trace_context'])
+        .expression((eb) =>
+          eb.selectFrom(['due', 'throttle']).select([
             sql.val(EMAIL_QUEUE).as('queue'),
             sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),
             // The job's declared payload, {userId}: built here because the id exists only inside this statement.
@@ -44,12 +70,19 @@ export function prepareSignupUser(db: Db): SignupUser {
             // The request's trace (null when tracing is off): a relay publish still joins it.
             sql<string | null>`${user.traceContext}::jsonb`.as('trace_context'),
           ]),
-      )
-      .returning(['id', 'queue', 'job_name', 'payload']),
+        )
+        .returning(['id', 'queue', 'job_name', 'payload']),
   );
   return async (user) => {
     const traceContext = activeTraceContext();
-    return (await run({ email: user.email, name: user.name, traceContext: traceContext === null ? null : JSON.stringify(traceContext) }))[0];
+    return (
+      await run({
+        email: user.email,
+        name: user.name,
+        throttleKey: signupThrottleKey(user.email),
+        traceContext: traceContext === null ? null : JSON.stringify(traceContext),
+      })
+    )[0];
   };
 }
 
@@ -58,7 +91,10 @@ export async function findUserById(db: Db, id: string) {
 }
 
 export async function insertVerificationToken(db: Db, token: { userId: string; hash: Buffer; expiresAt: Date }): Promise<void> {
-  await db.insertInto('email_verification_tokens').values({ token_hash: token.hash, user_id: token.userId, expires_at: token.expiresAt, used_at: null }).execute();
+  await db
+    .insertInto('email_verification_tokens')
+    .values({ token_hash: token.hash, user_id: token.userId, expires_at: token.expiresAt, used_at: null })
+    .execute();
 }
 
 /** Uses the token (once, before expiry) and marks its user verified; false when the token is unknown, used or expired. */
@@ -73,7 +109,11 @@ export async function consumeVerificationToken(db: Db, hash: Buffer): Promise<bo
       .returning('user_id')
       .executeTakeFirst();
     if (!token) return false;
-    await trx.updateTable('users').set({ verified_at: sql`coalesce(verified_at, now())` }).where('id', '=', token.user_id).execute();
+    await trx
+      .updateTable('users')
+      .set({ verified_at: sql`coalesce(verified_at, now())` })
+      .where('id', '=', token.user_id)
+      .execute();
     return true;
   });
 }

@@ -4,6 +4,7 @@ import { Type } from 'typebox';
 import type { RedisClient } from '../core/redis.js';
 import type { Db } from '../core/db.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
+import { SafeString } from '../core/schemas.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import { noteOutcome } from '../core/access-log.js';
 import { maskEmail, type Logger } from '../core/logger.js';
@@ -18,14 +19,16 @@ import { hashToken } from './tokens.js';
 
 export const SignupBodySchema = Type.Object(
   {
-    email: Type.String({ format: 'email', maxLength: 254 }),
+    email: SafeString({ format: 'email', maxLength: 254 }),
     // An empty name is a valid string (the contract's 400s are bad email, unknown fields, wrong types); stored as no name.
-    name: Type.Optional(Type.String({ maxLength: 200 })),
+    // Pasted into email bodies: one line, no control characters.
+    name: Type.Optional(SafeString({ maxLength: 200, singleLine: true })),
   },
   { additionalProperties: false, examples: [{ email: 'ada@example.com', name: 'Ada' }] },
 );
 
-const VerificationTokenSchema = Type.String({ minLength: 1, maxLength: 512 });
+// No control characters: SafeString (a NUL would reach PostgreSQL).
+const VerificationTokenSchema = SafeString({ minLength: 1, maxLength: 512 });
 const VerifyQuerySchema = Type.Object({ token: VerificationTokenSchema });
 const VerifyBodySchema = Type.Object({ token: VerificationTokenSchema }, { additionalProperties: false });
 const VerifiedSchema = Type.Object({ status: Type.Literal('verified') });
@@ -93,6 +96,8 @@ export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fast
     '/auth/signup',
     {
       bodyLimit: 16 * 1024,
+      // Per client address, RATE_LIMIT_MAX per RATE_LIMIT_WINDOW_MS (registerRateLimit).
+      config: { rateLimit: {} },
       schema: { body: SignupBodySchema, response: { 202: Type.Object({ status: Type.Literal('accepted') }) } },
     },
     async (request, reply) => {

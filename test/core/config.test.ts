@@ -61,10 +61,13 @@ t.test('a bad value stops with one line naming the variable', async (t) => {
   }
 });
 
-t.test('production with a webhook secret starts; empty strings count as unset', async (t) => {
-  const config = loadConfig({ NODE_ENV: 'production', PAYMENT_WEBHOOK_SECRET: 's'.repeat(32), LINK_SECRET: 'l'.repeat(32), SMTP_URL: '' });
+t.test('production with its secrets starts; empty strings count as unset', async (t) => {
+  const production = { NODE_ENV: 'production', PAYMENT_WEBHOOK_SECRET: 's'.repeat(32), LINK_SECRET: 'l'.repeat(32), PUBLIC_BASE_URL: 'https://errand.example.com', SMTP_URL: 'smtp://mail:25' };
+  const config = loadConfig({ ...production, ADMIN_TOKEN: '' });
   t.equal(config.PAYMENT_WEBHOOK_SECRET, 's'.repeat(32));
-  t.equal(config.SMTP_URL, undefined);
+  t.equal(config.ADMIN_TOKEN, undefined);
+  // An empty SMTP_URL is unset, which production refuses (test/hardening/production-config.test.ts has every refusal).
+  t.throws(() => loadConfig({ ...production, SMTP_URL: '' }), /SMTP_URL/);
 });
 
 t.test('a bad cron pattern or time zone stops start-up, naming the variable', async (t) => {
@@ -74,7 +77,7 @@ t.test('a bad cron pattern or time zone stops start-up, naming the variable', as
   t.equal(loadConfig({ PAYMENTS_RECONCILE_CRON: '*/5 * * * * *', PAYMENTS_RECONCILE_TZ: 'Europe/Paris' }).PAYMENTS_RECONCILE_CRON, '*/5 * * * * *');
 });
 
-t.test('short admin tokens and webhook secrets are accepted (the contract sets no length)', async (t) => {
+t.test('outside production, short admin tokens and webhook secrets are accepted (production refuses them)', async (t) => {
   const config = loadConfig({ ADMIN_TOKEN: 'admin', PAYMENT_WEBHOOK_SECRET: 'whsec_test' });
   t.equal(config.ADMIN_TOKEN, 'admin');
   t.equal(config.PAYMENT_WEBHOOK_SECRET, 'whsec_test');

@@ -8,9 +8,16 @@ t.test('SMTP failures are classified as the contract says', async (t) => {
   t.same(classifySmtpError({ responseCode: 554, response: '554 rejected' }), { kind: 'permanent' });
   t.same(classifySmtpError({ responseCode: 451, response: '451 4.3.0 local error' }), { kind: 'transient' });
   t.same(classifySmtpError({ responseCode: 450, response: '450 mailbox busy' }), { kind: 'transient' });
-  t.same(classifySmtpError({ code: 'ECONNECTION', message: 'connect ECONNREFUSED' }), { kind: 'transient' });
+  // Outages of the server itself pause the queue (issue 11): connection, DNS, TLS, 421 without a rate hint, credentials.
+  t.same(classifySmtpError({ code: 'ECONNECTION', message: 'connect ECONNREFUSED' }), { kind: 'outage', cause: 'smtp-unreachable' });
+  t.same(classifySmtpError({ code: 'ECONNREFUSED', message: 'connect ECONNREFUSED' }), { kind: 'outage', cause: 'smtp-unreachable' });
+  t.same(classifySmtpError({ code: 'EDNS', message: 'getaddrinfo ENOTFOUND' }), { kind: 'outage', cause: 'smtp-unreachable' });
+  t.same(classifySmtpError({ code: 'EAUTH', responseCode: 535, response: '535 5.7.8 bad credentials' }), { kind: 'outage', cause: 'smtp-auth' });
+  t.same(classifySmtpError({ responseCode: 530, response: '530 5.7.0 Authentication required' }), { kind: 'outage', cause: 'smtp-auth' });
+  t.same(classifySmtpError({ responseCode: 454, response: '454 4.7.0 temporary authentication failure' }), { kind: 'outage', cause: 'smtp-auth' });
   t.same(classifySmtpError(new Error('socket hang up')), { kind: 'transient' });
-  t.same(classifySmtpError({ responseCode: 421, response: '421 4.7.0 Try again later' }), { kind: 'throttle' });
+  t.same(classifySmtpError({ responseCode: 421, response: '421 4.7.0 Try again later' }), { kind: 'outage', cause: 'smtp-unavailable' });
+  t.same(classifySmtpError({ responseCode: 421, response: '421 4.7.0 Too many connections, slow down' }), { kind: 'throttle' });
   t.same(classifySmtpError({ responseCode: 451, response: '451 4.7.1 Rate limit exceeded, retry after 30 seconds' }), { kind: 'throttle', retryAfterMs: 30000 });
   t.same(classifySmtpError({ responseCode: 450, response: '450 Too many messages, slow down' }), { kind: 'throttle' });
   t.same(classifySmtpError({ responseCode: 429, response: 'Too Many Requests, retry in 2 minutes' }), { kind: 'throttle', retryAfterMs: 120000 });

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { BATCH_QUEUE, EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
+import { BATCH_QUEUE, MAINTENANCE_QUEUE, EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
 import { secretsEqual } from '../../src/ops/auth.js';
 import { startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 
@@ -45,7 +45,7 @@ t.test('admin API and board', async (t) => {
     const res = await app.inject({ method: 'GET', url: '/admin/queues', headers: bearer });
     t.equal(res.statusCode, 200);
     const body = res.json() as { queues: { name: string; counts: Record<string, number>; schedulers: Record<string, unknown>[] }[] };
-    t.same(body.queues.map((q) => q.name).sort(), [EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE, BATCH_QUEUE].sort());
+    t.same(body.queues.map((q) => q.name).sort(), [EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE, BATCH_QUEUE, MAINTENANCE_QUEUE].sort());
     for (const queue of body.queues) {
       t.same(queue.counts, await deps.queues[queue.name as typeof EMAIL_QUEUE].getJobCounts(), `${queue.name} counts`);
     }
@@ -131,6 +131,6 @@ t.test('admin API and board', async (t) => {
     const api = await app.inject({ method: 'GET', url: '/admin/board/api/queues', headers: basic('', ADMIN_TOKEN) });
     t.equal(api.statusCode, 200);
     const names = (api.json() as { queues: { name: string }[] }).queues.map((q) => q.name).sort();
-    t.same(names, [EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE, BATCH_QUEUE].sort());
+    t.same(names, [EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE, BATCH_QUEUE, MAINTENANCE_QUEUE].sort());
   });
 });

@@ -104,8 +104,10 @@ t.test("the Dockerfile's runtime stage, without Docker: its files, env, producti
     DATABASE_URL: freshDatabaseUrl(t, { create: false }),
     REDIS_URL,
     QUEUE_PREFIX: freshQueuePrefix(t),
-    PAYMENT_WEBHOOK_SECRET: 'production-test-webhook-secret',
-    LINK_SECRET: 'production-test-link-secret-0123456789abcdef',
+    // Production refuses short or default secrets, an http:// base URL and no SMTP_URL (CONTRACT.md).
+    PAYMENT_WEBHOOK_SECRET: 'production-test-webhook-secret-0123456789',
+    LINK_SECRET: 'production-test-link-secret-0123456789abc',
+    PUBLIC_BASE_URL: 'https://errand.example.com',
     SMTP_URL: smtp.url,
     MAIL_DIR: path.join(dir, 'var/mail'),
     EMAIL_RATE_DURATION_MS: '10',

@@ -32,6 +32,7 @@ t.test('a verified address, or one emailed under 60 s ago, gets no row; past 60 
   await signupUser({ email: 'wait@example.com', name: null });
   t.equal(await signupUser({ email: 'wait@example.com', name: null }), undefined, 'within 60 s: nothing queued');
   await db.updateTable('users').set({ verification_requested_at: sql`now() - interval '61 seconds'` }).where('email', '=', 'wait@example.com').execute();
+  await db.updateTable('signup_throttle').set({ last_queued_at: sql`now() - interval '61 seconds'` }).where('address_key', '=', 'wait@example.com').execute();
   t.ok(await signupUser({ email: 'wait@example.com', name: 'Changed' }), 'after 60 s: queued again');
   const user = await db.selectFrom('users').select('name').where('email', '=', 'wait@example.com').executeTakeFirstOrThrow();
   t.equal(user.name, null, 'a repeat signup never changes the name');

@@ -277,6 +277,10 @@ export function testEnv(t: T, overrides: Record<string, string | undefined> = {}
     OUTBOX_RELAY_INTERVAL_MS: '100',
     OUTBOX_RELAY_GRACE_MS: '0',
     SHUTDOWN_GRACE_MS: '5000',
+    // Tests send many requests from one address; the rate-limit tests set their own.
+    RATE_LIMIT_MAX: '100000',
+    // Outage pauses start small in tests (the default is 5 s).
+    EMAIL_OUTAGE_PAUSE_MS: '100',
     ...overrides,
   };
 }

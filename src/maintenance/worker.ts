@@ -1,0 +1,30 @@
+import type { Db } from '../core/db.js';
+import type { Processors } from '../core/job-registry.js';
+import type { Logger } from '../core/logger.js';
+import type { Metrics } from '../ops/metrics.js';
+import { MAINTENANCE_QUEUE, maintenanceQueue } from './jobs.js';
+import { runRetention, type RetentionDeleter } from './retention.js';
+
+export interface MaintenanceWorkerDeps {
+  db: Db;
+  log: Logger;
+  metrics: Pick<Metrics, 'retentionDeletedRows'>;
+}
+
+/** The `retention` job: delete what is older than the retention period; the counts are the job's result. */
+export function maintenanceProcessors(deps: MaintenanceWorkerDeps, deleters?: readonly RetentionDeleter[]): Processors<typeof maintenanceQueue> {
+  return {
+    retention: async ({ retentionDays, batchSize }, job, signal) => {
+      const log = deps.log.child({ queue: MAINTENANCE_QUEUE, jobId: job.id, jobName: job.name, attempt: job.attemptsStarted });
+      const summary = await runRetention(deps.db, log, {
+        retentionDays,
+        batchSize,
+        ...(deleters ? { deleters } : {}),
+        ...(signal ? { signal } : {}),
+        onProgress: (deleted) => job.updateProgress(deleted),
+      });
+      for (const [table, count] of Object.entries(summary.deleted)) deps.metrics.retentionDeletedRows.inc({ table }, count);
+      return summary;
+    },
+  };
+}

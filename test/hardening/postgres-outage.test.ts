@@ -1,0 +1,89 @@
+import t from 'tap';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { EMAIL_QUEUE } from '../../src/queues.js';
+import { freePort, freshDatabaseUrl, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+
+/** A TCP proxy between errand and the shared PostgreSQL: cutting it looks like PostgreSQL going away, and never touches the server. */
+async function startProxy(target: { host: string; port: number }) {
+  const port = await freePort();
+  const sockets = new Set<Socket>();
+  let server: Server | undefined;
+  const open = () =>
+    new Promise<void>((resolve) => {
+      server = createServer((client) => {
+        const upstream = connect(target.port, target.host);
+        for (const socket of [client, upstream]) {
+          sockets.add(socket);
+          socket.on('close', () => sockets.delete(socket));
+          socket.on('error', () => {});
+        }
+        client.pipe(upstream).pipe(client);
+      });
+      server.listen(port, '127.0.0.1', resolve);
+      // Never what keeps the test process alive.
+      server.unref();
+    });
+  await open();
+  return {
+    port,
+    /** Refuses new connections and drops every open one. */
+    async cut() {
+      const closed = new Promise<void>((resolve) => server!.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+    restore: open,
+  };
+}
+
+const smtp = await startSmtpServer(t);
+const direct = new URL(freshDatabaseUrl(t));
+const proxy = await startProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
+const viaProxy = new URL(direct);
+viaProxy.port = String(proxy.port);
+
+t.teardown(() => proxy.cut().catch(() => undefined));
+
+const errand = await startTestErrand(
+  t,
+  testEnv(t, {
+    DATABASE_URL: viaProxy.toString(),
+    SMTP_URL: smtp.url,
+    JOB_ATTEMPTS: '2',
+    JOB_BACKOFF_MS: '200',
+    EMAIL_OUTAGE_PAUSE_MS: '100',
+    EMAIL_OUTAGE_MAX_PAUSE_MS: '400',
+  }),
+);
+const { app, deps } = errand;
+const queue = deps.queues[EMAIL_QUEUE];
+
+async function metric(pattern: RegExp): Promise<number> {
+  const body = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  const match = pattern.exec(body);
+  return match ? Number(match[1]) : 0;
+}
+
+t.test('PostgreSQL unreachable inside an email job: no attempt spent, the email goes out after', async (t) => {
+  const signup = await app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'pg@example.com' } });
+  t.equal(signup.statusCode, 202);
+  await smtp.waitForEmails(1);
+  const user = await deps.db.selectFrom('users').select('id').where('email', '=', 'pg@example.com').executeTakeFirstOrThrow();
+
+  await proxy.cut();
+  // A resend of the verification email, queued while PostgreSQL is away (Redis is fine).
+  await queue.add('email-verification', { userId: user.id }, { jobId: 'resend-during-pg-outage', priority: 1 });
+  await waitFor(async () => ((await metric(/errand_email_outage_pauses_total\{cause="postgres-unreachable"\} (\d+)/)) >= 5 ? true : undefined), 30000, '5 pauses for PostgreSQL');
+  t.equal(await queue.getFailedCount(), 0, 'nothing failed');
+  t.equal(await metric(/errand_jobs_failed_total\{queue="email",name="email-verification"\} (\d+)/), 0, 'no attempt spent');
+  t.equal(smtp.received.length, 1, 'nothing sent while PostgreSQL is away');
+
+  await proxy.restore();
+  const emails = await smtp.waitForEmails(2, 30000);
+  t.same(emails[1]!.to, ['pg@example.com'], 'the email went out once PostgreSQL was back');
+  const job = await queue.getJob('resend-during-pg-outage');
+  await waitFor(async () => ((await job!.getState()) === 'completed' ? true : undefined), 10000, 'job completed');
+  t.equal(await queue.getFailedCount(), 0, 'failed list empty');
+  const lines = errand.logs.lines().filter((line) => line.level === 50 && line.cause === 'postgres-unreachable');
+  t.ok(lines.length >= 5, `${lines.length} error lines, one per pause`);
+});
