@@ -82,6 +82,8 @@ export const ConfigSchema = Type.Object({
   RETENTION_DAYS: Type.Integer({ minimum: 1, maximum: 36500, default: 30 }),
   RETENTION_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 100000, default: 1000 }),
   MAINTENANCE_CRON: Type.String({ minLength: 1, default: '30 3 * * *' }),
+  // Set: traces go out over OTLP/HTTP and the standard OTEL_* variables apply; unset: no OpenTelemetry code is loaded.
+  OTEL_EXPORTER_OTLP_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
   OUTBOX_RELAY_INTERVAL_MS: Type.Integer({ minimum: 10, default: 1000 }),
   // Rows younger than this are left to the request that wrote them.
   OUTBOX_RELAY_GRACE_MS: Type.Integer({ minimum: 0, default: 5000 }),

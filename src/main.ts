@@ -1,6 +1,6 @@
 import closeWithGrace from 'close-with-grace';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { startErrand } from './errand.js';
+import { startTracing } from './core/tracing.js';
 
 let config: Config;
 try {
@@ -12,14 +12,20 @@ try {
   process.exit(1);
 }
 
+// Tracing first: its instrumentations must be in place before errand imports fastify, pg and ioredis.
+const tracing = await startTracing(config.OTEL_EXPORTER_OTLP_ENDPOINT);
+const { startErrand } = await import('./errand.js');
 const errand = await startErrand(config);
 const { log } = errand.deps;
+if (tracing) log.info('tracing on: spans exported over OTLP/HTTP');
 
 // First signal: graceful stop within the grace period (+ slack for queues and pools). Second signal: immediate exit.
 closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 5000 }, async ({ signal, err }) => {
   if (err) log.error({ err }, 'fatal error, stopping');
   log.info({ signal }, 'stopping');
   await errand.close();
+  // After the close, so the spans of the last jobs are exported too.
+  await tracing?.shutdown().catch((err: unknown) => log.warn({ err }, 'could not flush traces'));
   log.info('stopped');
 });
 

@@ -10,6 +10,7 @@ import {
   type Processors,
 } from './core/job-registry.js';
 import type { Logger } from './core/logger.js';
+import { queueTelemetry } from './core/tracing.js';
 import { emailQueue } from './email/jobs.js';
 import { paymentsReconcileQueue } from './reconcile/jobs.js';
 import { maintenanceQueue } from './maintenance/jobs.js';
@@ -63,6 +64,7 @@ export function createQueues(redis: RedisClient, config: Config, log: Logger): Q
       connection: redis,
       prefix: config.QUEUE_PREFIX,
       streams: { events: { maxLen: 1000 } },
+      ...queueTelemetry(),
       defaultJobOptions: {
         attempts: config.JOB_ATTEMPTS,
         backoff: { type: 'exponential', delay: config.JOB_BACKOFF_MS },

@@ -2,6 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import pg from 'pg';
+import type { TraceContext } from './tracing.js';
 import {
   Kysely,
   Migrator,
@@ -41,6 +42,8 @@ export interface OutboxTable {
   /** Failed relay passes (Redis up); at OUTBOX_MAX_FAILURES the relay skips the row. */
   failures: Generated<number>;
   last_error: string | null;
+  /** W3C trace context of the producing request (tracing on), carried into the job. */
+  trace_context: ColumnType<TraceContext | null, string | null | undefined, string | null>;
 }
 
 export interface SentEmailsTable {

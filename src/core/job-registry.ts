@@ -3,6 +3,7 @@ import type { Static, TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
 import type { Config } from '../config.js';
 import type { RedisClient } from './redis.js';
+import { queueTelemetry } from './tracing.js';
 
 export const COMPLETED_JOBS_KEPT = { age: 24 * 3600, count: 1000 } as const;
 export const FAILED_JOBS_KEPT = { age: 7 * 24 * 3600, count: 10000 } as const;
@@ -87,6 +88,7 @@ export function createQueueWorker<Q extends QueueDefinition>(
     removeOnComplete: COMPLETED_JOBS_KEPT,
     lockDuration: config.WORKER_LOCK_DURATION_MS,
     stalledInterval: config.WORKER_STALLED_INTERVAL_MS,
+    ...queueTelemetry(),
     ...definition.worker(config),
   });
 }

@@ -1,5 +1,6 @@
 import { pino, type DestinationStream } from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
+import { traceLogMixin } from './tracing.js';
 
 // Fastify's logger interface, which a pino logger satisfies: request loggers and the root logger are interchangeable.
 export type Logger = FastifyBaseLogger;
@@ -23,9 +24,12 @@ export function pathOnly(url: string): string {
 }
 
 export function createLogger(level: string, destination?: DestinationStream): Logger {
+  // Only when tracing is on: a mixin runs on every line.
+  const mixin = traceLogMixin();
   return pino(
     {
       level,
+      ...(mixin ? { mixin } : {}),
       base: { pid: process.pid, service: 'errand' },
       timestamp: pino.stdTimeFunctions.isoTime,
       // Belt and braces: these keys never reach a log line even if someone logs them.

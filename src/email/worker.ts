@@ -5,6 +5,7 @@ import { isDatabaseUnavailable } from '../core/errors.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { JobNameOf, PayloadOf, Processors } from '../core/job-registry.js';
 import { maskEmailsIn, type Logger } from '../core/logger.js';
+import { inSpan } from '../core/tracing.js';
 import type { Queues } from '../queues.js';
 import { EMAIL_QUEUE, emailQueue } from './jobs.js';
 import { classifySmtpError, type Mailer, type OutgoingEmail } from './mailer.js';
@@ -94,7 +95,8 @@ export function processEmailJob<N extends EmailJobName>(
     if (!email) return { sent: false };
 
     try {
-      await deps.mailer.send(email, jobId);
+      // A span of its own: the SMTP round trip is most of an email job's time. No address in it.
+      await inSpan('smtp send', { 'errand.job.id': jobId, 'errand.job.name': job.name }, () => deps.mailer.send(email, jobId));
     } catch (error) {
       const failure = classifySmtpError(error);
       // SMTP replies often quote the recipient; the reason is stored with the job and logged.

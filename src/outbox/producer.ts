@@ -4,12 +4,15 @@ import type { Database, Db } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
 import { jobOptionsFor, type JobName, type Payload, type QueueName, type Queues } from '../queues.js';
 import type { PublishedMarks } from './published-marks.js';
+import { activeTraceContext, jobTelemetryFor, type TraceContext } from '../core/tracing.js';
 
 export interface OutboxRow {
   id: string;
   queue: string;
   job_name: string;
   payload: unknown;
+  /** Read by the relay and republish (the request that wrote the row is long gone); absent on freshly written rows. */
+  trace_context?: TraceContext | null;
 }
 
 /** BullMQ job ids may not contain `:` nor be all digits; this one is stable per outbox row, so re-publishing is a no-op. */
@@ -17,9 +20,18 @@ export function outboxJobId(outboxId: string): string {
   return `outbox-${outboxId}`;
 }
 
-/** The outbox columns of one job; typed so that only a declared queue, job name and matching payload fit. */
+/**
+ * The outbox columns of one job; typed so that only a declared queue, job name and matching payload fit.
+ * `trace_context` is the active trace (null when tracing is off), so a relay publish joins the same trace.
+ */
 export function outboxValues<Q extends QueueName, N extends JobName<Q>>(queue: Q, jobName: N, data: Payload<Q, N>) {
-  return { queue, job_name: jobName, payload: JSON.stringify(data) };
+  const traceContext = activeTraceContext();
+  return {
+    queue,
+    job_name: jobName,
+    payload: JSON.stringify(data),
+    trace_context: traceContext === null ? null : JSON.stringify(traceContext),
+  };
 }
 
 /** Records a job in the caller's transaction; it reaches Redis only after commit (`publishAfterCommit`). */
@@ -44,9 +56,16 @@ export interface OutboxDeps {
   publishedMarks: PublishedMarks;
 }
 
-/** The `queue.add` arguments for one outbox row: its job name, payload, stable id and declared options. */
+/**
+ * The `queue.add` arguments for one outbox row: its job name, payload, stable id and declared options, and,
+ * when the row carries a trace context, that context as the job's telemetry metadata (the consumer continues it).
+ */
 export function jobForRow(row: OutboxRow) {
-  return { name: row.job_name, data: row.payload, opts: { jobId: outboxJobId(row.id), ...jobOptionsFor(row.queue, row.job_name) } };
+  return {
+    name: row.job_name,
+    data: row.payload,
+    opts: { jobId: outboxJobId(row.id), ...jobOptionsFor(row.queue, row.job_name), ...jobTelemetryFor(row.trace_context) },
+  };
 }
 
 /** The producer Queue for a row, or an error naming the row when its queue does not exist (any more). */

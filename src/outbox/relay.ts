@@ -2,6 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { sql } from 'kysely';
 import type { Metrics } from '../ops/metrics.js';
 import { groupByQueue, jobForRow, queueForRow, type OutboxDeps, type OutboxRow } from './producer.js';
+import { inTraceContext } from '../core/tracing.js';
 import { republishRecentRows } from './republish.js';
 
 export interface RelayDeps extends OutboxDeps {
@@ -39,7 +40,8 @@ async function publishQueueRows(deps: RelayDeps, rows: OutboxRow[], published: s
   for (const row of rows) {
     try {
       const job = jobForRow(row);
-      await queueForRow(deps.queues, row).add(job.name, job.data, job.opts);
+      // Within the row's stored trace: `add` (unlike addBulk) replaces the job's telemetry metadata with the active context.
+      await inTraceContext(row.trace_context, () => queueForRow(deps.queues, row).add(job.name, job.data, job.opts));
       published.push(row.id);
     } catch (err) {
       if (deps.redis.status !== 'ready') return false;
@@ -61,7 +63,7 @@ export async function relayOutboxBatch(deps: RelayDeps, options: RelayOptions): 
   return deps.db.transaction().execute(async (trx) => {
     const rows = await trx
       .selectFrom('outbox')
-      .select(['id', 'queue', 'job_name', 'payload'])
+      .select(['id', 'queue', 'job_name', 'payload', 'trace_context'])
       .where('published_at', 'is', null)
       .where('failures', '<', maxFailures)
       .where('created_at', '<=', new Date(Date.now() - options.graceMs))

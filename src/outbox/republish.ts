@@ -16,7 +16,7 @@ export async function republishRecentRows(deps: OutboxDeps, options: { windowMs:
   for (;;) {
     const rows: OutboxRow[] = await deps.db
       .selectFrom('outbox')
-      .select(['id', 'queue', 'job_name', 'payload'])
+      .select(['id', 'queue', 'job_name', 'payload', 'trace_context'])
       .where('published_at', '>=', since)
       .where('id', '>', afterId)
       .orderBy('id')

@@ -3,6 +3,7 @@ import type { Db, OrderStatus } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
 import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
+import { activeTraceContext } from '../core/tracing.js';
 
 export type PaymentOutcome = 'succeeded' | 'failed' | 'expired';
 
@@ -85,6 +86,7 @@ async function runSettleStatement(db: Db, report: PaymentReport): Promise<Settle
   const from = SETTLEABLE_FROM[report.outcome];
   const eventId = report.event?.id ?? null;
   const eventType = report.event?.type ?? null;
+  const traceContext = activeTraceContext();
   const result = await sql<SettleRow>`
     with ord as (
       select id, status, amount, currency from orders where provider_ref = ${report.providerRef} for no key update
@@ -105,8 +107,9 @@ async function runSettleStatement(db: Db, report: PaymentReport): Promise<Settle
         and (${eventId}::text is null or exists (select 1 from recorded))
       returning orders.id, ord.status as previous_status
     ), queued as (
-      insert into outbox (queue, job_name, payload)
-      select ${EMAIL_QUEUE}::text, ${ORDER_TRACKING_LINK_JOB}::text, jsonb_build_object('orderId', moved.id)
+      insert into outbox (queue, job_name, payload, trace_context)
+      select ${EMAIL_QUEUE}::text, ${ORDER_TRACKING_LINK_JOB}::text, jsonb_build_object('orderId', moved.id),
+        ${traceContext === null ? null : JSON.stringify(traceContext)}::jsonb
       from moved where ${target === 'paid'}::boolean
       returning id, payload
     )

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { compileOnce, type Db } from '../core/db.js';
 import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
+import { activeTraceContext } from '../core/tracing.js';
 
 /** The throttle key of an address: lower-cased, with any `+tag` removed from the local part (the email still goes to the address as given). */
 export function signupThrottleKey(email: string): string {
@@ -26,48 +27,63 @@ export type SignupUser = (user: { email: string; name: string | null }) => Promi
  * Compiled once: this is the hottest statement errand runs.
  */
 export function prepareSignupUser(db: Db): SignupUser {
-  const run = compileOnce(db, ['email', 'name', 'throttleKey'], (qb, user: { email: string; name: string | null; throttleKey: string }) =>
-    qb
-      .with('due', (cte) =>
-        cte
-          .insertInto('users')
-          .values({ email: user.email, name: user.name })
-          .onConflict((oc) =>
-            oc
-              .column('email')
-              .doUpdateSet({ verification_requested_at: sql`now()` })
-              .where('users.verified_at', 'is', null)
-              .where('users.verification_requested_at', '<=', sql<Date>`now() - interval '60 seconds'`),
-          )
-          .returning('id'),
-      )
-      // Reads `due`: the shared throttle is claimed only when this address would get an email.
-      .with('throttle', (cte) =>
-        cte
-          .insertInto('signup_throttle')
-          .columns(['address_key'])
-          .expression((eb) => eb.selectFrom('due').select(sql.val(user.throttleKey).as('address_key')))
-          .onConflict((oc) =>
-            oc
-              .column('address_key')
-              .doUpdateSet({ last_queued_at: sql`now()` })
-              .where('signup_throttle.last_queued_at', '<=', sql<Date>`now() - interval '60 seconds'`),
-          )
-          .returning('address_key'),
-      )
-      .insertInto('outbox')
-      .columns(['queue', 'job_name', 'payload'])
-      .expression((eb) =>
-        eb.selectFrom(['due', 'throttle']).select([
-          sql.val(EMAIL_QUEUE).as('queue'),
-          sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),
-          // The job's declared payload, {userId}: built here because the id exists only inside this statement.
-          sql`jsonb_build_object('userId', due.id::text)`.as('payload'),
-        ]),
-      )
-      .returning(['id', 'queue', 'job_name', 'payload']),
+  const run = compileOnce(
+    db,
+    ['email', 'name', 'throttleKey', 'traceContext'],
+    (qb, user: { email: string; name: string | null; throttleKey: string; traceContext: string | null }) =>
+      qb
+        .with('due', (cte) =>
+          cte
+            .insertInto('users')
+            .values({ email: user.email, name: user.name })
+            .onConflict((oc) =>
+              oc
+                .column('email')
+                .doUpdateSet({ verification_requested_at: sql`now()` })
+                .where('users.verified_at', 'is', null)
+                .where('users.verification_requested_at', '<=', sql<Date>`now() - interval '60 seconds'`),
+            )
+            .returning('id'),
+        )
+        // Reads `due`: the shared throttle is claimed only when this address would get an email.
+        .with('throttle', (cte) =>
+          cte
+            .insertInto('signup_throttle')
+            .columns(['address_key'])
+            .expression((eb) => eb.selectFrom('due').select(sql.val(user.throttleKey).as('address_key')))
+            .onConflict((oc) =>
+              oc
+                .column('address_key')
+                .doUpdateSet({ last_queued_at: sql`now()` })
+                .where('signup_throttle.last_queued_at', '<=', sql<Date>`now() - interval '60 seconds'`),
+            )
+            .returning('address_key'),
+        )
+        .insertInto('outbox')
+        .columns(['queue', 'job_name', 'payload', 'trace_context'])
+        .expression((eb) =>
+          eb.selectFrom(['due', 'throttle']).select([
+            sql.val(EMAIL_QUEUE).as('queue'),
+            sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),
+            // The job's declared payload, {userId}: built here because the id exists only inside this statement.
+            sql`jsonb_build_object('userId', due.id::text)`.as('payload'),
+            // The request's trace (null when tracing is off): a relay publish still joins it.
+            sql<string | null>`${user.traceContext}::jsonb`.as('trace_context'),
+          ]),
+        )
+        .returning(['id', 'queue', 'job_name', 'payload']),
   );
-  return async (user) => (await run({ ...user, throttleKey: signupThrottleKey(user.email) }))[0];
+  return async (user) => {
+    const traceContext = activeTraceContext();
+    return (
+      await run({
+        email: user.email,
+        name: user.name,
+        throttleKey: signupThrottleKey(user.email),
+        traceContext: traceContext === null ? null : JSON.stringify(traceContext),
+      })
+    )[0];
+  };
 }
 
 export async function findUserById(db: Db, id: string) {
