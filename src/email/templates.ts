@@ -21,24 +21,21 @@ const STYLE = {
 /** An HTML part that reads well in a mail app and in a browser: doctype, lang, viewport, one button, the raw link as a fallback. */
 function layout(title: string, paragraphs: string[], link: { href: string; label: string }, footer?: string): string {
   const body: SafeHtml = html`<!doctype html>
-    <html lang="en">
-      <head>
-        <meta charset="utf-8" />
-        <meta name="viewport" content="width=device-width, initial-scale=1" />
-        <title>${title}</title>
-      </head>
-      <body style="${STYLE.body}">
-        <main style="${STYLE.card}">
-          <h1 style="${STYLE.heading}">${title}</h1>
-          ${paragraphs.map((p) => html`<p style="${STYLE.paragraph}">${p}</p> `)}
-          <p style="${STYLE.paragraph}"><a href="${link.href}" style="${STYLE.button}">${link.label}</a></p>
-          ${footer ? html`<p style="${STYLE.paragraph}">${footer}</p> ` : ''}
-          <p style="${STYLE.fallback}">
-            If the button does not work, open this link: <a href="${link.href}" style="${STYLE.fallbackLink}">${link.href}</a>
-          </p>
-        </main>
-      </body>
-    </html> `;
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${title}</title>
+</head>
+<body style="${STYLE.body}">
+<main style="${STYLE.card}">
+<h1 style="${STYLE.heading}">${title}</h1>
+${paragraphs.map((p) => html`<p style="${STYLE.paragraph}">${p}</p>\n`)}<p style="${STYLE.paragraph}"><a href="${link.href}" style="${STYLE.button}">${link.label}</a></p>
+${footer ? html`<p style="${STYLE.paragraph}">${footer}</p>\n` : ''}<p style="${STYLE.fallback}">If the button does not work, open this link: <a href="${link.href}" style="${STYLE.fallbackLink}">${link.href}</a></p>
+</main>
+</body>
+</html>
+`;
   return body.markup;
 }
 

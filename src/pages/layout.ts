@@ -41,24 +41,23 @@ export interface Page {
 
 export function renderPage(page: Page): string {
   return html`<!doctype html>
-    <html lang="en">
-      <head>
-        <meta charset="utf-8" />
-        <meta name="viewport" content="width=device-width, initial-scale=1" />
-        <meta name="robots" content="noindex" />
-        <title>${page.title} · errand</title>
-        <style>
-          ${PAGE_STYLE}
-        </style>
-      </head>
-      <body>
-        <main>
-          <p class="brand">errand</p>
-          <h1>${page.title}</h1>
-          ${page.body}
-        </main>
-      </body>
-    </html> `.markup;
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>${page.title} · errand</title>
+<style>${PAGE_STYLE}</style>
+</head>
+<body>
+<main>
+<p class="brand">errand</p>
+<h1>${page.title}</h1>
+${page.body}
+</main>
+</body>
+</html>
+`.markup;
 }
 
 /**

@@ -47,19 +47,12 @@ export function orderTrackingPage(order: TrackedOrder): Page {
   return {
     title: words.title,
     body: html`<p class="${['status', words.tone].filter(Boolean).join(' ')}">${words.label}</p>
-      <p>${words.explanation}</p>
-      <dl>
-        <dt>Amount</dt>
-        <dd>${formatMinorUnits(order.amount, order.currency)}</dd>
-        ${
-          order.paidAt
-            ? html`<dt>Paid on</dt>
-                <dd><time datetime="${order.paidAt.toISOString()}">${formatPaidAt(order.paidAt)}</time></dd>`
-            : ''
-        }
-        <dt>Order</dt>
-        <dd>${order.id}</dd>
-      </dl>`,
+<p>${words.explanation}</p>
+<dl>
+<dt>Amount</dt><dd>${formatMinorUnits(order.amount, order.currency)}</dd>
+${order.paidAt ? html`<dt>Paid on</dt><dd><time datetime="${order.paidAt.toISOString()}">${formatPaidAt(order.paidAt)}</time></dd>` : ''}
+<dt>Order</dt><dd>${order.id}</dd>
+</dl>`,
   };
 }
 
@@ -67,8 +60,6 @@ export function orderTrackingPage(order: TrackedOrder): Page {
 export function orderNotFoundPage(): Page {
   return {
     title: 'Order not found',
-    body: html`<p>
-      This tracking link does not match an order. Open the link from your order email again, and make sure all of it was copied.
-    </p>`,
+    body: html`<p>This tracking link does not match an order. Open the link from your order email again, and make sure all of it was copied.</p>`,
   };
 }

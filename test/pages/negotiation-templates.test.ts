@@ -42,9 +42,7 @@ t.test('escapeHtml and html`…` escape every interpolated value', async (t) => 
   t.ok(out instanceof SafeHtml);
   t.equal(out.markup, '<p title="&quot;quoted&quot;">&lt;script&gt;alert(1)&lt;/script&gt;</p>');
   t.equal(
-    html`<ul>
-      ${['a<', 'b'].map((x) => html`<li>${x}</li>`)}
-    </ul>`.markup,
+    html`<ul>${['a<', 'b'].map((x) => html`<li>${x}</li>`)}</ul>`.markup,
     '<ul><li>a&lt;</li><li>b</li></ul>',
     'nested html is kept, its values escaped',
   );
