@@ -234,7 +234,8 @@ export interface Child {
 /** Environment of a bench errand: quiet logs, its own database and prefix. */
 export function errandEnv(overrides: Record<string, string>): Record<string, string> {
   return {
-    NODE_ENV: 'production',
+    // Not production: that refuses development secrets and an unset SMTP_URL (the export and import benches send no mail).
+    NODE_ENV: 'benchmark',
     ROLE: 'all',
     HOST: '127.0.0.1',
     LOG_LEVEL: 'warn',
