@@ -188,7 +188,8 @@ t.test('two concurrent sweeps: exactly one tracking email', async (t) => {
     runPaymentsSweep({ windowHours: 1, limit: 50 }, deps),
   ]);
   t.equal(a.paid + b.paid, 20, 'each order paid by exactly one sweep');
-  t.equal(a.unchanged + b.unchanged, 20, 'the other sweep saw it settled');
+  // A sweep that selects after the other settled some orders never checks them; every check that did not pay saw the order settled.
+  t.equal(a.unchanged + b.unchanged, a.checked + b.checked - 20, 'every other check saw it settled');
   await waitFor(() => smtp.received.length >= before + 20 || undefined, 60000, '20 emails');
   await waitForOutboxDrained(deps, { timeoutMs: 60000 });
   t.ok(
