@@ -45,7 +45,10 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
   });
   const redis = createRedis(config.redis, 'producer');
   redis.on('error', (err) => log.debug({ err }, 'producer redis connection error'));
-  const workerRedis = createRedis(config.redis, 'worker', { lazyConnect: true });
+  // Lazy only where no worker uses it (api). A lazy connection is in state 'wait', and BullMQ then calls its
+  // connect(), whose promise rejects on the first refused attempt: a worker started with Redis down never ran.
+  // Connecting now, it keeps retrying and BullMQ waits for 'ready'.
+  const workerRedis = createRedis(config.redis, 'worker', { lazyConnect: config.ROLE === 'api' });
   workerRedis.on('error', (err) => log.debug({ err }, 'worker redis connection error'));
   const queues = createQueues(redis, config, log);
   const publishedMarks = createPublishedMarks(db, log);

@@ -73,3 +73,38 @@ t.test('a row committed but never published (process died) is published by the r
   await waitForOutboxDrained(deps);
   t.equal(smtp.received.length, 1, 'exactly one email');
 });
+
+t.test('a worker started while its Redis is down starts, and processes jobs once Redis comes up', async (t) => {
+  const redis = await startPrivateRedis(t);
+  // Its port stays ours to restart on; nothing answers there until then.
+  await redis.kill();
+  const smtp = await startSmtpServer(t);
+  const env = testEnv(t, { REDIS_URL: redis.url, SMTP_URL: smtp.url, LOG_LEVEL: 'info' });
+  // The worker and an api beside it (same database and Redis), both started with Redis down.
+  const [worker, api] = await Promise.all([startTestErrand(t, { ...env, ROLE: 'worker' }), startTestErrand(t, { ...env, ROLE: 'api' })]);
+  t.ok(worker.workers.length > 0, 'the worker started its queue workers');
+  t.ok(
+    worker.logs.lines().some((l) => l.msg === 'Redis not reachable yet; jobs stay in the outbox until it is'),
+    'and said that Redis is not there yet',
+  );
+  const notReady = await worker.app.inject({ method: 'GET', url: '/readyz' });
+  t.equal(notReady.statusCode, 503, 'not ready without Redis');
+  t.equal(notReady.json().checks.redis, 'unreachable');
+
+  // A signup meanwhile: accepted, its email waits in the outbox.
+  const signup = await api.app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'early@example.com' } });
+  t.equal(signup.statusCode, 202);
+  const pending = await worker.deps.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute();
+  t.equal(pending.length, 1, 'the job waits in the outbox');
+
+  await redis.start();
+  const [email] = await smtp.waitForEmails(1, 30000);
+  t.same(email.to, ['early@example.com'], 'the worker published and processed it once Redis came up');
+  await waitForOutboxDrained(worker.deps, { timeoutMs: 30000 });
+  t.equal(smtp.received.length, 1, 'exactly once');
+  await waitFor(
+    async () => (await worker.app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 || undefined,
+    15000,
+    'worker ready',
+  );
+});
