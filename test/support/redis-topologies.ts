@@ -33,13 +33,15 @@ function portIsFree(port: number): Promise<boolean> {
 }
 
 /**
- * `count` free ports below 55536 whose port+10000 is free too: a cluster node also listens on its bus port
- * (port + 10000), which an ephemeral port from the OS could push past 65535.
+ * `count` free ports whose port+10000 is free too: a cluster node also listens on its bus port (port + 10000).
+ * Both stay below Linux's ephemeral range (32768-60999): there the OS hands out ports for every outgoing
+ * connection and for freePort(), so a port found free — or a killed primary's port, during a failover — could
+ * be taken by another test file's socket before redis-server binds it (again).
  */
 export async function freePortsWithBus(count: number): Promise<number[]> {
   const ports: number[] = [];
   while (ports.length < count) {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = 10000 + Math.floor(Math.random() * 12000);
     if (ports.includes(port) || ports.includes(port + 10000) || ports.includes(port - 10000)) continue;
     if ((await portIsFree(port)) && (await portIsFree(port + 10000))) ports.push(port);
   }
