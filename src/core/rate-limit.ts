@@ -75,8 +75,8 @@ export function createRateLimitStore(deps: RateLimitStoreDeps): FastifyRateLimit
     cb(null, local.incr(key, windowMs));
   };
 
-  // Plain EVAL, not defineCommand: the shared connection auto-pipelines, and ioredis' EVALSHA-then-EVAL retry
-  // inside an auto-pipeline fails ("results[i] is not iterable"); the script is a few hundred bytes.
+  // Plain EVAL, not defineCommand: ioredis' EVALSHA-then-EVAL retry fails inside a pipeline ("results[i] is not
+  // iterable"), should the connection ever batch commands again; the script is a few hundred bytes.
   const incrBy = (key: string, windowMs: number, hits: number) =>
     redis.eval(INCR_WITH_WINDOW, 1, key, windowMs, hits) as Promise<[number, number]>;
 
