@@ -77,11 +77,16 @@ await runScenario('export', async () => {
     if (view.state !== 'completed' || !view.result) throw new Error(`export failed: ${view.failedReason}`);
     progress(`${format}: ${view.result.rows} rows, ${round(view.result.bytes / 2 ** 20)} MB in ${round(jobMs / 1000, 2)} s`);
 
+    const rssBeforeDownload = server.rssMb();
+    let downloadPeak = rssBeforeDownload;
+    const downloadSampler = setInterval(() => (downloadPeak = Math.max(downloadPeak, server.rssMb())), 100);
     const downloadStarted = performance.now();
     const response = await fetch(`${server.url}/admin/exports/${jobId}/file`, { headers });
     let downloaded = 0;
     for await (const chunk of response.body!) downloaded += (chunk as Uint8Array).length;
     const downloadMs = performance.now() - downloadStarted;
+    clearInterval(downloadSampler);
+    if (downloaded !== view.result.bytes) throw new Error(`downloaded ${downloaded} bytes of ${view.result.bytes}`);
     rows.push({
       format,
       rows: view.result.rows,
@@ -93,6 +98,7 @@ await runScenario('export', async () => {
       'peak rss MB': round(peak),
       'rss growth MB': round(peak - rssBefore),
       'download MB/s': round(downloaded / 2 ** 20 / (downloadMs / 1000)),
+      'download rss growth MB': round(downloadPeak - rssBeforeDownload),
     });
   }
   report('export', machine, { orders: ORDERS, seedSeconds, chunkRows: CHUNK_ROWS ?? 'BATCH_CHUNK_ROWS default', runs: rows }, rows);
