@@ -124,6 +124,8 @@ await runScenario('profile', async () => {
       DATABASE_URL: freshDatabaseUrl(),
       QUEUE_PREFIX: freshQueuePrefix(),
       SMTP_URL: sink.url,
+      // As operators run it (the other benches run at warn).
+      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info',
     });
     progress('starting errand with --cpu-prof');
     const errand = await spawnServer('src/main.ts', env, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir] });

@@ -39,7 +39,7 @@ async function waitUntil(probe: () => Promise<boolean> | boolean, timeoutMs: num
   const deadline = performance.now() + timeoutMs;
   while (!(await probe())) {
     if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
+    await sleep(50);
   }
 }
 

@@ -6,6 +6,7 @@ import cliProgress from 'cli-progress';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { createDb, prepareDatabase, type Db } from '../src/core/db.js';
 import { EXPORT_HELP, EXPORT_USAGE, ExportUsageError, parseExportArgs, type ExportArgs } from '../src/batch/export-cli.js';
+import { chunkRowsFor } from '../src/batch/jobs.js';
 import { writeOrdersExport } from '../src/batch/orders-export.js';
 
 // The orders export in this process, by the same code the `orders-export` job runs, to a file or stdout.
@@ -40,7 +41,7 @@ if (args.help) {
         )
       : undefined;
     const summary = await writeOrdersExport(db, args.params, out, {
-      chunkRows: config.BATCH_CHUNK_ROWS,
+      chunkRows: chunkRowsFor('export', config.BATCH_CHUNK_ROWS),
       onStart: (total) => bar?.start(total, 0),
       onProgress: (done) => bar?.update(done),
     });

@@ -94,7 +94,8 @@ export const ConfigSchema = Type.Object({
   BATCH_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 1 }),
   IMPORT_MAX_BYTES: Type.Integer({ minimum: 1, maximum: 1024 * 1024 * 1024, default: 52428800 }),
   // Rows per batch chunk: each chunk is one transaction with its checkpoint, and one progress report.
-  BATCH_CHUNK_ROWS: Type.Integer({ minimum: 1, maximum: 10000, default: 1000 }),
+  // Unset: each job kind's own default (batch/jobs.ts: 1000 for imports and backfills, 10000 for exports).
+  BATCH_CHUNK_ROWS: Type.Optional(Type.Integer({ minimum: 1, maximum: 50000 })),
   // Pause between chunks, to spare a busy primary during a long export or backfill.
   BATCH_CHUNK_PAUSE_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 0 }),
   // Batch jobs run for minutes: a longer lock than the other queues, so a slow chunk never loses it.

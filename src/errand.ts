@@ -39,9 +39,15 @@ async function closeWorkerWithin(worker: Worker, graceMs: number, deps: Deps): P
   await Promise.race([worker.close(outcome === 'timeout'), delay(1000, undefined, { ref: false })]);
 }
 
+export interface StartOptions {
+  logDestination?: DestinationStream;
+  /** Database preparation the caller already started (main.ts overlaps it with loading this module). */
+  databasePrepared?: Promise<unknown>;
+}
+
 /** Wires one errand process for its role. The caller listens and handles signals. */
-export async function startErrand(config: Config, options: { logDestination?: DestinationStream } = {}): Promise<Errand> {
-  await prepareDatabase(config.DATABASE_URL);
+export async function startErrand(config: Config, options: StartOptions = {}): Promise<Errand> {
+  await (options.databasePrepared ?? prepareDatabase(config.DATABASE_URL));
   const deps = createDeps(config, options);
   const runsWorkers = config.ROLE !== 'api';
   const devDefaults = developmentDefaultsInUse(config);
@@ -96,12 +102,12 @@ export async function startErrand(config: Config, options: { logDestination?: De
       maxFailures: config.OUTBOX_MAX_FAILURES,
     });
 
-    // Wait a little for the schedulers (so a started worker has them); with Redis away, keep retrying in the background.
     schedulerSync = startSchedulerSync(deps.queues, config, deps.log, SCHEDULERS);
-    await Promise.race([schedulerSync.firstAttempt, delay(5000, undefined, { ref: false })]);
   }
 
   const app = await buildApp(deps);
+  // Wait a little for the schedulers (so a started worker has them); with Redis away, keep retrying in the background.
+  if (schedulerSync) await Promise.race([schedulerSync.firstAttempt, delay(5000, undefined, { ref: false })]);
   deps.log.info({ role: config.ROLE, queuePrefix: config.QUEUE_PREFIX, redis: describeRedisTopology(config.redis) }, 'errand started');
 
   let closing: Promise<void> | undefined;

@@ -14,8 +14,12 @@ try {
 
 // Tracing first: its instrumentations must be in place before errand imports fastify, pg and ioredis.
 const tracing = await startTracing(config.OTEL_EXPORTER_OTLP_ENDPOINT);
+// Migrations run while the rest of errand loads: network waits overlap module compilation (start-up time).
+const { prepareDatabase } = await import('./core/db.js');
+const databasePrepared = prepareDatabase(config.DATABASE_URL);
+databasePrepared.catch(() => {}); // startErrand awaits it and fails start-up on its error
 const { startErrand } = await import('./errand.js');
-const errand = await startErrand(config);
+const errand = await startErrand(config, { databasePrepared });
 const { log } = errand.deps;
 if (tracing) log.info('tracing on: spans exported over OTLP/HTTP');
 

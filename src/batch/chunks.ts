@@ -21,8 +21,12 @@ export class CheckpointTakenOverError extends Error {
 
 /** Throws (rolling the chunk back) unless the checkpoint was written. */
 export function assertCheckpointWritten(outcome: CheckpointOutcome, jobId: string): void {
-  if (outcome === 'cancel-requested') throw new JobCancelledError();
-  if (outcome === 'taken-over') throw new CheckpointTakenOverError(jobId);
+  if (outcome !== 'written') throw checkpointRefusedError(outcome, jobId);
+}
+
+/** Why a checkpoint was refused, as the error that ends this run. */
+export function checkpointRefusedError(outcome: Exclude<CheckpointOutcome, 'written'>, jobId: string): Error {
+  return outcome === 'cancel-requested' ? new JobCancelledError() : new CheckpointTakenOverError(jobId);
 }
 
 export function throwIfAborted(signal: AbortSignal | undefined): void {

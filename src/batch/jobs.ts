@@ -18,6 +18,23 @@ export const CANCELLED_REASON = 'cancelled';
  */
 export const BATCH_MAX_STALLED_COUNT = 10;
 
+/**
+ * Rows per chunk when BATCH_CHUNK_ROWS is unset. Imports and backfills handle
+ * rows in this process (a backfill even one query per order), so they keep
+ * chunks small enough to report progress well within a second. An export
+ * chunk is built and stored by PostgreSQL in one statement, ~0.1 s for 10,000
+ * rows on a loaded 2-core machine: a bigger chunk amortises the statement,
+ * commit and progress report (115k rows/s against 35k at 1,000 rows) and
+ * still reports progress far more often than once a second.
+ */
+export const DEFAULT_CHUNK_ROWS = 1000;
+export const DEFAULT_EXPORT_CHUNK_ROWS = 10000;
+
+/** Rows per chunk of each batch job kind: BATCH_CHUNK_ROWS when set (all kinds), else the kind's default. */
+export function chunkRowsFor(kind: 'export' | 'other', configured: number | undefined): number {
+  return configured ?? (kind === 'export' ? DEFAULT_EXPORT_CHUNK_ROWS : DEFAULT_CHUNK_ROWS);
+}
+
 export const ORDER_STATUSES = ['pending', 'paid', 'failed', 'expired'] as const;
 export const EXPORT_FORMATS = ['csv', 'ndjson'] as const;
 

@@ -1,11 +1,11 @@
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import type { Job } from 'bullmq';
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { Db, OrderStatus } from '../core/db.js';
 import { ORDERS_EXPORT_JOB, type OrdersExportPayload } from './jobs.js';
-import { assertCheckpointWritten, JobCancelledError, pauseBetweenChunks, runCancellable, throwIfAborted } from './chunks.js';
-import { advanceCheckpoint, batchDb, insertChunk, loadOrCreateBatchJob, setBatchJobTotal, type BatchJobState } from './repository.js';
+import { checkpointRefusedError, JobCancelledError, pauseBetweenChunks, runCancellable, throwIfAborted } from './chunks.js';
+import { batchDb, checkpointRefusal, loadOrCreateBatchJob, setBatchJobTotal, type BatchJobState } from './repository.js';
 
 export type ExportFormat = OrdersExportPayload['format'];
 
@@ -38,36 +38,32 @@ export const EXPORT_CONTENT_TYPES: Readonly<Record<ExportFormat, string>> = {
   ndjson: 'application/x-ndjson; charset=utf-8',
 };
 
-interface ExportRow {
-  id: string;
-  email: string;
-  amount: string;
-  currency: string;
-  status: string;
-  provider_ref: string;
-  paid_at: string | null;
-  created_at: string;
-  updated_at: string;
-  key_created_at: string;
-}
-
-function formatRows(rows: ExportRow[], format: ExportFormat): string {
-  let out = '';
-  if (format === 'csv') {
-    for (const r of rows) {
-      out += `${r.id},${csvField(r.email)},${r.amount},${csvField(r.currency)},${r.status},${csvField(r.provider_ref)},${r.paid_at ?? ''},${r.created_at},${r.updated_at}\r\n`;
-    }
-  } else {
-    for (const r of rows) {
-      // Amounts stay below 2^53 (see OrdersTable): a JSON number.
-      out += `${JSON.stringify({ id: r.id, email: r.email, amount: Number(r.amount), currency: r.currency, status: r.status, providerRef: r.provider_ref, paidAt: r.paid_at, createdAt: r.created_at, updatedAt: r.updated_at })}\n`;
-    }
-  }
-  return out;
-}
-
 // Timestamps formatted by PostgreSQL (UTC, milliseconds): identical on every run, and no Date objects per row.
-const isoUtc = (column: string) => sql<string>`to_char(${sql.ref(column)} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+const isoUtc = (column: RawBuilder<unknown>) => sql<string>`to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+// Characters that make a CSV field need quotes (RFC 4180), as a bracket expression for PostgreSQL's `~`.
+const CSV_SPECIAL = '[",\r\n]';
+
+/** csvField() in SQL: quoted, its quotes doubled, when it contains a comma, quote, CR or LF. */
+const csvSql = (value: RawBuilder<unknown>) =>
+  sql<string>`CASE WHEN ${value} ~ ${CSV_SPECIAL} THEN '"' || replace(${value}, '"', '""') || '"' ELSE ${value} END`;
+
+/** A JSON string as JSON.stringify writes it: PostgreSQL escapes the same characters the same way (", \, \b \f \n \r \t, \u00xx). */
+const jsonSql = (value: RawBuilder<unknown>) => sql<string>`to_json(${value})::text`;
+
+const col = (name: string) => sql.ref(`page.${name}`);
+
+/** One order as its line of the file, built by PostgreSQL (rows never pass through this process). */
+const LINE_SQL: Readonly<Record<ExportFormat, RawBuilder<string>>> = {
+  csv: sql<string>`${col('id')}::text || ',' || ${csvSql(col('email'))} || ',' || ${col('amount')}::text || ',' || ${csvSql(col('currency'))}
+    || ',' || ${col('status')} || ',' || ${csvSql(col('provider_ref'))} || ',' || coalesce(${isoUtc(col('paid_at'))}, '')
+    || ',' || ${isoUtc(col('created_at'))} || ',' || ${isoUtc(col('updated_at'))} || ${'\r\n'}::text`,
+  // Amounts stay below 2^53 (see OrdersTable): a JSON number, written as bigint's text.
+  ndjson: sql<string>`'{"id":"' || ${col('id')}::text || '","email":' || ${jsonSql(col('email'))} || ',"amount":' || ${col('amount')}::text
+    || ',"currency":' || ${jsonSql(col('currency'))} || ',"status":' || ${jsonSql(col('status'))} || ',"providerRef":' || ${jsonSql(col('provider_ref'))}
+    || ',"paidAt":' || coalesce('"' || ${isoUtc(col('paid_at'))} || '"', 'null') || ',"createdAt":"' || ${isoUtc(col('created_at'))}
+    || '","updatedAt":"' || ${isoUtc(col('updated_at'))} || '"}' || ${'\n'}::text`,
+};
 
 function filteredOrders(db: Db, filter: OrdersExportFilter) {
   return db
@@ -91,6 +87,36 @@ export async function databaseNow(db: Db): Promise<string> {
   return row.rows[0].now;
 }
 
+/**
+ * The next keyset page (created_at, id) after `after`, raw columns only, by
+ * the (created_at, id) index: no OFFSET, no open cursor. Ordered by the
+ * table's columns, not by formatted text, so the keyset condition and the
+ * order agree to the microsecond.
+ */
+function nextPage(db: Db, filter: OrdersExportFilter, after: ExportKey | null, chunkRows: number) {
+  return filteredOrders(db, filter)
+    .select(['id', 'email', 'amount', 'currency', 'status', 'provider_ref', 'paid_at', 'created_at', 'updated_at'])
+    .$if(after !== null, (qb) => qb.where(sql<boolean>`(created_at, id) > (${after!.createdAt}::timestamptz, ${after!.id}::uuid)`))
+    .orderBy('orders.created_at')
+    .orderBy('orders.id')
+    .limit(chunkRows);
+}
+
+/**
+ * One chunk as PostgreSQL builds it: the page's lines joined in key order
+ * (the CSV header in front of a run's first chunk), as UTF-8 bytes, with the
+ * page's row count and last key, in CTEs the job's checkpoint statement reuses.
+ */
+function chunkCtes(db: Db, filter: OrdersExportFilter, after: ExportKey | null, chunkRows: number, header: boolean) {
+  return sql`page AS (${nextPage(db, filter, after, chunkRows)}),
+    chunk AS (
+      SELECT count(*)::int AS rows,
+             convert_to(${header ? CSV_HEADER : ''}::text || coalesce(string_agg(${LINE_SQL[filter.format]}, '' ORDER BY page.created_at, page.id), ''), 'UTF8') AS data
+        FROM page
+    ),
+    last_key AS (SELECT created_at::text AS created_at, id::text AS id FROM page ORDER BY page.created_at DESC, page.id DESC LIMIT 1)`;
+}
+
 export interface ExportChunk {
   data: Buffer;
   rows: number;
@@ -101,10 +127,9 @@ export interface ExportChunk {
 }
 
 /**
- * The export as chunks of at most `chunkRows` orders, read by keyset
- * pagination on (created_at, id) from `after`: no OFFSET, no open cursor,
- * one short query per chunk. The CSV header goes in front of the first chunk
- * of a run that starts at the beginning.
+ * The export as chunks of at most `chunkRows` orders from `after`, each
+ * built by one query (see chunkCtes): only a chunk's bytes reach this
+ * process, never its rows.
  */
 export async function* exportOrderChunks(
   db: Db,
@@ -114,30 +139,14 @@ export async function* exportOrderChunks(
   let after = options.after;
   let header = after === null && filter.format === 'csv';
   for (;;) {
-    const rows = (await filteredOrders(db, filter)
-      .select([
-        'id',
-        'email',
-        sql<string>`amount::text`.as('amount'),
-        'currency',
-        'status',
-        'provider_ref',
-        isoUtc('paid_at').as('paid_at'),
-        isoUtc('created_at').as('created_at'),
-        isoUtc('updated_at').as('updated_at'),
-        sql<string>`created_at::text`.as('key_created_at'),
-      ])
-      .$if(after !== null, (qb) => qb.where(sql<boolean>`(created_at, id) > (${after!.createdAt}::timestamptz, ${after!.id}::uuid)`))
-      .orderBy('created_at')
-      .orderBy('id')
-      .limit(options.chunkRows)
-      .execute()) as ExportRow[];
-    const lastRow = rows[rows.length - 1];
-    if (lastRow) after = { createdAt: lastRow.key_created_at, id: lastRow.id };
-    const text = (header ? CSV_HEADER : '') + formatRows(rows, filter.format);
+    const result = await sql<{ rows: number; data: Buffer; created_at: string | null; id: string | null }>`
+      WITH ${chunkCtes(db, filter, after, options.chunkRows, header)}
+      SELECT chunk.rows, chunk.data, last_key.created_at, last_key.id FROM chunk LEFT JOIN last_key ON true`.execute(db);
+    const chunk = result.rows[0];
+    if (chunk.created_at !== null && chunk.id !== null) after = { createdAt: chunk.created_at, id: chunk.id };
     header = false;
-    const final = rows.length < options.chunkRows;
-    yield { data: Buffer.from(text, 'utf8'), rows: rows.length, last: after, final };
+    const final = chunk.rows < options.chunkRows;
+    yield { data: chunk.data, rows: chunk.rows, last: after, final };
     if (final) return;
   }
 }
@@ -156,6 +165,60 @@ export interface ExportJobDeps {
 
 function filterFromParams(params: Record<string, unknown>): OrdersExportFilter {
   return params as unknown as OrdersExportFilter;
+}
+
+interface StoredCheckpoint {
+  rowsDone: number;
+  bytesDone: number;
+  cursor: ExportKey | null;
+  finished: boolean;
+}
+
+/**
+ * One chunk of the job in ONE statement: PostgreSQL reads the next page,
+ * builds its bytes, advances the checkpoint (last key, rows, bytes; finished
+ * when the page came up short) and stores the chunk, so the chunk and its
+ * checkpoint commit together and no row passes through this process. The
+ * checkpoint moves only if nobody asked to cancel and no other worker moved
+ * the job on since `chunksDone`; the chunk is stored only if it moved.
+ * Returns the new checkpoint, or undefined when it was refused.
+ */
+async function storeNextChunk(
+  db: Db,
+  filter: OrdersExportFilter,
+  at: { jobId: string; chunksDone: number; after: ExportKey | null; chunkRows: number },
+): Promise<StoredCheckpoint | undefined> {
+  const header = at.chunksDone === 0 && filter.format === 'csv';
+  const result = await sql<{ rows_done: string; bytes_done: string; cursor: Record<string, string> | null; finished: boolean }>`
+    WITH ${chunkCtes(db, filter, at.after, at.chunkRows, header)},
+    checkpoint AS (
+      UPDATE batch_jobs
+         SET cursor = coalesce((SELECT jsonb_build_object('createdAt', last_key.created_at, 'id', last_key.id) FROM last_key), batch_jobs.cursor),
+             chunks_done = batch_jobs.chunks_done + 1,
+             rows_done = batch_jobs.rows_done + chunk.rows,
+             bytes_done = batch_jobs.bytes_done + octet_length(chunk.data),
+             finished_at = CASE WHEN chunk.rows < ${at.chunkRows}::int THEN now() END,
+             updated_at = now()
+        FROM chunk
+       WHERE batch_jobs.job_id = ${at.jobId}
+         AND batch_jobs.chunks_done = ${at.chunksDone}::int
+         AND batch_jobs.cancel_requested_at IS NULL
+         AND batch_jobs.finished_at IS NULL
+      RETURNING batch_jobs.rows_done, batch_jobs.bytes_done, batch_jobs.cursor, batch_jobs.finished_at IS NOT NULL AS finished
+    ),
+    stored AS (
+      INSERT INTO batch_export_chunks (job_id, seq, data)
+      SELECT ${at.jobId}, ${at.chunksDone}::int, chunk.data FROM chunk, checkpoint WHERE octet_length(chunk.data) > 0
+    )
+    SELECT rows_done, bytes_done, cursor, finished FROM checkpoint`.execute(db);
+  const row = result.rows[0];
+  if (!row) return undefined;
+  return {
+    rowsDone: Number(row.rows_done),
+    bytesDone: Number(row.bytes_done),
+    cursor: row.cursor ? { createdAt: row.cursor.createdAt, id: row.cursor.id } : null,
+    finished: row.finished,
+  };
 }
 
 /**
@@ -186,33 +249,20 @@ export async function processOrdersExportJob(
     }
     const filter = filterFromParams(state.params);
     const total = state.total;
-    let { chunksDone, rowsDone, bytesDone } = state;
-    const after = state.cursor ? { createdAt: state.cursor.createdAt, id: state.cursor.id } : null;
-    await job.updateProgress({ done: rowsDone, total });
+    let { chunksDone } = state;
+    await job.updateProgress({ done: state.rowsDone, total });
 
-    for await (const chunk of exportOrderChunks(deps.db, filter, { chunkRows: deps.chunkRows, after })) {
+    let after: ExportKey | null = state.cursor ? { createdAt: state.cursor.createdAt, id: state.cursor.id } : null;
+    for (;;) {
       throwIfAborted(signal);
-      const rows = rowsDone + chunk.rows;
-      const bytes = bytesDone + chunk.data.length;
-      await bdb.transaction().execute(async (trx) => {
-        if (chunk.data.length > 0) await insertChunk(trx, 'batch_export_chunks', { jobId, seq: chunksDone, data: chunk.data });
-        const outcome = await advanceCheckpoint(trx, {
-          jobId,
-          expectedChunks: chunksDone,
-          cursor: chunk.last ? { createdAt: chunk.last.createdAt, id: chunk.last.id } : null,
-          rows,
-          bytes,
-          finished: chunk.final,
-        });
-        assertCheckpointWritten(outcome, jobId);
-      });
+      const checkpoint = await storeNextChunk(deps.db, filter, { jobId, chunksDone, after, chunkRows: deps.chunkRows });
+      if (!checkpoint) throw checkpointRefusedError(await checkpointRefusal(bdb, jobId), jobId);
       chunksDone += 1;
-      rowsDone = rows;
-      bytesDone = bytes;
-      await job.updateProgress({ done: rowsDone, total });
-      if (!chunk.final) await pauseBetweenChunks(deps.chunkPauseMs, signal);
+      after = checkpoint.cursor;
+      await job.updateProgress({ done: checkpoint.rowsDone, total });
+      if (checkpoint.finished) return { rows: checkpoint.rowsDone, bytes: checkpoint.bytesDone, format: filter.format };
+      await pauseBetweenChunks(deps.chunkPauseMs, signal);
     }
-    return { rows: rowsDone, bytes: bytesDone, format: filter.format };
   });
 }
 

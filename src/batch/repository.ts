@@ -192,7 +192,12 @@ export async function advanceCheckpoint(trx: BatchTrx, next: CheckpointAdvance):
     .returning('job_id')
     .executeTakeFirst();
   if (updated) return 'written';
-  const row = await trx.selectFrom('batch_jobs').select(['cancel_requested_at']).where('job_id', '=', next.jobId).executeTakeFirst();
+  return checkpointRefusal(trx, next.jobId);
+}
+
+/** Why a checkpoint update matched no row: a cancel was asked for, or another worker moved the job on (or finished it). */
+export async function checkpointRefusal(db: BatchDb | BatchTrx, jobId: string): Promise<Exclude<CheckpointOutcome, 'written'>> {
+  const row = await db.selectFrom('batch_jobs').select(['cancel_requested_at']).where('job_id', '=', jobId).executeTakeFirst();
   return row?.cancel_requested_at ? 'cancel-requested' : 'taken-over';
 }
 

@@ -212,11 +212,13 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
     if (!job || job.kind !== ORDERS_EXPORT_JOB || !job.finished || job.cancelled)
       return sendError(reply, 404, `no finished export ${jobId}`);
     const format = job.params.format as ExportFormat;
+    // One chunk read ahead at most (Readable.from's object-mode default would buffer 16 chunks for a slow client).
+    const file = Readable.from(readChunks(bdb, 'batch_export_chunks', jobId), { highWaterMark: 1 });
     return reply
       .type(EXPORT_CONTENT_TYPES[format])
       .header('content-disposition', `attachment; filename="orders-${jobId}.${format}"`)
       .header('content-length', job.bytesDone)
-      .send(Readable.from(readChunks(bdb, 'batch_export_chunks', jobId)));
+      .send(file);
   });
 
   app.post(

@@ -1,7 +1,7 @@
 import type { Config } from '../config.js';
 import type { Processors } from '../core/job-registry.js';
 import type { OutboxDeps } from '../outbox/producer.js';
-import { batchQueue } from './jobs.js';
+import { batchQueue, chunkRowsFor } from './jobs.js';
 import { processOrdersExportJob } from './orders-export.js';
 import { processTrackingLinksBackfillJob } from './tracking-backfill.js';
 import { processUsersImportJob } from './users-import.js';
@@ -12,9 +12,10 @@ export interface BatchWorkerDeps extends OutboxDeps {
 
 /** The `batch` queue's processors; each gets BullMQ's AbortSignal (a cancel request) as its third argument. */
 export function batchProcessors(deps: BatchWorkerDeps): Processors<typeof batchQueue> {
-  const chunking = { chunkRows: deps.config.BATCH_CHUNK_ROWS, chunkPauseMs: deps.config.BATCH_CHUNK_PAUSE_MS };
+  const chunking = { chunkRows: chunkRowsFor('other', deps.config.BATCH_CHUNK_ROWS), chunkPauseMs: deps.config.BATCH_CHUNK_PAUSE_MS };
+  const exportChunking = { ...chunking, chunkRows: chunkRowsFor('export', deps.config.BATCH_CHUNK_ROWS) };
   return {
-    'orders-export': (payload, job, signal) => processOrdersExportJob({ db: deps.db, ...chunking }, payload, job, signal),
+    'orders-export': (payload, job, signal) => processOrdersExportJob({ db: deps.db, ...exportChunking }, payload, job, signal),
     'users-import': (payload, job, signal) => processUsersImportJob({ ...deps, ...chunking }, payload, job, signal),
     'tracking-links-backfill': (payload, job, signal) => processTrackingLinksBackfillJob({ ...deps, ...chunking }, payload, job, signal),
   };

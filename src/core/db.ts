@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -10,6 +11,7 @@ import {
   sql,
   type ColumnType,
   type Compilable,
+  type CompiledQuery,
   type Generated,
   type Migration,
   type MigrationProvider,
@@ -120,7 +122,41 @@ export function createDb(databaseUrl: string, poolMax = 10, timeouts: PoolTimeou
   // Nor may a checked-out one: the pool listens only to idle clients, so a socket reset between (or just after)
   // queries was an uncaught exception. The query in flight still gets the error; pg drops the broken client.
   pool.on('connect', (client) => client.on('error', () => {}));
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  poolsByDb.set(db, pool);
+  return db;
+}
+
+// The pool behind each Db from createDb, for `executePrepared` (Kysely runs every query unnamed).
+const poolsByDb = new WeakMap<Db, pg.Pool>();
+const statementNames = new Map<string, string>();
+
+/** A stable name per statement text: the same SQL reuses the statement each connection already prepared. */
+function statementName(text: string): string {
+  let name = statementNames.get(text);
+  if (name === undefined) {
+    name = `errand_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`;
+    statementNames.set(text, name);
+  }
+  return name;
+}
+
+/**
+ * Runs a Kysely-compiled query as a named prepared statement: PostgreSQL parses and plans it once per
+ * connection instead of on every call (for the request path's multi-CTE statements that is most of the
+ * server's work per request), and the client skips Kysely's per-query connection handling. Values stay
+ * bound parameters. For hot statements whose text is one of a few fixed variants; inside a transaction
+ * (a Db that createDb did not make) it runs through Kysely as usual.
+ */
+export async function executePrepared<Row>(db: Db, compiled: CompiledQuery<Row>): Promise<Row[]> {
+  const pool = poolsByDb.get(db);
+  if (pool === undefined) return (await db.executeQuery(compiled)).rows;
+  const result = await pool.query<Row & pg.QueryResultRow>({
+    name: statementName(compiled.sql),
+    text: compiled.sql,
+    values: compiled.parameters as unknown[],
+  });
+  return result.rows;
 }
 
 /**
@@ -142,7 +178,7 @@ export function compileOnce<Params extends Record<string, unknown>, Row>(
   if (missing.length > 0) throw new Error(`compileOnce: parameter(s) ${missing.join(', ')} not found in the compiled query`);
   return async (params) => {
     const parameters = compiled.parameters.map((value, i) => (slots[i] === undefined ? value : params[slots[i]]));
-    return (await db.executeQuery<Row>({ ...compiled, parameters })).rows;
+    return executePrepared<Row>(db, { ...compiled, parameters });
   };
 }
 

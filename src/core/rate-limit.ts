@@ -3,10 +3,11 @@ import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor }
 import type { Logger } from './logger.js';
 import type { RedisClient } from './redis.js';
 
-// INCR + first-hit PEXPIRE in one atomic step on one key (so it works on a cluster too); returns [count, ms left].
+// INCRBY n + first-hit PEXPIRE in one atomic step on one key (so it works on a cluster too); returns [count, ms left].
+// n > 1 when several requests of one client arrived together (see `coalesce` below).
 const INCR_WITH_WINDOW = `
-local current = redis.call('INCR', KEYS[1])
-if current == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local current = redis.call('INCRBY', KEYS[1], ARGV[2])
+if current == tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
 return {current, ttl}
@@ -66,10 +67,6 @@ export function createRateLimitStore(deps: RateLimitStoreDeps): FastifyRateLimit
   const local = new LocalWindows();
   let onFallback = false;
   const redis = deps.redis;
-  // Plain EVAL, not defineCommand: the shared connection auto-pipelines, and ioredis' EVALSHA-then-EVAL retry
-  // inside an auto-pipeline fails ("results[i] is not iterable"); the script is a few hundred bytes.
-  const incrWithWindow = (key: string, windowMs: number) => redis.eval(INCR_WITH_WINDOW, 1, key, windowMs) as Promise<[number, number]>;
-
   const fallBack = (key: string, windowMs: number, cb: IncrCallback, reason: string) => {
     if (!onFallback) {
       onFallback = true;
@@ -78,22 +75,46 @@ export function createRateLimitStore(deps: RateLimitStoreDeps): FastifyRateLimit
     cb(null, local.incr(key, windowMs));
   };
 
+  // Plain EVAL, not defineCommand: ioredis' EVALSHA-then-EVAL retry fails inside a pipeline ("results[i] is not
+  // iterable"), should the connection ever batch commands again; the script is a few hundred bytes.
+  const incrBy = (key: string, windowMs: number, hits: number) =>
+    redis.eval(INCR_WITH_WINDOW, 1, key, windowMs, hits) as Promise<[number, number]>;
+
+  // Hits on one key that arrive in the same turn of the event loop share one INCRBY: each still gets its own
+  // count (the batch's counts are consecutive, in arrival order), so the limit is exactly as strict, but a client
+  // sending many requests at once costs one Redis command per turn instead of one per request.
+  const pending = new Map<string, { windowMs: number; callbacks: IncrCallback[] }>();
+  const flush = () => {
+    const batches = [...pending];
+    pending.clear();
+    for (const [key, { windowMs, callbacks }] of batches) {
+      incrBy(key, windowMs, callbacks.length).then(
+        ([current, ttl]) => {
+          if (onFallback) {
+            onFallback = false;
+            deps.log.info('rate limit: counting in Redis again');
+          }
+          const first = Number(current) - callbacks.length;
+          callbacks.forEach((cb, i) => cb(null, { current: first + i + 1, ttl: Number(ttl) }));
+        },
+        (err: Error) => callbacks.forEach((cb) => fallBack(key, windowMs, cb, err.message)),
+      );
+    }
+  };
+  const countInRedis = (key: string, windowMs: number, cb: IncrCallback) => {
+    const batch = pending.get(key);
+    if (batch) return void batch.callbacks.push(cb);
+    if (pending.size === 0) setImmediate(flush);
+    pending.set(key, { windowMs, callbacks: [cb] });
+  };
+
   class RedisWithLocalFallback implements FastifyRateLimitStore {
     constructor(private readonly scope = 'global') {}
 
     incr(key: string, cb: IncrCallback, timeWindow: number): void {
       const fullKey = `${deps.keyPrefix}:rate-limit:${this.scope}:${key}`;
       if (redis.status !== 'ready') return fallBack(fullKey, timeWindow, cb, `redis ${redis.status}`);
-      incrWithWindow(fullKey, timeWindow).then(
-        ([current, ttl]) => {
-          if (onFallback) {
-            onFallback = false;
-            deps.log.info('rate limit: counting in Redis again');
-          }
-          cb(null, { current: Number(current), ttl: Number(ttl) });
-        },
-        (err: Error) => fallBack(fullKey, timeWindow, cb, err.message),
-      );
+      countInRedis(fullKey, timeWindow, cb);
     }
 
     // The plugin passes the route's merged options, the route itself under `routeInfo`.

@@ -6,7 +6,7 @@ import { sql } from 'kysely';
 import type { Db } from '../core/db.js';
 import { describeRoutes } from '../core/route-docs.js';
 import type { Logger } from '../core/logger.js';
-import { QUEUE_NAMES, type Queues } from '../queues.js';
+import { QUEUE_NAMES, type QueueName, type Queues } from '../queues.js';
 
 export interface Metrics {
   /** errand's own registry: never prom-client's global one, so several apps can live in one process (tests). */
@@ -39,6 +39,17 @@ const JOB_DURATION_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 const HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
+ * Runs `read` for every queue at once, for a gauge read on scrape. Skipped while Redis is not ready (before the
+ * first connect BullMQ would wait for it, and a scrape must not hang); a queue that fails is logged, not fatal.
+ */
+async function collectPerQueue(sources: MetricsSources, failure: string, read: (name: QueueName) => Promise<void>): Promise<void> {
+  if (sources.redis.status !== 'ready') return;
+  await Promise.all(
+    QUEUE_NAMES.map((name) => read(name).catch((err: unknown) => sources.log.warn({ queue: name, err }, `metrics: ${failure}`))),
+  );
+}
+
+/**
  * Creates the registry and every metric. Queue depth and outbox backlog are
  * read on scrape; job and HTTP metrics are fed by `instrumentWorker` and
  * `instrumentHttp`.
@@ -57,18 +68,10 @@ export function createMetrics(sources: MetricsSources): Metrics {
     registers: [registry],
     async collect() {
       this.reset();
-      // Before the first connect BullMQ would wait for Redis; a scrape must not hang.
-      if (sources.redis.status !== 'ready') return;
-      await Promise.all(
-        QUEUE_NAMES.map(async (name) => {
-          try {
-            const counts = await sources.queues[name].getJobCounts();
-            for (const [state, count] of Object.entries(counts)) this.set({ queue: name, state }, count);
-          } catch (err) {
-            sources.log.warn({ queue: name, err }, 'metrics: could not read queue counts');
-          }
-        }),
-      );
+      await collectPerQueue(sources, 'could not read queue counts', async (name) => {
+        const counts = await sources.queues[name].getJobCounts();
+        for (const [state, count] of Object.entries(counts)) this.set({ queue: name, state }, count);
+      });
     },
   });
 
@@ -81,18 +84,11 @@ export function createMetrics(sources: MetricsSources): Metrics {
     registers: [registry],
     async collect() {
       this.reset();
-      if (sources.redis.status !== 'ready') return;
-      await Promise.all(
-        QUEUE_NAMES.map(async (name) => {
-          try {
-            for (const scheduler of await sources.queues[name].getJobSchedulers(0, -1, true)) {
-              if (scheduler.next !== undefined) this.set({ queue: name, scheduler: scheduler.key }, scheduler.next / 1000);
-            }
-          } catch (err) {
-            sources.log.warn({ queue: name, err }, 'metrics: could not read job schedulers');
-          }
-        }),
-      );
+      await collectPerQueue(sources, 'could not read job schedulers', async (name) => {
+        for (const scheduler of await sources.queues[name].getJobSchedulers(0, -1, true)) {
+          if (scheduler.next !== undefined) this.set({ queue: name, scheduler: scheduler.key }, scheduler.next / 1000);
+        }
+      });
     },
   });
 

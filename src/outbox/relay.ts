@@ -128,6 +128,17 @@ export function startOutboxRelay(
   };
   deps.redis.on('ready', onReady);
 
+  const pass = async () => {
+    try {
+      const published = await relayOutboxBatch(deps, { graceMs: options.graceMs, batchSize, maxFailures });
+      if (published > 0) deps.log.info({ published }, 'outbox relay published rows');
+      return published;
+    } catch (err) {
+      deps.log.warn({ err }, 'outbox relay pass failed');
+      return 0;
+    }
+  };
+  let backlog = false;
   const loop = async () => {
     while (!stopping.signal.aborted) {
       if (republishDue && deps.redis.status === 'ready') {
@@ -140,14 +151,11 @@ export function startOutboxRelay(
           deps.log.warn({ err }, 'outbox relay could not re-add recently published rows; will retry');
         }
       }
-      let published = 0;
-      try {
-        published = await relayOutboxBatch(deps, { graceMs: options.graceMs, batchSize, maxFailures });
-        if (published > 0) deps.log.info({ published }, 'outbox relay published rows');
-      } catch (err) {
-        deps.log.warn({ err }, 'outbox relay pass failed');
-      }
-      if (published < batchSize) {
+      // Draining a backlog: two passes at once (SKIP LOCKED gives them different rows), so one pass's
+      // PostgreSQL work overlaps the other's Redis work. A quiet poll is one pass.
+      const passes = backlog ? await Promise.all([pass(), pass()]) : [await pass()];
+      backlog = passes.every((count) => count === batchSize);
+      if (!backlog) {
         const idle = new AbortController();
         wake = () => idle.abort();
         await delay(options.intervalMs, undefined, { signal: AbortSignal.any([stopping.signal, idle.signal]) }).catch(() => undefined);

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Db, OrderStatus } from '../core/db.js';
+import { executePrepared, type Db, type OrderStatus } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
 import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
@@ -87,7 +87,7 @@ async function runSettleStatement(db: Db, report: PaymentReport): Promise<Settle
   const eventId = report.event?.id ?? null;
   const eventType = report.event?.type ?? null;
   const traceContext = activeTraceContext();
-  const result = await sql<SettleRow>`
+  const statement = sql<SettleRow>`
     with ord as (
       select id, status, amount, currency from orders where provider_ref = ${report.providerRef} for no key update
     ), accepted as (
@@ -116,8 +116,9 @@ async function runSettleStatement(db: Db, report: PaymentReport): Promise<Settle
     select ord.id as order_id, ord.status as status_before, ord.amount, ord.currency, accepted.ok as accepted,
       exists (select 1 from recorded) as recorded, moved.previous_status, queued.id as outbox_id, queued.payload as outbox_payload
     from accepted left join ord on true left join moved on true left join queued on true
-  `.execute(db);
-  return result.rows[0];
+  `.compile(db);
+  // Two texts (paid or not): each connection prepares them once.
+  return (await executePrepared(db, statement))[0];
 }
 
 /**

@@ -90,6 +90,37 @@ t.test('the count is in Redis: a second app (another replica) sees it', async (t
   t.equal(sixth.statusCode, 429);
 });
 
+t.test('a burst from one client, at once on two replicas: exactly the limit passes, in fewer Redis commands', async (t) => {
+  const replica = await buildApp(deps);
+  t.teardown(() => replica.close());
+  // Counts the store's commands on the real connection (the store calls deps.redis.eval at each flush).
+  const evalOnce = deps.redis.eval.bind(deps.redis);
+  let evals = 0;
+  deps.redis.eval = ((...args: Parameters<typeof evalOnce>) => {
+    evals += 1;
+    return evalOnce(...args);
+  }) as typeof deps.redis.eval;
+  t.teardown(() => {
+    deps.redis.eval = evalOnce;
+  });
+  const burst = await Promise.all(
+    Array.from({ length: 30 }, (_, i) =>
+      (i % 2 === 0 ? app : replica).inject({
+        method: 'POST',
+        url: '/auth/signup',
+        payload: { email: `burst-${i}@example.com` },
+        remoteAddress: '10.0.4.1',
+      }),
+    ),
+  );
+  const codes = burst.map((res) => res.statusCode);
+  t.equal(codes.filter((code) => code === 202).length, 5, 'five accepted');
+  t.equal(codes.filter((code) => code === 429).length, 25, 'the rest refused');
+  const created = await deps.db.selectFrom('users').select('id').where('email', 'like', 'burst-%').execute();
+  t.equal(created.length, 5, 'only the accepted ones wrote a user');
+  t.ok(evals < 30, `30 requests counted in ${evals} Redis command(s): hits arriving together share one INCRBY`);
+});
+
 t.test('POST /orders is limited; the webhook is not', async (t) => {
   const order = (i: number) =>
     app.inject({

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { sql } from 'kysely';
 import { prepareSignupUser } from '../../src/signup/repository.js';
+import { createDb } from '../../src/core/db.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
 
 // ROLE=api: no worker or relay touches the outbox while the statement is examined.
@@ -67,4 +68,23 @@ t.test('a verified address, or one emailed under 60 s ago, gets no row; past 60 
   t.ok(await signupUser({ email: 'wait@example.com', name: 'Changed' }), 'after 60 s: queued again');
   const user = await db.selectFrom('users').select('name').where('email', '=', 'wait@example.com').executeTakeFirstOrThrow();
   t.equal(user.name, null, 'a repeat signup never changes the name');
+});
+
+t.test('a named prepared statement: PostgreSQL parses and plans it once per connection', async (t) => {
+  // One connection, so the session that ran the signup is the one asked about its prepared statements.
+  const single = createDb(errand.config.DATABASE_URL, 1);
+  t.teardown(() => single.destroy());
+  const signupOnSingle = prepareSignupUser(single);
+  await signupOnSingle({ email: 'prepared-1@example.com', name: null });
+  await signupOnSingle({ email: 'prepared-2@example.com', name: null });
+  const { rows } = await sql<{ name: string; statement: string }>`select name, statement from pg_prepared_statements`.execute(single);
+  const signupStatements = rows.filter((row) => row.statement.includes('signup_throttle'));
+  t.equal(signupStatements.length, 1, 'the signup statement is prepared once, and reused by the second call');
+  t.match(signupStatements[0]?.name, /^errand_[0-9a-f]{24}$/);
+  const users = await single.selectFrom('users').select('email').where('email', 'like', 'prepared-%').orderBy('email').execute();
+  t.same(
+    users.map((u) => u.email),
+    ['prepared-1@example.com', 'prepared-2@example.com'],
+    'each call bound its own values',
+  );
 });
