@@ -114,6 +114,12 @@ t.test('long jobs resume after kill -9, and stop when cancelled from another pro
 
   t.test('kill -9 mid-import: resumed, no second user, no second email', async (t) => {
     const csv = `email,name\n${Array.from({ length: IMPORT_ROWS }, (_, i) => `member${i}@example.com,Member ${i}`).join('\n')}\n`;
+    // The verification emails wait until the import is done: the kill below is about the import's checkpoints,
+    // not about an SMTP send cut between the server's acceptance and the sent_emails row (at least once by design:
+    // see README, "Outages lose no email"; stalled email jobs are covered in test/ops/kill-worker.test.ts).
+    const emailQueue = api.deps.queues.email;
+    await emailQueue.pause();
+    t.teardown(() => emailQueue.resume());
     const running = await spawnWorker();
     const res = await api.app.inject({
       method: 'POST',
@@ -137,8 +143,11 @@ t.test('long jobs resume after kill -9, and stop when cancelled from another pro
       api.deps.db,
     );
     t.same(rows[0], { users: String(IMPORT_ROWS), emails: String(IMPORT_ROWS), distinct_users: String(IMPORT_ROWS) });
+    t.equal(smtp.received.length, 0, 'no email went out while the queue was paused');
+    await emailQueue.resume();
     const received = await smtp.waitForEmails(IMPORT_ROWS, 60000);
     t.equal(new Set(received.flatMap((e) => e.to)).size, IMPORT_ROWS, 'one email per created user');
+    t.equal(received.length, IMPORT_ROWS, 'and no second one');
   });
 
   t.test('cancel a running export from this (api) process: failed `cancelled` within ~2 s, no file', async (t) => {
