@@ -10,7 +10,7 @@ import pg from 'pg';
 import { Redis } from 'ioredis';
 import { SMTPServer } from 'smtp-server';
 import { simpleParser } from 'mailparser';
-import { buildSync } from 'esbuild';
+import { srcFiles, transpileSrcSync } from '../../scripts/transpile-src.mjs';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startErrand, type Errand } from '../../src/errand.js';
 import type { Deps } from '../../src/deps.js';
@@ -457,26 +457,14 @@ export const builtMainScript: () => string = (() => {
   return () => {
     if (main) return main;
     const srcDir = path.join(REPO_ROOT, 'src');
-    const sources = readdirSync(srcDir, { recursive: true, encoding: 'utf8' })
-      .filter((file) => file.endsWith('.ts') && !file.endsWith('.d.ts'))
-      .sort();
+    const sources = srcFiles(REPO_ROOT);
     const hash = createHash('sha256');
     for (const file of sources) hash.update(`${file}\0${readFileSync(path.join(srcDir, file))}\0`);
     const outdir = path.join(REPO_ROOT, `.test-dist-${hash.digest('hex').slice(0, 16)}`);
     main = path.join(outdir, 'main.js');
     if (existsSync(main)) return main;
     const building = path.join(REPO_ROOT, `.test-dist-building-${randomBytes(4).toString('hex')}`);
-    buildSync({
-      entryPoints: sources.map((file) => path.join(srcDir, file)),
-      outdir: building,
-      outbase: srcDir,
-      bundle: false,
-      format: 'esm',
-      platform: 'node',
-      target: 'node20',
-      sourcemap: 'linked',
-      logLevel: 'warning',
-    });
+    transpileSrcSync(REPO_ROOT, building);
     try {
       renameSync(building, outdir);
     } catch (error) {

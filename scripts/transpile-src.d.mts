@@ -1,0 +1,4 @@
+// Types of transpile-src.mjs (plain JavaScript: `npm start` runs it before anything is transpiled).
+export function srcFiles(root: string): string[];
+export function transpileSrc(root: string, outdir: string): Promise<void>;
+export function transpileSrcSync(root: string, outdir: string): void;
