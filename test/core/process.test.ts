@@ -1,5 +1,7 @@
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import t from 'tap';
-import { spawnErrand, startSmtpServer, testEnv, waitFor } from '../support/helpers.js';
+import { REPO_ROOT, spawnErrand, startSmtpServer, testEnv, waitFor } from '../support/helpers.js';
 
 t.test('a bad config value stops start-up with one line naming it', async (t) => {
   const errand = await spawnErrand(t, { ...testEnv(t), EMAIL_RATE_MAX: 'lots' }, { waitReady: false });
@@ -7,6 +9,27 @@ t.test('a bad config value stops start-up with one line naming it', async (t) =>
   t.equal(code, 1);
   t.equal(errand.stderr.length, 1, 'one line');
   t.match(errand.stderr[0], /EMAIL_RATE_MAX/);
+});
+
+t.test('npm start: src/ transpiled to dist/, served from dist/main.js in the one node process, stops on SIGTERM', async (t) => {
+  const startedAt = Date.now();
+  // What `npm start` runs (npm itself would sit between the test and errand and not pass SIGTERM on).
+  const errand = await spawnErrand(t, testEnv(t), { args: ['scripts/start.mjs'], readyTimeoutMs: 60000 });
+  const built = await stat(path.join(REPO_ROOT, 'dist', 'main.js'));
+  t.ok(built.mtimeMs >= startedAt - 1000, 'dist/main.js written by this start');
+  const res = await fetch(`${errand.baseUrl}/auth/signup`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: 'started@example.com' }),
+  });
+  t.equal(res.status, 202);
+  await res.text();
+  t.ok(
+    errand.logLines().some((line) => line.pid === errand.child.pid && line.msg === 'errand started'),
+    'errand runs in the started process itself',
+  );
+  errand.child.kill('SIGTERM');
+  t.same(await errand.exited, { code: 0, signal: null }, 'graceful stop, exit 0');
 });
 
 t.test('SIGTERM during an active job: the job completes, then the process exits 0', async (t) => {
