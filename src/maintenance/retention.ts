@@ -1,6 +1,6 @@
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import { deleteExpiredBatchData } from '../batch/repository.js';
-import type { Db } from '../core/db.js';
+import type { Database, Db } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
 
 /**
@@ -16,69 +16,39 @@ export interface RetentionDeleter {
 
 // Each batch is `DELETE … WHERE key IN (SELECT key … LIMIT n)`: short statements and short locks,
 // so the live tables keep serving while a backlog of months is cleared.
+async function deleteOldRows(db: Db, table: keyof Database, key: string, isOld: RawBuilder<boolean>, limit: number) {
+  const result = await sql`
+    delete from ${sql.table(table)}
+    where ${sql.ref(key)} in (select ${sql.ref(key)} from ${sql.table(table)} where ${isOld} limit ${limit})`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
 export const RETENTION_DELETERS: readonly RetentionDeleter[] = [
   {
     // Published only: an unpublished row is a job not yet in Redis, whatever its age.
     name: 'outbox',
-    async deleteBatch(db, cutoff, limit) {
-      const result = await db
-        .deleteFrom('outbox')
-        .where('id', 'in', (eb) => eb.selectFrom('outbox').select('id').where('published_at', '<', cutoff).limit(limit))
-        .executeTakeFirst();
-      return Number(result.numDeletedRows);
-    },
+    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'outbox', 'id', sql`published_at < ${cutoff}`, limit),
   },
   {
     // The no-second-send record: its job has long left Redis (completed jobs are kept 24 h).
     name: 'sentEmails',
-    async deleteBatch(db, cutoff, limit) {
-      const result = await db
-        .deleteFrom('sent_emails')
-        .where('job_id', 'in', (eb) => eb.selectFrom('sent_emails').select('job_id').where('sent_at', '<', cutoff).limit(limit))
-        .executeTakeFirst();
-      return Number(result.numDeletedRows);
-    },
+    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'sent_emails', 'job_id', sql`sent_at < ${cutoff}`, limit),
   },
   {
     // Webhook event ids: a replay older than this would be applied again, and finds its order already settled.
     name: 'paymentEvents',
-    async deleteBatch(db, cutoff, limit) {
-      const result = await db
-        .deleteFrom('payment_events')
-        .where('event_id', 'in', (eb) => eb.selectFrom('payment_events').select('event_id').where('received_at', '<', cutoff).limit(limit))
-        .executeTakeFirst();
-      return Number(result.numDeletedRows);
-    },
+    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'payment_events', 'event_id', sql`received_at < ${cutoff}`, limit),
   },
   {
     // Used or expired before the cutoff: such a token can never verify anything again.
     name: 'verificationTokens',
-    async deleteBatch(db, cutoff, limit) {
-      const result = await db
-        .deleteFrom('email_verification_tokens')
-        .where('token_hash', 'in', (eb) =>
-          eb
-            .selectFrom('email_verification_tokens')
-            .select('token_hash')
-            .where((w) => w.or([w('used_at', '<', cutoff), w('expires_at', '<', cutoff)]))
-            .limit(limit),
-        )
-        .executeTakeFirst();
-      return Number(result.numDeletedRows);
-    },
+    deleteBatch: (db, cutoff, limit) =>
+      deleteOldRows(db, 'email_verification_tokens', 'token_hash', sql`used_at < ${cutoff} or expires_at < ${cutoff}`, limit),
   },
   {
     // Throttle rows only matter for 60 s.
     name: 'signupThrottle',
-    async deleteBatch(db, cutoff, limit) {
-      const result = await db
-        .deleteFrom('signup_throttle')
-        .where('address_key', 'in', (eb) =>
-          eb.selectFrom('signup_throttle').select('address_key').where('last_queued_at', '<', cutoff).limit(limit),
-        )
-        .executeTakeFirst();
-      return Number(result.numDeletedRows);
-    },
+    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'signup_throttle', 'address_key', sql`last_queued_at < ${cutoff}`, limit),
   },
   {
     // Batch jobs untouched for the period (finished, cancelled or abandoned), with their export files and import uploads and errors.
