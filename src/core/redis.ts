@@ -59,8 +59,10 @@ export function createRedis(topology: RedisTopology, profile: RedisProfile, opti
         // Asks the sentinels again on every reconnect, so a lost primary is replaced by the promoted one.
         retryStrategy: reconnectDelay,
         sentinelRetryStrategy: reconnectDelay,
-        // Listens for +switch-master: a demoted primary that is still up is left at once, not at its first READONLY.
-        failoverDetector: true,
+        // A demoted primary that is still up answers writes with READONLY: reconnect, and the sentinels name the new one.
+        // (Not ioredis' failoverDetector: a +switch-master arriving while the connection is reconnecting, the usual
+        // case when the primary died, aborted that attempt and left the connection ended for good — seen in tests.)
+        reconnectOnError: (err) => err.message.startsWith('READONLY'),
         lazyConnect,
       });
     case 'cluster': {
