@@ -59,9 +59,10 @@ export function createRedis(topology: RedisTopology, profile: RedisProfile, opti
         // Asks the sentinels again on every reconnect, so a lost primary is replaced by the promoted one.
         retryStrategy: reconnectDelay,
         sentinelRetryStrategy: reconnectDelay,
-        // A demoted primary that is still up answers writes with READONLY: reconnect, and the sentinels name the new one.
-        // (Not ioredis' failoverDetector: a +switch-master arriving while the connection is reconnecting, the usual
-        // case when the primary died, aborted that attempt and left the connection ended for good — seen in tests.)
+        // A demoted primary drops its clients, so the reconnect asks the sentinels again (tested); should a connection
+        // survive the demotion, its first write answers READONLY: reconnect then too. Not ioredis' failoverDetector: a
+        // +switch-master arriving while the connection is reconnecting (the usual case when the primary died) aborted
+        // that attempt and left the connection ended for good — errand never became ready again (seen in tests).
         reconnectOnError: (err) => err.message.startsWith('READONLY'),
         lazyConnect,
       });

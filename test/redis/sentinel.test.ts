@@ -2,7 +2,7 @@
 import t from 'tap';
 import { EMAIL_QUEUE } from '../../src/queues.js';
 import { sleep, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
-import { startRedisSentinel } from '../support/redis-topologies.js';
+import { probeRedis, SENTINEL_MASTER_NAME, startRedisSentinel } from '../support/redis-topologies.js';
 
 const SIGNUPS = 60;
 
@@ -89,6 +89,36 @@ t.test('kill the primary mid-burst: every 2xx signup gets its email exactly once
   );
   const unpublished = await deps.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute();
   t.equal(unpublished.length, 0, 'the outbox is drained');
+});
+
+t.test('a forced failover, the old primary still up (demoted): errand moves to the new primary', async (t) => {
+  const redis = await startRedisSentinel(t, { replicas: 1, sentinels: 3, downAfterMs: 1000, failoverTimeoutMs: 3000 });
+  const smtp = await startSmtpServer(t);
+  const errand = await startTestErrand(t, testEnv(t, { REDIS_URL: redis.url, SMTP_URL: smtp.url, LOG_LEVEL: 'warn' }));
+  const { app } = errand;
+  const signup = (email: string) => app.inject({ method: 'POST', url: '/auth/signup', payload: { email } });
+  await waitFor(async () => (await app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 || undefined, 15000, 'ready');
+  t.equal((await signup('before@example.com')).statusCode, 202);
+  await smtp.waitForEmails(1, 15000);
+
+  // The sentinels promote the replica and turn the old primary, which keeps running, into a replica.
+  await probeRedis(redis.sentinels[0].port, (sentinel) => sentinel.call('SENTINEL', 'FAILOVER', SENTINEL_MASTER_NAME));
+  await waitFor(async () => ((await redis.primaryPort()) === redis.replicas[0].port ? true : undefined), 30000, 'the replica promoted');
+  const demoted = await waitFor(
+    async () => ((await probeRedis(redis.primary.port, (old) => old.call('ROLE') as Promise<[string]>))[0] === 'slave' ? true : undefined),
+    30000,
+    'the old primary demoted',
+  );
+  t.ok(demoted, 'the old primary is up, now a replica');
+
+  await waitFor(
+    async () => (await app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200 || undefined,
+    30000,
+    'ready on the new primary',
+  );
+  t.equal((await signup('after@example.com')).statusCode, 202);
+  const received = await smtp.waitForEmails(2, 30000);
+  t.same(received.map((email) => email.to[0]).sort(), ['after@example.com', 'before@example.com'], 'the email after the failover went out');
 });
 
 t.test('readiness names redis when no sentinel answers', async (t) => {
