@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis, type RedisOptions } from 'ioredis';
-import { waitFor, type T } from './helpers.js';
+import { EMAIL_QUEUE, type Queues } from '../../src/queues.js';
+import { sleep, waitFor, type ReceivedEmail, type T } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -105,10 +106,10 @@ function redisProcess(t: T, port: number, args: string[], probeOptions: RedisOpt
   return proc;
 }
 
-function commonArgs(port: number, dir: string): string[] {
+/** A fresh server's arguments: nothing kept on disk, errand's eviction policy; with `tlsOnly`, TLS on `port` and no plain-text port. */
+function commonArgs(port: number, dir: string, options: { tlsOnly?: boolean } = {}): string[] {
   return [
-    '--port',
-    String(port),
+    ...(options.tlsOnly ? ['--port', '0', '--tls-port', String(port)] : ['--port', String(port)]),
     '--bind',
     '127.0.0.1',
     '--save',
@@ -344,20 +345,7 @@ export async function startTlsRedis(t: T): Promise<TlsRedis> {
     port,
     [
       // No plain-text port: only a TLS client gets in.
-      '--port',
-      '0',
-      '--tls-port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--dir',
-      dir,
-      '--logfile',
-      join(dir, 'redis-tls.log'),
+      ...commonArgs(port, dir, { tlsOnly: true }),
       '--tls-cert-file',
       certPath,
       '--tls-key-file',
@@ -371,4 +359,24 @@ export async function startTlsRedis(t: T): Promise<TlsRedis> {
   );
   await server.start();
   return { port: port, caPath: certPath, server };
+}
+
+/**
+ * After a failover test's emails are in: waits until the email queue has nothing active, waiting or delayed, then
+ * long enough for a lapsed job lock (4 s in these tests) to be found by the stalled check (every 2 s), and counts
+ * the messages each address received.
+ */
+export async function settledEmailsPerAddress(queues: Queues, received: readonly ReceivedEmail[]): Promise<Map<string, number>> {
+  await waitFor(
+    async () => {
+      const counts = await queues[EMAIL_QUEUE].getJobCounts('active', 'wait', 'delayed', 'prioritized');
+      return Object.values(counts).every((n) => n === 0) || undefined;
+    },
+    30000,
+    'email queue idle',
+  );
+  await sleep(4500);
+  const perAddress = new Map<string, number>();
+  for (const email of received) perAddress.set(email.to[0], (perAddress.get(email.to[0]) ?? 0) + 1);
+  return perAddress;
 }
