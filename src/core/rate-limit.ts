@@ -4,7 +4,7 @@ import type { Logger } from './logger.js';
 import type { RedisClient } from './redis.js';
 
 // INCRBY n + first-hit PEXPIRE in one atomic step on one key (so it works on a cluster too); returns [count, ms left].
-// n > 1 when several requests of one client arrived together (see `coalesce` below).
+// n > 1 when several requests of one client arrived together (see `countInRedis` below).
 const INCR_WITH_WINDOW = `
 local current = redis.call('INCRBY', KEYS[1], ARGV[2])
 if current == tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
