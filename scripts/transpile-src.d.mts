@@ -2,3 +2,5 @@
 export function srcFiles(root: string): string[];
 export function transpileSrc(root: string, outdir: string): Promise<void>;
 export function transpileSrcSync(root: string, outdir: string): void;
+export const TEST_BUILD_DIR: string;
+export function transpileForTests(root: string): string;

@@ -3,13 +3,9 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { ConfigError, environmentWithDotenv, loadConfig } from '../../src/config.js';
 import { signWebhook } from '../../src/payments/signature.js';
-import { REPO_ROOT, childEnv, spawnErrand, testEnv } from '../support/helpers.js';
-
-// The child runs in a directory of its own, so tsx is loaded by absolute URL, not resolved from that cwd.
-const TSX_LOADER = pathToFileURL(join(REPO_ROOT, 'node_modules/tsx/dist/loader.mjs')).href;
+import { builtMainScript, childEnv, scriptArgs, spawnErrand, testEnv } from '../support/helpers.js';
 
 function tempDirWithDotenv(t: { teardown(fn: () => void): void }, content: string | undefined): string {
   const dir = mkdtempSync(join(tmpdir(), 'errand-dotenv-'));
@@ -24,7 +20,7 @@ function run(
   env: Record<string, string | undefined>,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, ...args], {
+    const child = spawn(process.execPath, args, {
       cwd,
       env: childEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -65,9 +61,8 @@ t.test('environmentWithDotenv: no .env is the environment alone; an unreadable o
 
 t.test('a script run in a directory with .env reads it; a real variable overrides it', async (t) => {
   const dir = tempDirWithDotenv(t, 'PAYMENT_WEBHOOK_SECRET=secret-from-dotenv\n');
-  const script = join(REPO_ROOT, 'scripts/sign-webhook.ts');
   const body = '{"id":"evt_1"}';
-  const args = [script, '--timestamp', '1700000000', body];
+  const args = [...scriptArgs('sign-webhook.ts'), '--timestamp', '1700000000', body];
 
   const fromFile = await run(dir, args, {});
   t.equal(fromFile.code, 0, fromFile.stderr);
@@ -80,7 +75,7 @@ t.test('a script run in a directory with .env reads it; a real variable override
 
 t.test('errand reads .env at start: a bad value there stops it naming the variable', async (t) => {
   const dir = tempDirWithDotenv(t, 'EMAIL_CONCURRENCY=many\n');
-  const result = await run(dir, [join(REPO_ROOT, 'src/main.ts')], { NODE_ENV: 'test' });
+  const result = await run(dir, [builtMainScript()], { NODE_ENV: 'test' });
   t.equal(result.code, 1);
   t.match(result.stderr.trim(), /^invalid configuration: .*EMAIL_CONCURRENCY/);
   t.equal(result.stderr.trim().split('\n').length, 1, 'one line');
@@ -92,7 +87,6 @@ t.test('errand started in a directory with .env uses it, under the real environm
   const dir = tempDirWithDotenv(t, `ADMIN_TOKEN=${token}\nEMAIL_CONCURRENCY=many\nROLE=worker\n`);
   const errand = await spawnErrand(t, testEnv(t, { EMAIL_CONCURRENCY: '2', ROLE: 'all' }), {
     cwd: dir,
-    args: ['--import', TSX_LOADER, join(REPO_ROOT, 'src/main.ts')],
   });
   const res = await fetch(`${errand.baseUrl}/admin/queues`, { headers: { authorization: `Bearer ${token}` } });
   await res.body?.cancel();

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../support/helpers.js';
 
@@ -16,7 +17,7 @@ t.test('the Dockerfile lints clean', async (t) => {
 // What the runtime stage does (its files, env, production-only dependencies, CMD and HEALTHCHECK) is run, not
 // read, by test/ops/production-build.test.ts. Only the user cannot be exercised without a Docker daemon.
 t.test('the runtime stage runs as the unprivileged node user', async (t) => {
-  const text = await readFile(new URL('../../Dockerfile', import.meta.url), 'utf8');
+  const text = await readFile(path.join(REPO_ROOT, 'Dockerfile'), 'utf8');
   const runtime = text.slice(text.lastIndexOf('\nFROM '));
   const users = [...runtime.matchAll(/^USER\s+(\S+)\s*$/gm)].map((match) => match[1]);
   t.same(users, ['node'], 'one USER instruction in the last stage: node');

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDb, migrateToLatest } from '../../src/core/db.js';
-import { REPO_ROOT, childEnv, freshDatabaseUrl, runScript, testEnv } from '../support/helpers.js';
+import { REPO_ROOT, childEnv, freshDatabaseUrl, runScript, scriptArgs, testEnv } from '../support/helpers.js';
 import { insertOrders, startSimulator } from '../support/reconcile.js';
 
 interface TerminalRun {
@@ -24,7 +24,7 @@ let runs = 0;
  */
 function runOnTerminal(script: string, args: string[], env: Record<string, string | undefined>): Promise<TerminalRun> {
   const stdoutFile = join(outDir, `stdout-${++runs}.txt`);
-  const command = [process.execPath, '--import', 'tsx', `scripts/${script}`, ...args].map((word) => `'${word}'`).join(' ');
+  const command = [process.execPath, ...scriptArgs(script), ...args].map((word) => `'${word}'`).join(' ');
   return new Promise((resolve, reject) => {
     const child = spawn('script', ['-qefc', `${command} > '${stdoutFile}'`, '/dev/null'], {
       cwd: REPO_ROOT,

@@ -4,13 +4,13 @@ import { existsSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:
 import path from 'node:path';
 import { connect, createServer, type Socket } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import { SMTPServer } from 'smtp-server';
 import { simpleParser } from 'mailparser';
-import { srcFiles, transpileSrcSync } from '../../scripts/transpile-src.mjs';
+import { TEST_BUILD_DIR, srcFiles, transpileSrcSync } from '../../scripts/transpile-src.mjs';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startErrand, type Errand } from '../../src/errand.js';
 import type { Deps } from '../../src/deps.js';
@@ -21,7 +21,10 @@ export interface T {
   teardown: Teardown;
 }
 
-export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** Two levels up from test/support/ — or three, when this file runs from `npm test`'s .test-build/ (TEST_BUILD_DIR). */
+const TESTS_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const RUNNING_FROM_TEST_BUILD = path.basename(TESTS_ROOT) === TEST_BUILD_DIR;
+export const REPO_ROOT = RUNNING_FROM_TEST_BUILD ? path.dirname(TESTS_ROOT) : TESTS_ROOT;
 
 export const BASE_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -72,7 +75,7 @@ function buildTemplateDatabase(template: string): void {
   const building = uniqueName('errand_template_building');
   psqlSync(`CREATE DATABASE ${quoteIdentifier(building)}`);
   try {
-    execFileSync(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts'], {
+    execFileSync(process.execPath, scriptArgs('migrate.ts'), {
       cwd: REPO_ROOT,
       env: childEnv({ DATABASE_URL: `${BASE_DATABASE_URL}/${building}`, REDIS_URL, NODE_ENV: 'test' }),
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -584,6 +587,19 @@ export interface ScriptResult {
   stderr: string;
 }
 
+/** tsx by absolute URL: a child started in a directory of its own cannot resolve it from there. */
+const TSX_IMPORT = pathToFileURL(path.join(REPO_ROOT, 'node_modules/tsx/dist/loader.mjs')).href;
+
+/**
+ * node's arguments to run `scripts/<script>` (e.g. `sweep.ts`) from any directory: from the test build, its
+ * compiled JavaScript; from the checkout, the TypeScript through tsx.
+ */
+export function scriptArgs(script: string): string[] {
+  return RUNNING_FROM_TEST_BUILD
+    ? [path.join(TESTS_ROOT, 'scripts', script.replace(/\.ts$/, '.js'))]
+    : ['--import', TSX_IMPORT, path.join(REPO_ROOT, 'scripts', script)];
+}
+
 /** Runs a script under scripts/ to its end, as its own process with exactly `env`; SIGKILLed after `timeoutMs`. */
 export function runScript(
   script: string,
@@ -592,7 +608,7 @@ export function runScript(
   timeoutMs = 60000,
 ): Promise<ScriptResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', `scripts/${script}`, ...args], {
+    const child = spawn(process.execPath, [...scriptArgs(script), ...args], {
       cwd: REPO_ROOT,
       env: childEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
