@@ -4,3 +4,5 @@ export function transpileSrc(root: string, outdir: string): Promise<void>;
 export function transpileSrcSync(root: string, outdir: string): void;
 export const TEST_BUILD_DIR: string;
 export function transpileForTests(root: string): string;
+export const TEST_BUNDLE_DIR: string;
+export function bundleTests(root: string): string;

@@ -21,10 +21,18 @@ export interface T {
   teardown: Teardown;
 }
 
-/** Two levels up from test/support/ — or three, when this file runs from `npm test`'s .test-build/ (TEST_BUILD_DIR). */
-const TESTS_ROOT = fileURLToPath(new URL('../..', import.meta.url));
-export const RUNNING_FROM_TEST_BUILD = path.basename(TESTS_ROOT) === TEST_BUILD_DIR;
-export const REPO_ROOT = RUNNING_FROM_TEST_BUILD ? path.dirname(TESTS_ROOT) : TESTS_ROOT;
+/** This module's file: test/support/helpers.ts, or compiled by `npm test` into .test-build/ or bundled into .test-bundle/. */
+const THIS_FILE = fileURLToPath(import.meta.url);
+
+/** The checkout: the nearest directory above this code that holds tsconfig.json (the build folders hold none). */
+export const REPO_ROOT = (() => {
+  for (let dir = path.dirname(THIS_FILE); dir !== path.dirname(dir); dir = path.dirname(dir))
+    if (existsSync(path.join(dir, 'tsconfig.json'))) return dir;
+  throw new Error(`no tsconfig.json above ${THIS_FILE}`);
+})();
+
+/** Run as JavaScript `npm test` built: spawned scripts then run from its .test-build/ too, without tsx. */
+const RUNNING_COMPILED = !THIS_FILE.endsWith('.ts');
 
 export const BASE_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -595,8 +603,8 @@ const TSX_IMPORT = pathToFileURL(path.join(REPO_ROOT, 'node_modules/tsx/dist/loa
  * compiled JavaScript; from the checkout, the TypeScript through tsx.
  */
 export function scriptArgs(script: string): string[] {
-  return RUNNING_FROM_TEST_BUILD
-    ? [path.join(TESTS_ROOT, 'scripts', script.replace(/\.ts$/, '.js'))]
+  return RUNNING_COMPILED
+    ? [path.join(REPO_ROOT, TEST_BUILD_DIR, 'scripts', script.replace(/\.ts$/, '.js'))]
     : ['--import', TSX_IMPORT, path.join(REPO_ROOT, 'scripts', script)];
 }
 
