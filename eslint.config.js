@@ -3,7 +3,19 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', '.test-dist-*/**', '.test-build/**', '.test-bundle/**', 'node_modules/**', 'coverage/**', '.tap/**', 'var/**'] },
+  {
+    ignores: [
+      'dist/**',
+      '.test-dist-*/**',
+      '.test-build/**',
+      '.test-bundle/**',
+      '.test-main/**',
+      'node_modules/**',
+      'coverage/**',
+      '.tap/**',
+      'var/**',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

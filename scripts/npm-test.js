@@ -1,15 +1,17 @@
 // `npm test`: esbuild transpiles src/, scripts/ and test/ into .test-build/ and bundles each test file into
-// .test-bundle/ (a few seconds in all), then Node's built-in runner (`node --test`) runs each bundled test file in a
+// .test-bundle/ (a few seconds in all), then Node's built-in test runner (node:test's run()) runs each bundled test file in a
 // node process of its own, several at once, and reads the TAP that the tap library prints. No TypeScript loader
 // (tsx: ~2.3 s of CPU per file), no tap runner hooks (its process-info loader hooks every module a file loads:
 // ~1.5 s) and no loading of ~900 separate modules (~1.2 s) in a test process: together they were about two thirds
 // of the suite's CPU. `npm run test:coverage` runs the .test-build/ files under tap's runner.
 // The static checks (tsc, eslint, prettier) are `npm run check`, which .ci/run runs before this.
-import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
-import { TEST_BUNDLE_DIR, bundleTests, transpileForTests } from './transpile-src.mjs';
+import { pipeline } from 'node:stream/promises';
+import { run } from 'node:test';
+import { spec } from 'node:test/reporters';
+import { TEST_BUNDLE_DIR, bundleMainForTests, bundleTests, transpileForTests } from './transpile-src.mjs';
 
 const ROOT = path.join(import.meta.dirname, '..');
 
@@ -59,28 +61,24 @@ function testFiles(requested) {
 }
 
 const requested = process.argv.slice(2);
-// The scripts that tests spawn run from .test-build/; the test files themselves from .test-bundle/.
+// The scripts that tests spawn run from .test-build/, the errands they spawn from .test-main/, the test files from .test-bundle/.
 transpileForTests(ROOT);
 bundleTests(ROOT);
+bundleMainForTests(ROOT);
 const files = testFiles(requested);
 if (requested.length && !files.length) {
   process.stderr.write(`no test file matches ${requested.join(' ')}\n`);
   process.exit(1);
 }
-// tap reads its per-test timeout from TAP_TIMEOUT (seconds) when no tap runner set it.
-const testEnv = { ...process.env, TAP_TIMEOUT: String(FILE_TIMEOUT_S) };
-const nodeTest = [
-  '--enable-source-maps',
-  '--test',
-  `--test-concurrency=${CONCURRENCY}`,
-  `--test-timeout=${FILE_TIMEOUT_S * 1000}`,
-  '--test-reporter=spec',
-  ...files,
-];
+// Children inherit this environment: tap reads its per-test timeout from TAP_TIMEOUT (seconds) when no tap runner
+// set it, and stack traces point into the TypeScript sources.
+process.env.TAP_TIMEOUT = String(FILE_TIMEOUT_S);
+process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --enable-source-maps`.trim();
 const started = Date.now();
-const child = spawn(process.execPath, nodeTest, { stdio: 'inherit', env: testEnv });
-const code = await new Promise((resolve) => child.on('exit', (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
-process.stdout.write(
-  `\n# ${files.length} test files: ${code === 0 ? 'ok' : 'FAILED'} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
-);
-process.exitCode = code === 0 ? 0 : 1;
+// run() rather than `node --test`: the CLI sorts the files by name, run() starts them in the order given.
+let failed = false;
+const stream = run({ files: files.map((file) => path.join(ROOT, file)), concurrency: CONCURRENCY, timeout: FILE_TIMEOUT_S * 1000 });
+stream.on('test:fail', () => (failed = true));
+await pipeline(stream, new spec(), process.stdout, { end: false });
+process.stdout.write(`\n# ${files.length} test files: ${failed ? 'FAILED' : 'ok'} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+process.exitCode = failed ? 1 : 0;

@@ -6,3 +6,5 @@ export const TEST_BUILD_DIR: string;
 export function transpileForTests(root: string): string;
 export const TEST_BUNDLE_DIR: string;
 export function bundleTests(root: string): string;
+export const TEST_MAIN_DIR: string;
+export function bundleMainForTests(root: string): string;

@@ -17,6 +17,8 @@ async function startStallingSmtp() {
     authOptional: true,
     disabledCommands: ['STARTTLS', 'AUTH'],
     logger: false,
+    // The held connection is dropped 1 s into the teardown's close (smtp-server's default waits 30 s).
+    closeTimeout: 1000,
     onData(stream, session, callback) {
       stream.resume();
       stream.on('end', () => {

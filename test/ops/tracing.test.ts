@@ -121,6 +121,12 @@ t.test('traced errand: one signup is one trace, from the HTTP request through th
       15000,
       'the SMTP send span in the signup trace',
     );
+    // The consumer span ends after its child (when the job completes), so it may come in a later export batch.
+    await waitFor(
+      () => receiver.spans.some((s) => s.kind === CONSUMER && s.traceId === trace) || undefined,
+      15000,
+      'the consumer span in the signup trace',
+    ).catch(() => undefined);
     const inTrace = receiver.spans.filter((s) => s.traceId === trace);
 
     t.ok(
@@ -171,7 +177,12 @@ t.test('traced errand: one signup is one trace, from the HTTP request through th
       15000,
       'the SMTP send span in the stored trace',
     );
-    const consumer = receiver.spans.find((s) => s.kind === CONSUMER && s.traceId === traceId);
+    // The consumer span ends after its child (when the job completes), so it may come in a later export batch.
+    const consumer = await waitFor(
+      () => receiver.spans.find((s) => s.kind === CONSUMER && s.traceId === traceId),
+      15000,
+      'the consumer span in the stored trace',
+    ).catch(() => undefined);
     t.ok(consumer, 'the consumer span is in the trace stored with the row');
     t.equal(consumer?.parentSpanId, parentSpanId, 'its parent is the span that wrote the row');
     t.equal(smtpSend.parentSpanId, consumer?.spanId, 'the SMTP send is a child of the consumer');

@@ -10,7 +10,7 @@ import pg from 'pg';
 import { Redis } from 'ioredis';
 import { SMTPServer } from 'smtp-server';
 import { simpleParser } from 'mailparser';
-import { TEST_BUILD_DIR, srcFiles, transpileSrcSync } from '../../scripts/transpile-src.mjs';
+import { TEST_BUILD_DIR, TEST_MAIN_DIR, srcFiles, transpileSrcSync } from '../../scripts/transpile-src.mjs';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startErrand, type Errand } from '../../src/errand.js';
 import type { Deps } from '../../src/deps.js';
@@ -181,6 +181,8 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
     // Its bundled certificate has expired: no STARTTLS.
     disabledCommands: ['STARTTLS', 'AUTH'],
     logger: false,
+    // At teardown, connections errand's mail pool still holds are dropped after 1 s (smtp-server's default waits 30 s).
+    closeTimeout: 1000,
     onData(stream, session, callback) {
       const chunks: Buffer[] = [];
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -467,6 +469,9 @@ export const builtMainScript: () => string = (() => {
   let main: string | undefined;
   return () => {
     if (main) return main;
+    // Under `npm test`: the entry point it bundled (scripts/transpile-src.mjs, bundleMainForTests).
+    const bundled = path.join(REPO_ROOT, TEST_MAIN_DIR, 'errand', 'main.js');
+    if (RUNNING_COMPILED && existsSync(bundled)) return (main = bundled);
     const srcDir = path.join(REPO_ROOT, 'src');
     const sources = srcFiles(REPO_ROOT);
     const hash = createHash('sha256');
