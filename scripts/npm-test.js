@@ -1,6 +1,6 @@
-// `npm test`: esbuild transpiles src/, scripts/ and test/ into .test-build/ and bundles each test file into
-// .test-bundle/ (a few seconds in all), then Node's built-in test runner (node:test's run()) runs each bundled test file in a
-// node process of its own, several at once, and reads the TAP that the tap library prints. No TypeScript loader
+// `npm test`: esbuild bundles each test file into .test-bundle/, and errand's entry point and the scripts into
+// .test-main/ for the tests that spawn them (a few seconds in all), then Node's built-in test runner (node:test's
+// run()) runs each bundled test file in a node process of its own, several at once, and reads the TAP that the tap library prints. No TypeScript loader
 // (tsx: ~2.3 s of CPU per file), no tap runner hooks (its process-info loader hooks every module a file loads:
 // ~1.5 s) and no loading of ~900 separate modules (~1.2 s) in a test process: together they were about two thirds
 // of the suite's CPU. `npm run test:coverage` runs the .test-build/ files under tap's runner.
@@ -11,7 +11,7 @@ import process from 'node:process';
 import { pipeline } from 'node:stream/promises';
 import { run } from 'node:test';
 import { spec } from 'node:test/reporters';
-import { TEST_BUNDLE_DIR, bundleMainForTests, bundleTests, transpileForTests } from './transpile-src.mjs';
+import { TEST_BUNDLE_DIR, bundleMainForTests, bundleTests } from './transpile-src.mjs';
 
 const ROOT = path.join(import.meta.dirname, '..');
 
@@ -61,8 +61,7 @@ function testFiles(requested) {
 }
 
 const requested = process.argv.slice(2);
-// The scripts that tests spawn run from .test-build/, the errands they spawn from .test-main/, the test files from .test-bundle/.
-transpileForTests(ROOT);
+// The test files run from .test-bundle/; the errands and scripts they spawn from .test-main/.
 bundleTests(ROOT);
 bundleMainForTests(ROOT);
 const files = testFiles(requested);

@@ -1,11 +1,11 @@
 // TypeScript → plain JavaScript, file for file as tsc emits it (relative imports already name the .js files), by
 // esbuild: well under a second, no type check (that is `tsc --noEmit`'s job).
-// - src/ alone, by `npm start` (into dist/) and by the tests that spawn an errand (into a per-run folder). The
-//   output folder must sit one level below the repository root, like dist/, so that migrations/ and package.json
-//   are found as from dist/.
-// - src/, scripts/ and test/ together, by `npm test` (into .test-build/, see transpileForTests): the scripts the
-//   tests spawn run from there.
-// - the test files bundled, by `npm test` (into .test-bundle/, see bundleTests): what the test processes load.
+// - src/ alone, by `npm start` (into dist/) and by test files run by hand that spawn an errand (into a per-run
+//   folder). The output folder must sit one level below the repository root, like dist/, so that migrations/ and
+//   package.json are found as from dist/.
+// - src/, scripts/ and test/ together, by `npm run test:coverage` (into .test-build/, see transpileForTests).
+// - bundled, by `npm test`: the test files (into .test-bundle/, see bundleTests), errand's entry point and the
+//   scripts the tests spawn (into .test-main/, see bundleMainForTests).
 import { cpSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { build, buildSync } from 'esbuild';
@@ -136,26 +136,26 @@ export function bundleTests(root) {
   return outdir;
 }
 
-/** Where `npm test` puts errand's entry point bundled, for the tests that spawn errand (`<root>/.test-main/errand/main.js`). */
+/** Where `npm test` puts errand's entry point and the scripts bundled: `<root>/.test-main/{src/main.js,scripts/*.js}`. */
 export const TEST_MAIN_DIR = '.test-main';
 
 /**
- * src/main.ts bundled with its packages, for the tests that spawn errand: ~1 s less CPU per spawned process than
- * the transpiled files (fewer modules to load). Two levels below the root, chunks beside it, so migrations/ and
- * package.json are found as from src/. pg and ioredis stay separate modules too: with tracing on, OpenTelemetry
- * instruments them by hooking their loading.
+ * src/main.ts and scripts/*.ts bundled with their packages, for the tests that spawn errand or a script: ~1 s
+ * less CPU per spawned process than transpiled files (far fewer modules to load). Entries and shared chunks sit
+ * two levels below the root, so migrations/ and package.json are found as from src/. pg and ioredis stay
+ * separate modules too: with tracing on, OpenTelemetry instruments them by hooking their loading.
  */
 export function bundleMainForTests(root) {
-  const outdir = path.join(root, TEST_MAIN_DIR, 'errand');
-  rmSync(path.join(root, TEST_MAIN_DIR), { recursive: true, force: true });
-  const srcDir = path.join(root, 'src');
+  const outdir = path.join(root, TEST_MAIN_DIR);
+  rmSync(outdir, { recursive: true, force: true });
+  const entryPoints = [path.join(root, 'src', 'main.ts'), ...tsFiles(root, 'scripts').map((file) => path.join(root, 'scripts', file))];
   buildSync({
-    ...options([path.join(srcDir, 'main.ts')], srcDir, outdir),
+    ...options(entryPoints, root, outdir),
     bundle: true,
     splitting: true,
-    chunkNames: '[name]-[hash]',
+    chunkNames: 'chunks/[name]-[hash]',
     external: [...TEST_BUNDLE_EXTERNAL, 'pg', 'ioredis'],
     banner: { js: COMMONJS_GLOBALS },
   });
-  return path.join(outdir, 'main.js');
+  return outdir;
 }

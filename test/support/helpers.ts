@@ -10,7 +10,7 @@ import pg from 'pg';
 import { Redis } from 'ioredis';
 import { SMTPServer } from 'smtp-server';
 import { simpleParser } from 'mailparser';
-import { TEST_BUILD_DIR, TEST_MAIN_DIR, srcFiles, transpileSrcSync } from '../../scripts/transpile-src.mjs';
+import { TEST_BUILD_DIR, TEST_BUNDLE_DIR, TEST_MAIN_DIR, srcFiles, transpileSrcSync } from '../../scripts/transpile-src.mjs';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startErrand, type Errand } from '../../src/errand.js';
 import type { Deps } from '../../src/deps.js';
@@ -31,8 +31,16 @@ export const REPO_ROOT = (() => {
   throw new Error(`no tsconfig.json above ${THIS_FILE}`);
 })();
 
-/** Run as JavaScript `npm test` built: spawned scripts then run from its .test-build/ too, without tsx. */
-const RUNNING_COMPILED = !THIS_FILE.endsWith('.ts');
+/**
+ * How this code runs: bundled by `npm test` (which also bundles errand and the scripts into .test-main/ for the
+ * tests to spawn), transpiled into .test-build/ (`npm run test:coverage`, with the scripts beside it), or as
+ * TypeScript through tsx (a file run by hand).
+ */
+const RUNNING_FROM: 'bundle' | 'build' | 'source' = THIS_FILE.includes(`${path.sep}${TEST_BUNDLE_DIR}${path.sep}`)
+  ? 'bundle'
+  : THIS_FILE.endsWith('.ts')
+    ? 'source'
+    : 'build';
 
 export const BASE_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -470,8 +478,7 @@ export const builtMainScript: () => string = (() => {
   return () => {
     if (main) return main;
     // Under `npm test`: the entry point it bundled (scripts/transpile-src.mjs, bundleMainForTests).
-    const bundled = path.join(REPO_ROOT, TEST_MAIN_DIR, 'errand', 'main.js');
-    if (RUNNING_COMPILED && existsSync(bundled)) return (main = bundled);
+    if (RUNNING_FROM === 'bundle') return (main = path.join(REPO_ROOT, TEST_MAIN_DIR, 'src', 'main.js'));
     const srcDir = path.join(REPO_ROOT, 'src');
     const sources = srcFiles(REPO_ROOT);
     const hash = createHash('sha256');
@@ -604,13 +611,14 @@ export interface ScriptResult {
 const TSX_IMPORT = pathToFileURL(path.join(REPO_ROOT, 'node_modules/tsx/dist/loader.mjs')).href;
 
 /**
- * node's arguments to run `scripts/<script>` (e.g. `sweep.ts`) from any directory: from the test build, its
- * compiled JavaScript; from the checkout, the TypeScript through tsx.
+ * node's arguments to run `scripts/<script>` (e.g. `sweep.ts`) from any directory: compiled JavaScript under
+ * `npm test` (bundled) or `npm run test:coverage` (transpiled); the TypeScript through tsx otherwise.
  */
 export function scriptArgs(script: string): string[] {
-  return RUNNING_COMPILED
-    ? [path.join(REPO_ROOT, TEST_BUILD_DIR, 'scripts', script.replace(/\.ts$/, '.js'))]
-    : ['--import', TSX_IMPORT, path.join(REPO_ROOT, 'scripts', script)];
+  const compiled = script.replace(/\.ts$/, '.js');
+  if (RUNNING_FROM === 'bundle') return [path.join(REPO_ROOT, TEST_MAIN_DIR, 'scripts', compiled)];
+  if (RUNNING_FROM === 'build') return [path.join(REPO_ROOT, TEST_BUILD_DIR, 'scripts', compiled)];
+  return ['--import', TSX_IMPORT, path.join(REPO_ROOT, 'scripts', script)];
 }
 
 /** Runs a script under scripts/ to its end, as its own process with exactly `env`; SIGKILLed after `timeoutMs`. */
