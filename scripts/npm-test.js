@@ -62,8 +62,7 @@ function testFiles(requested) {
 
 const requested = process.argv.slice(2);
 // The test files run from .test-bundle/; the errands and scripts they spawn from .test-main/.
-bundleTests(ROOT);
-bundleMainForTests(ROOT);
+await Promise.all([bundleTests(ROOT), bundleMainForTests(ROOT)]);
 const files = testFiles(requested);
 if (requested.length && !files.length) {
   process.stderr.write(`no test file matches ${requested.join(' ')}\n`);

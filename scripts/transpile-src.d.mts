@@ -5,6 +5,6 @@ export function transpileSrcSync(root: string, outdir: string): void;
 export const TEST_BUILD_DIR: string;
 export function transpileForTests(root: string): string;
 export const TEST_BUNDLE_DIR: string;
-export function bundleTests(root: string): string;
+export function bundleTests(root: string): Promise<string>;
 export const TEST_MAIN_DIR: string;
-export function bundleMainForTests(root: string): string;
+export function bundleMainForTests(root: string): Promise<string>;

@@ -115,11 +115,11 @@ const COMMONJS_GLOBALS = [
  * half of a small test file's CPU on Node 20. Entries and chunks both sit two levels below the root, so code that
  * finds files from `import.meta.url` (migrations/, package.json, the repository root) finds the same ones.
  */
-export function bundleTests(root) {
+export async function bundleTests(root) {
   const outdir = path.join(root, TEST_BUNDLE_DIR);
   rmSync(outdir, { recursive: true, force: true });
   const testDir = path.join(root, 'test');
-  buildSync({
+  await build({
     ...options(
       tsFiles(root, 'test')
         .filter((file) => file.endsWith('.test.ts'))
@@ -130,6 +130,8 @@ export function bundleTests(root) {
     bundle: true,
     splitting: true,
     chunkNames: 'chunks/[name]-[hash]',
+    // Source maps point at the files on disk (stack traces name test/ and src/ lines) without copying them in.
+    sourcesContent: false,
     external: TEST_BUNDLE_EXTERNAL,
     banner: { js: COMMONJS_GLOBALS },
   });
@@ -145,15 +147,16 @@ export const TEST_MAIN_DIR = '.test-main';
  * two levels below the root, so migrations/ and package.json are found as from src/. pg and ioredis stay
  * separate modules too: with tracing on, OpenTelemetry instruments them by hooking their loading.
  */
-export function bundleMainForTests(root) {
+export async function bundleMainForTests(root) {
   const outdir = path.join(root, TEST_MAIN_DIR);
   rmSync(outdir, { recursive: true, force: true });
   const entryPoints = [path.join(root, 'src', 'main.ts'), ...tsFiles(root, 'scripts').map((file) => path.join(root, 'scripts', file))];
-  buildSync({
+  await build({
     ...options(entryPoints, root, outdir),
     bundle: true,
     splitting: true,
     chunkNames: 'chunks/[name]-[hash]',
+    sourcesContent: false,
     external: [...TEST_BUNDLE_EXTERNAL, 'pg', 'ioredis'],
     banner: { js: COMMONJS_GLOBALS },
   });
