@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
 
-# Build stage: full dependencies, compile TypeScript to dist/.
+# Build stage: full dependencies; type-check src/, then bundle it into dist/ (scripts/build.mjs).
 FROM node:22-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/build.mjs scripts/transpile-src.mjs ./scripts/
 COPY src ./src
 RUN npm run build
 
@@ -18,7 +19,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
-# dist/core/db.js reads ../../migrations, i.e. /app/migrations.
+# errand finds migrations/ beside package.json, i.e. /app/migrations.
 COPY migrations ./migrations
 # MAIL_DIR (var/mail) must be writable when SMTP_URL is unset.
 RUN mkdir -p /app/var/mail && chown -R node:node /app/var

@@ -32,7 +32,7 @@ await runScenario('memory', async () => {
   const sink = await startSmtpSink();
 
   progress('building dist/ (npm run build) for the production start');
-  execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: repoRoot, stdio: 'inherit' });
+  execFileSync('npm', ['run', 'build'], { cwd: repoRoot, stdio: 'inherit' });
 
   const modes = [
     { mode: 'tsx src/main.ts', script: 'src/main.ts', tsx: true },

@@ -8,3 +8,4 @@ export const TEST_BUNDLE_DIR: string;
 export function bundleTests(root: string): Promise<string>;
 export const TEST_MAIN_DIR: string;
 export function bundleMainForTests(root: string): Promise<string>;
+export function bundleErrand(root: string, outdir: string): Promise<void>;

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import pg from 'pg';
+import { packageRoot } from './package-root.js';
 import type { TraceContext } from './tracing.js';
 import {
   Kysely,
@@ -206,7 +206,7 @@ export async function ensureDatabase(databaseUrl: string): Promise<boolean> {
   }
 }
 
-export const migrationsDir = fileURLToPath(new URL('../../migrations', import.meta.url));
+export const migrationsDir = path.join(packageRoot, 'migrations');
 
 /** What `npm run migrate` shows on a terminal. */
 export type MigrationEvent =

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { packageRoot } from '../core/package-root.js';
 import type { RouteDoc } from '../core/route-docs.js';
 
 export const DOCS_PREFIX = '/docs';
@@ -27,8 +29,7 @@ export function adminRouteDoc(doc: Omit<RouteDoc, 'tags' | 'security'>): RouteDo
  * every script) never loads it.
  */
 export async function registerApiDocs(app: FastifyInstance): Promise<void> {
-  // src/ops and dist/ops are both two levels below package.json.
-  const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const { version } = JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version: string };
   const [{ default: swagger }, { default: swaggerUi }] = await Promise.all([import('@fastify/swagger'), import('@fastify/swagger-ui')]);
   await app.register(swagger, {
     openapi: {

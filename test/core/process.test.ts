@@ -11,7 +11,7 @@ t.test('a bad config value stops start-up with one line naming it', async (t) =>
   t.match(errand.stderr[0], /EMAIL_RATE_MAX/);
 });
 
-t.test('npm start: src/ transpiled to dist/, served from dist/main.js in the one node process, stops on SIGTERM', async (t) => {
+t.test('npm start: src/ bundled into dist/, served from dist/main.js in the one node process, stops on SIGTERM', async (t) => {
   const startedAt = Date.now();
   // What `npm start` runs (npm itself would sit between the test and errand and not pass SIGTERM on).
   const errand = await spawnErrand(t, testEnv(t), { args: ['scripts/start.mjs'], readyTimeoutMs: 60000 });

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { cp, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -105,10 +105,15 @@ t.test(
     );
 
     // The real build script (the build stage's `npm run build`), written to the temp dir so a working tree's dist/ is
-    // left alone. --noCheck: the same files, without type checking the tree a second time (`npm test` runs
+    // left alone. --noCheck: the same bundle, without type checking the tree a second time (`npm run check` runs
     // `tsc --noEmit` over src/ and everything else; that is ~25 s of CPU this test need not repeat).
     const built = path.join(dir, '.build');
     await run('npm', ['run', 'build', '--', '--outDir', built, '--noCheck'], { cwd: REPO_ROOT, maxBuffer: 16 * 1024 * 1024 });
+    const builtFiles = await readdir(built);
+    t.ok(
+      builtFiles.includes('main.js') && builtFiles.includes('chunks') && !builtFiles.includes('core'),
+      'dist/ is a bundle, not a file per source',
+    );
     // Lay out the runtime stage's COPY lines: build-stage /app/dist is our build, the rest comes from the checkout.
     for (const copy of runtime.copies) {
       const source = copy.from === 'build' ? (copy.source === '/app/dist' ? built : undefined) : path.join(REPO_ROOT, copy.source);
