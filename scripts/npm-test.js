@@ -1,9 +1,9 @@
 // `npm test`: esbuild bundles each test file into .test-bundle/, and errand's entry point and the scripts into
 // .test-main/ for the tests that spawn them (a few seconds in all), then Node's built-in test runner (node:test's
-// run()) runs each bundled test file in a node process of its own, several at once, and reads the TAP that the tap library prints. No TypeScript loader
-// (tsx: ~2.3 s of CPU per file), no tap runner hooks (its process-info loader hooks every module a file loads:
-// ~1.5 s) and no loading of ~900 separate modules (~1.2 s) in a test process: together they were about two thirds
-// of the suite's CPU. `npm run test:coverage` runs the .test-build/ files under tap's runner.
+// run()) runs each bundled test file in a node process of its own, several at once, and reads the TAP that the tap
+// library prints. No TypeScript loader (tsx: ~2.3 s of CPU per file), no tap runner hooks (its process-info loader
+// hooks every module a file loads: ~1.5 s) and no loading of ~900 separate modules (~1.2 s) in a test process:
+// together they were about two thirds of the suite's CPU. `npm run test:coverage` runs the .test-build/ files under tap's runner.
 // The static checks (tsc, eslint, prettier) are `npm run check`, which .ci/run runs before this.
 import { readdirSync } from 'node:fs';
 import path from 'node:path';

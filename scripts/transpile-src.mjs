@@ -1,11 +1,10 @@
-// TypeScript → plain JavaScript, file for file as tsc emits it (relative imports already name the .js files), by
-// esbuild: well under a second, no type check (that is `tsc --noEmit`'s job).
-// - src/ alone, by `npm start` (into dist/) and by test files run by hand that spawn an errand (into a per-run
-//   folder). The output folder must sit one level below the repository root, like dist/, so that migrations/ and
-//   package.json are found as from dist/.
+// TypeScript → plain JavaScript by esbuild, file for file (relative imports already name the .js files) or bundled:
+// a few seconds at most, no type check (that is `tsc --noEmit`'s job).
+// - src/ alone, by test files run by hand that spawn an errand (into a per-run folder one level below the root).
 // - src/, scripts/ and test/ together, by `npm run test:coverage` (into .test-build/, see transpileForTests).
 // - bundled, by `npm test`: the test files (into .test-bundle/, see bundleTests), errand's entry point and the
 //   scripts the tests spawn (into .test-main/, see bundleMainForTests).
+// - bundled, by `npm run build` and `npm start`: errand itself (into dist/, see bundleErrand).
 import { cpSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { build, buildSync } from 'esbuild';
@@ -36,24 +35,18 @@ function options(entryPoints, outbase, outdir) {
   };
 }
 
-function srcOptions(root, outdir) {
+export function transpileSrcSync(root, outdir) {
   const srcDir = path.join(root, 'src');
-  return options(
-    srcFiles(root).map((file) => path.join(srcDir, file)),
-    srcDir,
-    outdir,
+  buildSync(
+    options(
+      srcFiles(root).map((file) => path.join(srcDir, file)),
+      srcDir,
+      outdir,
+    ),
   );
 }
 
-export async function transpileSrc(root, outdir) {
-  await build(srcOptions(root, outdir));
-}
-
-export function transpileSrcSync(root, outdir) {
-  buildSync(srcOptions(root, outdir));
-}
-
-/** Where `npm test` runs the test files from, relative to the repository root. */
+/** Where `npm run test:coverage` runs the test files from (transpiled), relative to the repository root. */
 export const TEST_BUILD_DIR = '.test-build';
 
 const TEST_BUILD_SOURCES = ['src', 'scripts', 'test'];
@@ -109,76 +102,59 @@ const COMMONJS_GLOBALS = [
 ].join(' ');
 
 /**
- * test/**\/*.test.ts → `<root>/.test-bundle/<dir>/<file>.test.js`, bundled with src/ and the packages they use, the
- * shared code split into `.test-bundle/chunks/` (so one copy of each module per process, as without a bundle).
- * A test process then reads a handful of files instead of ~900 modules, whose resolution and loading were about
- * half of a small test file's CPU on Node 20. Entries and chunks both sit two levels below the root, so code that
- * finds files from `import.meta.url` (migrations/, package.json, the repository root) finds the same ones.
+ * Bundled with their packages (except `external`), shared and lazily loaded code split into `<outdir>/chunks/`;
+ * source maps point at the files on disk (stack traces name src/ and test/ lines) without copying them in.
  */
-export async function bundleTests(root) {
-  const outdir = path.join(root, TEST_BUNDLE_DIR);
+async function bundle(entryPoints, outbase, outdir, external) {
   rmSync(outdir, { recursive: true, force: true });
-  const testDir = path.join(root, 'test');
   await build({
-    ...options(
-      tsFiles(root, 'test')
-        .filter((file) => file.endsWith('.test.ts'))
-        .map((file) => path.join(testDir, file)),
-      testDir,
-      outdir,
-    ),
+    ...options(entryPoints, outbase, outdir),
     bundle: true,
     splitting: true,
     chunkNames: 'chunks/[name]-[hash]',
-    // Source maps point at the files on disk (stack traces name test/ and src/ lines) without copying them in.
     sourcesContent: false,
-    external: TEST_BUNDLE_EXTERNAL,
+    external,
     banner: { js: COMMONJS_GLOBALS },
   });
-  return outdir;
 }
+
+/**
+ * test/**\/*.test.ts → `<root>/.test-bundle/<dir>/<file>.test.js`, bundled with src/ and the packages they use, the
+ * shared code split into `.test-bundle/chunks/` (so one copy of each module per process, as without a bundle).
+ * A test process then reads a handful of files instead of ~900 modules, whose resolution and loading were about
+ * half of a small test file's CPU on Node 20.
+ */
+export async function bundleTests(root) {
+  const testDir = path.join(root, 'test');
+  const entryPoints = tsFiles(root, 'test')
+    .filter((file) => file.endsWith('.test.ts'))
+    .map((file) => path.join(testDir, file));
+  await bundle(entryPoints, testDir, path.join(root, TEST_BUNDLE_DIR), TEST_BUNDLE_EXTERNAL);
+}
+
+/** errand's own bundles keep pg and ioredis separate too: with tracing on, OpenTelemetry hooks their loading. */
+const ERRAND_EXTERNAL = [...TEST_BUNDLE_EXTERNAL, 'pg', 'ioredis'];
 
 /** Where `npm test` puts errand's entry point and the scripts bundled: `<root>/.test-main/{src/main.js,scripts/*.js}`. */
 export const TEST_MAIN_DIR = '.test-main';
 
 /**
  * src/main.ts and scripts/*.ts bundled with their packages, for the tests that spawn errand or a script: ~1 s
- * less CPU per spawned process than transpiled files (far fewer modules to load). Entries and shared chunks sit
- * two levels below the root, so migrations/ and package.json are found as from src/. pg and ioredis stay
- * separate modules too: with tracing on, OpenTelemetry instruments them by hooking their loading.
+ * less CPU per spawned process than transpiled files (far fewer modules to load).
  */
 export async function bundleMainForTests(root) {
-  const outdir = path.join(root, TEST_MAIN_DIR);
-  rmSync(outdir, { recursive: true, force: true });
   const entryPoints = [path.join(root, 'src', 'main.ts'), ...tsFiles(root, 'scripts').map((file) => path.join(root, 'scripts', file))];
-  await build({
-    ...options(entryPoints, root, outdir),
-    bundle: true,
-    splitting: true,
-    chunkNames: 'chunks/[name]-[hash]',
-    sourcesContent: false,
-    external: [...TEST_BUNDLE_EXTERNAL, 'pg', 'ioredis'],
-    banner: { js: COMMONJS_GLOBALS },
-  });
-  return outdir;
+  await bundle(entryPoints, root, path.join(root, TEST_MAIN_DIR), ERRAND_EXTERNAL);
 }
 
 /**
  * errand for production (`npm run build`, `npm start`): src/main.ts bundled with its packages into
  * `<outdir>/main.js`, shared and lazily loaded code in `<outdir>/chunks/`. Node 20 then loads a handful of files at
- * start instead of ~900 modules (ready in ~0.8 s instead of ~1.5 s on this machine). Left as separate packages:
+ * start instead of ~900 modules (ready in 0.8–1.1 s instead of ~1.5 s on this machine). Left as separate packages:
  * pg and ioredis (with tracing on, OpenTelemetry instruments them by hooking their loading), OpenTelemetry itself,
  * and the Swagger UI (it reads its static files next to its own code): the image installs them as before.
  */
 export async function bundleErrand(root, outdir) {
-  rmSync(outdir, { recursive: true, force: true });
   const srcDir = path.join(root, 'src');
-  await build({
-    ...options([path.join(srcDir, 'main.ts')], srcDir, outdir),
-    bundle: true,
-    splitting: true,
-    chunkNames: 'chunks/[name]-[hash]',
-    external: [...TEST_BUNDLE_EXTERNAL, 'pg', 'ioredis'],
-    banner: { js: COMMONJS_GLOBALS },
-  });
+  await bundle([path.join(srcDir, 'main.ts')], srcDir, outdir, ERRAND_EXTERNAL);
 }

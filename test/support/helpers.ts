@@ -13,6 +13,7 @@ import { simpleParser } from 'mailparser';
 import { TEST_BUILD_DIR, TEST_BUNDLE_DIR, TEST_MAIN_DIR, srcFiles, transpileSrcSync } from '../../scripts/transpile-src.mjs';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startErrand, type Errand } from '../../src/errand.js';
+import { directoryHolding } from '../../src/core/package-root.js';
 import type { Deps } from '../../src/deps.js';
 import { isQueueName } from '../../src/queues.js';
 
@@ -24,12 +25,8 @@ export interface T {
 /** This module's file: test/support/helpers.ts, or compiled by `npm test` into .test-build/ or bundled into .test-bundle/. */
 const THIS_FILE = fileURLToPath(import.meta.url);
 
-/** The checkout: the nearest directory above this code that holds tsconfig.json (the build folders hold none). */
-export const REPO_ROOT = (() => {
-  for (let dir = path.dirname(THIS_FILE); dir !== path.dirname(dir); dir = path.dirname(dir))
-    if (existsSync(path.join(dir, 'tsconfig.json'))) return dir;
-  throw new Error(`no tsconfig.json above ${THIS_FILE}`);
-})();
+/** The checkout: the nearest directory above this code that holds tsconfig.json (.test-build/ links package.json, not it). */
+export const REPO_ROOT = directoryHolding('tsconfig.json', path.dirname(THIS_FILE));
 
 /**
  * How this code runs: bundled by `npm test` (which also bundles errand and the scripts into .test-main/ for the
@@ -467,7 +464,8 @@ export interface ChildErrand {
 }
 
 /**
- * src/ transpiled by esbuild, as `npm start` does, into `<repo>/.test-dist-<hash of src/>`: built once per state
+ * errand's entry point for spawned errands: under `npm test`, the bundle it built into .test-main/; otherwise src/
+ * transpiled file for file by esbuild into `<repo>/.test-dist-<hash of src/>`: built once per state
  * of src/ and shared by every file of a run, so a spawned errand runs plain JavaScript as production does and
  * starts without tsx's loader (about 1.3 s less CPU per process). One level below the repository root, like
  * dist/, so migrations/ and package.json are found as from dist/. Built under a private name and renamed into
@@ -477,7 +475,6 @@ export const builtMainScript: () => string = (() => {
   let main: string | undefined;
   return () => {
     if (main) return main;
-    // Under `npm test`: the entry point it bundled (scripts/transpile-src.mjs, bundleMainForTests).
     if (RUNNING_FROM === 'bundle') return (main = path.join(REPO_ROOT, TEST_MAIN_DIR, 'src', 'main.js'));
     const srcDir = path.join(REPO_ROOT, 'src');
     const sources = srcFiles(REPO_ROOT);
