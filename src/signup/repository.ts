@@ -3,6 +3,7 @@ import { compileOnce, type Db } from '../core/db.js';
 import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
 import { activeTraceContext } from '../core/tracing.js';
+import { createBatcher } from '../core/batcher.js';
 
 /** The throttle key of an address: lower-cased, with any `+tag` removed from the local part (the email still goes to the address as given). */
 export function signupThrottleKey(email: string): string {
@@ -15,6 +16,18 @@ export function signupThrottleKey(email: string): string {
 
 export type SignupUser = (user: { email: string; name: string | null }) => Promise<OutboxRow | undefined>;
 
+interface SignupItem {
+  email: string;
+  name: string | null;
+  throttleKey: string;
+  traceContext: string | null;
+}
+
+/** Most signups one statement takes; a busy service's batches are far smaller (a few per event-loop turn). */
+const SIGNUP_BATCH_MAX = 200;
+/** Statements in flight at once; signups arriving meanwhile wait for the next one (a fraction of the pool). */
+const SIGNUP_STATEMENTS_IN_FLIGHT = 2;
+
 /**
  * Signup in one statement, with no explicit transaction: creates the user, or
  * re-arms an unverified one whose last verification email was queued over
@@ -24,65 +37,75 @@ export type SignupUser = (user: { email: string; name: string | null }) => Promi
  * Resolves to the outbox row when an email is due, undefined otherwise
  * (verified, or throttled). Concurrent signups serialise on the unique email
  * and on the throttle key, so they agree on a single email.
+ *
+ * Concurrent callers share statements (createBatcher): each statement takes the signups of a few requests as
+ * arrays. Within one, no two share an address or a throttle key (a statement updates a row once; the later
+ * caller waits for the next statement and finds the throttle claimed, as it would have one at a time), and
+ * rows are locked in address and key order, so two statements cannot deadlock. Every caller still returns only
+ * after the commit that holds its outbox row.
  * Compiled once: this is the hottest statement errand runs.
  */
 export function prepareSignupUser(db: Db): SignupUser {
   const run = compileOnce(
     db,
-    ['email', 'name', 'throttleKey', 'traceContext'],
-    (qb, user: { email: string; name: string | null; throttleKey: string; traceContext: string | null }) =>
-      qb
-        .with('due', (cte) =>
-          cte
-            .insertInto('users')
-            .values({ email: user.email, name: user.name })
-            .onConflict((oc) =>
-              oc
-                .column('email')
-                .doUpdateSet({ verification_requested_at: sql`now()` })
-                .where('users.verified_at', 'is', null)
-                .where('users.verification_requested_at', '<=', sql<Date>`now() - interval '60 seconds'`),
-            )
-            .returning('id'),
-        )
-        // Reads `due`: the shared throttle is claimed only when this address would get an email.
-        .with('throttle', (cte) =>
-          cte
-            .insertInto('signup_throttle')
-            .columns(['address_key'])
-            .expression((eb) => eb.selectFrom('due').select(sql.val(user.throttleKey).as('address_key')))
-            .onConflict((oc) =>
-              oc
-                .column('address_key')
-                .doUpdateSet({ last_queued_at: sql`now()` })
-                .where('signup_throttle.last_queued_at', '<=', sql<Date>`now() - interval '60 seconds'`),
-            )
-            .returning('address_key'),
-        )
-        .insertInto('outbox')
-        .columns(['queue', 'job_name', 'payload', 'trace_context'])
-        .expression((eb) =>
-          eb.selectFrom(['due', 'throttle']).select([
-            sql.val(EMAIL_QUEUE).as('queue'),
-            sql.val(EMAIL_VERIFICATION_JOB).as('job_name'),
-            // The job's declared payload, {userId}: built here because the id exists only inside this statement.
-            sql`jsonb_build_object('userId', due.id::text)`.as('payload'),
-            // The request's trace (null when tracing is off): a relay publish still joins it.
-            sql<string | null>`${user.traceContext}::jsonb`.as('trace_context'),
-          ]),
-        )
-        .returning(['id', 'queue', 'job_name', 'payload']),
+    ['emails', 'names', 'throttleKeys', 'traceContexts'],
+    (db, batch: { emails: string[]; names: (string | null)[]; throttleKeys: string[]; traceContexts: (string | null)[] }) => ({
+      compile: () =>
+        sql<OutboxRow & { email: string }>`
+          with input as (
+            select * from unnest(${batch.emails}::text[], ${batch.names}::text[], ${batch.throttleKeys}::text[],
+                                 ${batch.traceContexts}::jsonb[]) as input(email, name, throttle_key, trace_context)
+          ),
+          due as (
+            insert into users (email, name)
+            select email, name from input order by email
+            on conflict (email) do update set verification_requested_at = now()
+              where users.verified_at is null and users.verification_requested_at <= now() - interval '60 seconds'
+            returning id, email
+          ),
+          -- Reads due: the shared throttle is claimed only for an address that would get an email.
+          throttle as (
+            insert into signup_throttle (address_key)
+            select input.throttle_key from due join input using (email) order by input.throttle_key
+            on conflict (address_key) do update set last_queued_at = now()
+              where signup_throttle.last_queued_at <= now() - interval '60 seconds'
+            returning address_key
+          ),
+          queued as (
+            insert into outbox (queue, job_name, payload, trace_context)
+            -- The job's declared payload, {userId}: built here because the id exists only inside this statement.
+            -- trace_context is the request's trace (null when tracing is off): a relay publish still joins it.
+            select ${EMAIL_QUEUE}, ${EMAIL_VERIFICATION_JOB}, jsonb_build_object('userId', due.id::text), input.trace_context
+            from due join input using (email) join throttle on throttle.address_key = input.throttle_key
+            returning id, queue, job_name, payload
+          )
+          select queued.id, queued.queue, queued.job_name, queued.payload, due.email
+          from queued join due on due.id::text = queued.payload->>'userId'`.compile(db),
+    }),
   );
+  const signupBatch = createBatcher<SignupItem, OutboxRow | undefined>({
+    maxBatch: SIGNUP_BATCH_MAX,
+    maxInFlight: SIGNUP_STATEMENTS_IN_FLIGHT,
+    keysOf: (item) => [`email:${item.email}`, `throttle:${item.throttleKey}`],
+    async run(items) {
+      const rows = await run({
+        emails: items.map((item) => item.email),
+        names: items.map((item) => item.name),
+        throttleKeys: items.map((item) => item.throttleKey),
+        traceContexts: items.map((item) => item.traceContext),
+      });
+      const byEmail = new Map(rows.map(({ email, ...row }) => [email, row]));
+      return items.map((item) => byEmail.get(item.email));
+    },
+  });
   return async (user) => {
     const traceContext = activeTraceContext();
-    return (
-      await run({
-        email: user.email,
-        name: user.name,
-        throttleKey: signupThrottleKey(user.email),
-        traceContext: traceContext === null ? null : JSON.stringify(traceContext),
-      })
-    )[0];
+    return signupBatch({
+      email: user.email,
+      name: user.name,
+      throttleKey: signupThrottleKey(user.email),
+      traceContext: traceContext === null ? null : JSON.stringify(traceContext),
+    });
   };
 }
 

@@ -88,3 +88,45 @@ t.test('a named prepared statement: PostgreSQL parses and plans it once per conn
     'each call bound its own values',
   );
 });
+
+t.test('concurrent signups share statements and each still gets its own answer', async (t) => {
+  // Set up one verified address and one emailed a moment ago, then send a burst in one turn.
+  await signupUser({ email: 'burst-verified@example.com', name: null });
+  await db
+    .updateTable('users')
+    .set({ verified_at: sql`now()` })
+    .where('email', '=', 'burst-verified@example.com')
+    .execute();
+  await signupUser({ email: 'burst-recent@example.com', name: null });
+  const burst = [
+    'burst-new-1@example.com',
+    'burst-verified@example.com',
+    'burst-new-2@example.com',
+    'burst-recent@example.com',
+    'burst-new-1@example.com', // the same address twice in one burst: one email
+    'victim+1@burst.example', // two tags of one address share the throttle: one email
+    'victim+2@burst.example',
+  ];
+  const answers = await Promise.all(burst.map((email) => signupUser({ email, name: null })));
+  const emailed = burst.filter((_, i) => answers[i] !== undefined);
+  t.same(
+    emailed.filter((email) => !email.startsWith('victim')),
+    ['burst-new-1@example.com', 'burst-new-2@example.com'],
+    'new addresses get an email, once each; verified and recently emailed ones do not',
+  );
+  t.equal(emailed.filter((email) => email.startsWith('victim')).length, 1, 'one of two tags of an address gets the email');
+
+  const users = await db.selectFrom('users').select(['id', 'email']).where('email', 'in', emailed).execute();
+  const idOf = new Map(users.map((u) => [u.email, u.id]));
+  t.same(
+    emailed.map((email) => answers[burst.indexOf(email)]?.payload),
+    emailed.map((email) => ({ userId: idOf.get(email) })),
+    "each caller's outbox row names its own user",
+  );
+  const rows = await db
+    .selectFrom('outbox')
+    .select(sql<string>`payload->>'userId'`.as('userId'))
+    .where(sql<boolean>`payload->>'userId' = any(${[...idOf.values()]}::text[])`)
+    .execute();
+  t.equal(rows.length, emailed.length, 'one outbox row per email due, none for the others');
+});

@@ -1,0 +1,110 @@
+import t from 'tap';
+import { createBatcher } from '../../src/core/batcher.js';
+
+// Pure: no servers. `run` records each batch it is given.
+function recordingBatcher(opts: {
+  maxBatch?: number;
+  maxInFlight?: number;
+  keysOf?: (item: string) => string[];
+  fail?: (items: string[]) => boolean;
+}) {
+  const batches: string[][] = [];
+  let inFlight = 0;
+  let mostInFlight = 0;
+  const submit = createBatcher<string, string>({
+    maxBatch: opts.maxBatch ?? 100,
+    maxInFlight: opts.maxInFlight ?? 1,
+    keysOf: opts.keysOf,
+    async run(items) {
+      batches.push(items);
+      inFlight += 1;
+      mostInFlight = Math.max(mostInFlight, inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      inFlight -= 1;
+      if (opts.fail?.(items)) throw new Error(`batch ${items.join(',')} failed`);
+      return items.map((item) => `done ${item}`);
+    },
+  });
+  return { submit, batches, mostInFlight: () => mostInFlight };
+}
+
+t.test('items submitted in one turn share one run; each caller gets its own result', async (t) => {
+  const { submit, batches } = recordingBatcher({});
+  const results = await Promise.all(['a', 'b', 'c'].map(submit));
+  t.same(results, ['done a', 'done b', 'done c']);
+  t.same(batches, [['a', 'b', 'c']]);
+});
+
+t.test('an idle batcher runs a lone item at once, alone', async (t) => {
+  const { submit, batches } = recordingBatcher({});
+  t.equal(await submit('x'), 'done x');
+  t.equal(await submit('y'), 'done y');
+  t.same(batches, [['x'], ['y']]);
+});
+
+t.test('items that arrive while batches are in flight wait for the next run; at most maxInFlight run at once', async (t) => {
+  const { submit, batches, mostInFlight } = recordingBatcher({ maxInFlight: 1 });
+  const first = submit('1');
+  await new Promise((resolve) => setImmediate(resolve)); // the first batch is now running
+  const later = ['2', '3', '4'].map(submit);
+  t.same(await Promise.all([first, ...later]), ['done 1', 'done 2', 'done 3', 'done 4']);
+  t.same(batches, [['1'], ['2', '3', '4']]);
+  t.equal(mostInFlight(), 1);
+});
+
+t.test('maxBatch splits a burst; with room in flight the parts run side by side', async (t) => {
+  const { submit, batches, mostInFlight } = recordingBatcher({ maxBatch: 2, maxInFlight: 2 });
+  await Promise.all(['a', 'b', 'c', 'd', 'e'].map(submit));
+  t.same(batches, [['a', 'b'], ['c', 'd'], ['e']]);
+  t.equal(mostInFlight(), 2);
+});
+
+t.test('items sharing a key never share a batch; the later one runs next, in order', async (t) => {
+  const { submit, batches } = recordingBatcher({ keysOf: (item) => [item.split(':')[0]] });
+  const results = await Promise.all(['k1:a', 'k2:b', 'k1:c', 'k3:d', 'k1:e'].map(submit));
+  t.same(results, ['done k1:a', 'done k2:b', 'done k1:c', 'done k3:d', 'done k1:e']);
+  t.same(batches, [['k1:a', 'k2:b', 'k3:d'], ['k1:c'], ['k1:e']]);
+});
+
+t.test('an item waits for the running batch that holds its key, even with room in flight', async (t) => {
+  const events: string[] = [];
+  const submit = createBatcher<string, string>({
+    maxBatch: 100,
+    maxInFlight: 3,
+    keysOf: (item) => item.split(':')[0].split('+'),
+    async run(items) {
+      events.push(`start ${items.join(',')}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      events.push(`end ${items.join(',')}`);
+      return items;
+    },
+  });
+  await Promise.all(['k1:a', 'k1+k2:b', 'k2:c', 'k3:d'].map(submit));
+  t.same(
+    events,
+    ['start k1:a,k3:d', 'end k1:a,k3:d', 'start k1+k2:b', 'end k1+k2:b', 'start k2:c', 'end k2:c'],
+    'k1+k2:b after k1:a has ended, and k2:c (which shares k2 with it) does not overtake it',
+  );
+});
+
+t.test('a failed run rejects every item of its batch, and only those', async (t) => {
+  const { submit } = recordingBatcher({ maxBatch: 2, maxInFlight: 2, fail: (items) => items.includes('bad') });
+  const settled = await Promise.allSettled(['ok1', 'bad', 'ok2'].map(submit));
+  t.same(
+    settled.map((s) => s.status),
+    ['rejected', 'rejected', 'fulfilled'],
+  );
+  t.match((settled[0] as PromiseRejectedResult).reason, { message: 'batch ok1,bad failed' });
+  t.equal(await submit('after'), 'done after', 'the batcher goes on after a failure');
+});
+
+t.test('a run that throws synchronously rejects its batch instead of escaping', async (t) => {
+  const submit = createBatcher<string, string>({
+    maxBatch: 10,
+    maxInFlight: 1,
+    run() {
+      throw new Error('sync');
+    },
+  });
+  await t.rejects(submit('x'), { message: 'sync' });
+});
