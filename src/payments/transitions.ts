@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
-import { executePrepared, type Db, type OrderStatus } from '../core/db.js';
+import { compileOnce, type Db, type OrderStatus } from '../core/db.js';
+import { createBatcher } from '../core/batcher.js';
 import type { Logger } from '../core/logger.js';
 import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
@@ -70,9 +71,19 @@ interface SettleRow {
   outbox_payload: unknown;
 }
 
+interface SettleItem {
+  report: PaymentReport;
+  traceContext: string | null;
+}
+
+/** Most reports one statement takes; under load a statement holds the few that came in one event-loop turn. */
+const SETTLE_BATCH_MAX = 200;
+/** Statements in flight at once; reports arriving meanwhile wait for the next one (a fraction of the pool). */
+const SETTLE_STATEMENTS_IN_FLIGHT = 2;
+
 /**
  * The one exactly-once path, shared by the webhook and the reconciliation sweep:
- * ONE statement (so one round trip and no explicit transaction) that
+ * ONE statement (so one round trip and no explicit transaction) that, for each report it holds,
  * - locks the order row (`FOR NO KEY UPDATE`: concurrent callers for one order
  *   queue here, and each then reads the status its predecessor committed);
  * - refuses everything when the order exists and amount or currency differ;
@@ -80,45 +91,108 @@ interface SettleRow {
  * - moves the order under the state rules;
  * - inserts the tracking email's outbox row for the one caller that made it paid.
  * A statement is atomic: all of it commits, or none.
+ *
+ * Concurrent callers share statements (createBatcher), with no two reports of one order or one event id in
+ * the same or overlapping statements (they run in arrival order, each seeing its predecessor's commit), and
+ * order rows and event ids locked in sorted order, so two statements cannot deadlock.
  */
-async function runSettleStatement(db: Db, report: PaymentReport): Promise<SettleRow> {
-  const target = STATUS_FOR_OUTCOME[report.outcome];
-  const from = SETTLEABLE_FROM[report.outcome];
-  const eventId = report.event?.id ?? null;
-  const eventType = report.event?.type ?? null;
+function prepareSettleStatement(db: Db): (item: SettleItem) => Promise<SettleRow> {
+  const run = compileOnce(
+    db,
+    ['refs', 'targets', 'settleableFroms', 'amounts', 'currencies', 'eventIds', 'eventTypes', 'traceContexts'],
+    (
+      db,
+      batch: {
+        refs: string[];
+        targets: OrderStatus[];
+        /** SETTLEABLE_FROM of each report's outcome, comma-separated (PostgreSQL arrays of arrays must be rectangular). */
+        settleableFroms: string[];
+        amounts: number[];
+        currencies: string[];
+        eventIds: (string | null)[];
+        eventTypes: (string | null)[];
+        traceContexts: (string | null)[];
+      },
+    ) => ({
+      compile: () =>
+        sql<SettleRow & { i: string }>`
+          with input as (
+            select * from unnest(${batch.refs}::text[], ${batch.targets}::text[], ${batch.settleableFroms}::text[], ${batch.amounts}::bigint[],
+                                 ${batch.currencies}::text[], ${batch.eventIds}::text[], ${batch.eventTypes}::text[],
+                                 ${batch.traceContexts}::jsonb[])
+              with ordinality as input(provider_ref, target, settleable_from, amount, currency, event_id, event_type, trace_context, i)
+          ), ord as materialized (
+            select input.i, orders.id, orders.status, orders.amount, orders.currency
+            from input join orders on orders.provider_ref = input.provider_ref
+            order by orders.id
+            for no key update of orders
+          ), judged as materialized (
+            select input.*, ord.id as order_id, ord.status, ord.amount as order_amount, ord.currency as order_currency,
+              (ord.id is null or (ord.amount = input.amount and ord.currency = input.currency)) as accepted,
+              coalesce(ord.status = any(string_to_array(input.settleable_from, ',')), false) as settleable
+            from input left join ord on ord.i = input.i
+          ), recorded as (
+            insert into payment_events (event_id, type, provider_ref, order_id, transitioned)
+            select event_id, event_type, provider_ref, order_id, settleable
+            from judged where accepted and event_id is not null
+            order by event_id
+            on conflict (event_id) do nothing
+            returning event_id
+          ), moved as (
+            update orders
+            set status = judged.target, paid_at = case when judged.target = 'paid' then now() end, updated_at = now()
+            from judged
+            where orders.id = judged.order_id and judged.accepted and judged.settleable
+              and (judged.event_id is null or judged.event_id in (select event_id from recorded))
+            returning orders.id, judged.i, judged.status as previous_status, judged.target, judged.trace_context
+          ), queued as (
+            insert into outbox (queue, job_name, payload, trace_context)
+            select ${EMAIL_QUEUE}::text, ${ORDER_TRACKING_LINK_JOB}::text, jsonb_build_object('orderId', moved.id), moved.trace_context
+            from moved where moved.target = 'paid'
+            returning id, payload
+          )
+          select judged.i, judged.order_id, judged.status as status_before, judged.order_amount as amount,
+            judged.order_currency as currency, judged.accepted,
+            judged.event_id in (select event_id from recorded) as recorded,
+            moved.previous_status, queued.id as outbox_id, queued.payload as outbox_payload
+          from judged
+            left join moved on moved.i = judged.i
+            left join queued on queued.payload->>'orderId' = judged.order_id::text`.compile(db),
+    }),
+  );
+  return createBatcher<SettleItem, SettleRow>({
+    maxBatch: SETTLE_BATCH_MAX,
+    maxInFlight: SETTLE_STATEMENTS_IN_FLIGHT,
+    keysOf: ({ report }) => (report.event ? [`order:${report.providerRef}`, `event:${report.event.id}`] : [`order:${report.providerRef}`]),
+    async run(items) {
+      const rows = await run({
+        refs: items.map(({ report }) => report.providerRef),
+        targets: items.map(({ report }) => STATUS_FOR_OUTCOME[report.outcome]),
+        settleableFroms: items.map(({ report }) => SETTLEABLE_FROM[report.outcome].join(',')),
+        amounts: items.map(({ report }) => report.amount),
+        currencies: items.map(({ report }) => report.currency),
+        eventIds: items.map(({ report }) => report.event?.id ?? null),
+        eventTypes: items.map(({ report }) => report.event?.type ?? null),
+        traceContexts: items.map(({ traceContext }) => traceContext),
+      });
+      const byIndex = new Map(rows.map(({ i, ...row }) => [Number(i), row]));
+      // with ordinality counts from 1.
+      return items.map((_, index) => byIndex.get(index + 1)!);
+    },
+  });
+}
+
+// One batcher per database (a pool): every caller of settlePayment on it shares the statements.
+const settleStatements = new WeakMap<Db, (item: SettleItem) => Promise<SettleRow>>();
+
+function runSettleStatement(db: Db, report: PaymentReport): Promise<SettleRow> {
+  let settle = settleStatements.get(db);
+  if (settle === undefined) {
+    settle = prepareSettleStatement(db);
+    settleStatements.set(db, settle);
+  }
   const traceContext = activeTraceContext();
-  const statement = sql<SettleRow>`
-    with ord as (
-      select id, status, amount, currency from orders where provider_ref = ${report.providerRef} for no key update
-    ), accepted as (
-      select not exists (select 1 from ord where amount <> ${report.amount}::bigint or currency <> ${report.currency}::text) as ok
-    ), recorded as (
-      insert into payment_events (event_id, type, provider_ref, order_id, transitioned)
-      select ${eventId}::text, ${eventType}::text, ${report.providerRef}::text, ord.id, coalesce(ord.status = any(${from}::text[]), false)
-      from accepted left join ord on true
-      where accepted.ok and ${eventId}::text is not null
-      on conflict (event_id) do nothing
-      returning event_id
-    ), moved as (
-      update orders
-      set status = ${target}, paid_at = ${target === 'paid' ? sql`now()` : null}, updated_at = now()
-      from ord, accepted
-      where orders.id = ord.id and accepted.ok and orders.status = any(${from}::text[])
-        and (${eventId}::text is null or exists (select 1 from recorded))
-      returning orders.id, ord.status as previous_status
-    ), queued as (
-      insert into outbox (queue, job_name, payload, trace_context)
-      select ${EMAIL_QUEUE}::text, ${ORDER_TRACKING_LINK_JOB}::text, jsonb_build_object('orderId', moved.id),
-        ${traceContext === null ? null : JSON.stringify(traceContext)}::jsonb
-      from moved where ${target === 'paid'}::boolean
-      returning id, payload
-    )
-    select ord.id as order_id, ord.status as status_before, ord.amount, ord.currency, accepted.ok as accepted,
-      exists (select 1 from recorded) as recorded, moved.previous_status, queued.id as outbox_id, queued.payload as outbox_payload
-    from accepted left join ord on true left join moved on true left join queued on true
-  `.compile(db);
-  // Two texts (paid or not): each connection prepares them once.
-  return (await executePrepared(db, statement))[0];
+  return settle({ report, traceContext: traceContext === null ? null : JSON.stringify(traceContext) });
 }
 
 /**
