@@ -105,10 +105,11 @@ const COMMONJS_GLOBALS = [
  * Bundled with their packages (except `external`), shared and lazily loaded code split into `<outdir>/chunks/`;
  * source maps point at the files on disk (stack traces name src/ and test/ lines) without copying them in.
  */
-async function bundle(entryPoints, outbase, outdir, external) {
+async function bundle(entryPoints, outbase, outdir, external, extra = {}) {
   rmSync(outdir, { recursive: true, force: true });
   await build({
     ...options(entryPoints, outbase, outdir),
+    ...extra,
     bundle: true,
     splitting: true,
     chunkNames: 'chunks/[name]-[hash]',
@@ -153,8 +154,10 @@ export async function bundleMainForTests(root) {
  * start instead of ~900 modules (ready in 0.8–1.1 s instead of ~1.5 s on this machine). Left as separate packages:
  * pg and ioredis (with tracing on, OpenTelemetry instruments them by hooking their loading), OpenTelemetry itself,
  * and the Swagger UI (it reads its static files next to its own code): the image installs them as before.
+ * Whitespace and syntax are minified (not identifiers: stack traces keep function names, and the linked source
+ * maps lead back to src/): 5 MB less source for V8 to read, ready in ~715 ms instead of ~805 ms (median of 8 each).
  */
 export async function bundleErrand(root, outdir) {
   const srcDir = path.join(root, 'src');
-  await bundle([path.join(srcDir, 'main.ts')], srcDir, outdir, ERRAND_EXTERNAL);
+  await bundle([path.join(srcDir, 'main.ts')], srcDir, outdir, ERRAND_EXTERNAL, { minifyWhitespace: true, minifySyntax: true });
 }
