@@ -1,8 +1,11 @@
 // Scenario: the queue side of errand (issue 16). A. outbox relay drain rate over a backlog;
 // B. pickup latency, commit → job active, with idle workers; C. email-queue throughput with the
-// limiter off at concurrency 1 and 50, next to a plain BullMQ worker (no-op processor) on the same Redis.
+// limiter off at concurrency 1 and 50, next to plain BullMQ workers on the same Redis: one that sends the same
+// email to the same SMTP sink through a pooled nodemailer transport (and nothing else: no dedupe, no token, no
+// lifecycle lines), and one with a no-op processor (BullMQ's own ceiling here).
 import { performance } from 'node:perf_hooks';
 import { Queue, Worker } from 'bullmq';
+import nodemailer from 'nodemailer';
 import { sql } from 'kysely';
 import { loadConfig } from '../src/config.js';
 import { prepareDatabase } from '../src/core/db.js';
@@ -147,8 +150,23 @@ async function errandThroughput(concurrency: number, smtpUrl: string) {
   return round((THROUGHPUT_JOBS * 1000) / (performance.now() - started), 1);
 }
 
-async function plainBullmqThroughput(concurrency: number) {
+/** Plain BullMQ: a no-op processor, or (with smtpUrl) one that only sends a verification-sized email. */
+async function plainBullmqThroughput(concurrency: number, smtpUrl?: string) {
   const prefix = freshQueuePrefix();
+  const transport = smtpUrl
+    ? nodemailer.createTransport({ url: smtpUrl, pool: true, maxConnections: concurrency } as Parameters<
+        typeof nodemailer.createTransport
+      >[0])
+    : undefined;
+  if (transport) onCleanup('close plain transport', () => transport.close());
+  const send = async (i: number) => {
+    await transport?.sendMail({
+      from: 'bench <no-reply@localhost>',
+      to: `plain${i}@example.com`,
+      subject: 'Verify your email address',
+      text: `Hello,\n\nconfirm your address: http://127.0.0.1/auth/verify-email?token=${'x'.repeat(43)}\n`,
+    });
+  };
   const queue = new Queue('plain', { connection: { url: REDIS_URL }, prefix });
   onCleanup('close plain queue', () => queue.close());
   await queue.addBulk(
@@ -156,7 +174,7 @@ async function plainBullmqThroughput(concurrency: number) {
   );
   let completed = 0;
   const started = performance.now();
-  const worker = new Worker('plain', async () => undefined, {
+  const worker = new Worker('plain', async (job) => send(job.data.i as number), {
     connection: { url: REDIS_URL, maxRetriesPerRequest: null },
     prefix,
     concurrency,
@@ -178,14 +196,17 @@ await runScenario('queue', async () => {
   for (const concurrency of [1, 50]) {
     progress(`throughput at concurrency ${concurrency}: ${THROUGHPUT_JOBS} jobs`);
     throughput[`errandEmailC${concurrency}`] = await errandThroughput(concurrency, sink.url);
+    throughput[`plainSendC${concurrency}`] = await plainBullmqThroughput(concurrency, sink.url);
     throughput[`plainBullmqC${concurrency}`] = await plainBullmqThroughput(concurrency);
   }
   report('queue', machine, { relay, pickup, throughput }, [
     { measure: `relay drain of ${relay.rows} rows (jobs/s)`, value: relay.jobsPerS },
     { measure: 'pickup commit → active p50 / p99 / max (ms)', value: `${pickup.p50Ms} / ${pickup.p99Ms} / ${pickup.maxMs}` },
     { measure: 'email worker, limiter off, concurrency 1 (jobs/s)', value: throughput.errandEmailC1 },
+    { measure: 'plain BullMQ worker sending the same email, concurrency 1 (jobs/s)', value: throughput.plainSendC1 },
     { measure: 'plain BullMQ no-op worker, concurrency 1 (jobs/s)', value: throughput.plainBullmqC1 },
     { measure: 'email worker, limiter off, concurrency 50 (jobs/s)', value: throughput.errandEmailC50 },
+    { measure: 'plain BullMQ worker sending the same email, concurrency 50 (jobs/s)', value: throughput.plainSendC50 },
     { measure: 'plain BullMQ no-op worker, concurrency 50 (jobs/s)', value: throughput.plainBullmqC50 },
   ]);
 });
