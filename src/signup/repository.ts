@@ -109,15 +109,45 @@ export function prepareSignupUser(db: Db): SignupUser {
   };
 }
 
-export async function findUserById(db: Db, id: string) {
-  return db.selectFrom('users').select(['id', 'email', 'name', 'verified_at']).where('id', '=', id).executeTakeFirst();
-}
-
 export async function insertVerificationToken(db: Db, token: { userId: string; hash: Buffer; expiresAt: Date }): Promise<void> {
   await db
     .insertInto('email_verification_tokens')
     .values({ token_hash: token.hash, user_id: token.userId, expires_at: token.expiresAt, used_at: null })
     .execute();
+}
+
+/**
+ * Stores a verification token for the user, only while the user exists and is unverified, and returns the
+ * address to send it to: one statement (one round trip, one commit) for what the email job needs before it
+ * sends. Undefined when there is nothing to send any more (user gone or already verified).
+ */
+export async function insertVerificationTokenForUnverified(
+  db: Db,
+  token: { userId: string; hash: Buffer; expiresAt: Date },
+): Promise<{ id: string; email: string; name: string | null } | undefined> {
+  return db
+    .with('recipient', (qb) =>
+      qb.selectFrom('users').select(['id', 'email', 'name']).where('id', '=', token.userId).where('verified_at', 'is', null),
+    )
+    .with('stored', (qb) =>
+      qb
+        .insertInto('email_verification_tokens')
+        .columns(['token_hash', 'user_id', 'expires_at'])
+        .expression((eb) =>
+          eb
+            .selectFrom('recipient')
+            .select([
+              sql<Buffer>`${token.hash}::bytea`.as('token_hash'),
+              'id',
+              sql<Date>`${token.expiresAt}::timestamptz`.as('expires_at'),
+            ]),
+        )
+        .returning('user_id'),
+    )
+    .selectFrom('recipient')
+    .innerJoin('stored', 'stored.user_id', 'recipient.id')
+    .select(['recipient.id', 'recipient.email', 'recipient.name'])
+    .executeTakeFirst();
 }
 
 /** Uses the token (once, before expiry) and marks its user verified; false when the token is unknown, used or expired. */

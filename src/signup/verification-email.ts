@@ -2,7 +2,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../core/db.js';
 import type { EmailComposer } from '../email/worker.js';
 import { publicLink, verificationEmail } from '../email/templates.js';
-import { findUserById, insertVerificationToken } from './repository.js';
+import { insertVerificationTokenForUnverified } from './repository.js';
 import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from './tokens.js';
 
 /**
@@ -11,14 +11,14 @@ import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from './tokens.js';
  */
 export function composeVerificationEmail(deps: { db: Db; config: Config }): EmailComposer<'email-verification'> {
   return async (data) => {
-    const user = await findUserById(deps.db, data.userId);
-    if (!user || user.verified_at) return null;
     const token = mintVerificationToken();
-    await insertVerificationToken(deps.db, {
-      userId: user.id,
+    // Stored only for an existing, unverified user, in the statement that reads the address.
+    const user = await insertVerificationTokenForUnverified(deps.db, {
+      userId: data.userId,
       hash: token.hash,
       expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS),
     });
+    if (!user) return null;
     const link = publicLink(deps.config.PUBLIC_BASE_URL, 'auth/verify-email');
     link.searchParams.set('token', token.raw);
     return verificationEmail(user, link.toString());
