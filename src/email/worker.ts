@@ -9,6 +9,7 @@ import { inSpan } from '../core/tracing.js';
 import type { Queues } from '../queues.js';
 import { EMAIL_QUEUE, emailQueue } from './jobs.js';
 import { classifySmtpError, type Mailer, type OutgoingEmail } from './mailer.js';
+import { createSentEmails, type SentEmails } from './sent-emails.js';
 
 type EmailJobName = JobNameOf<typeof emailQueue>;
 
@@ -83,13 +84,13 @@ export function processEmailJob<N extends EmailJobName>(
   deps: EmailWorkerDeps,
   compose: EmailComposer<N>,
   outages: OutagePauses = createOutagePauses(deps),
+  sentEmails: SentEmails = createSentEmails(deps.db),
 ) {
   const sendOnce = async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<{ sent: boolean }> => {
     const jobId = job.id!;
 
     // A job re-published by the relay, or retried after its email went out, must not send twice.
-    const alreadySent = await deps.db.selectFrom('sent_emails').select('job_id').where('job_id', '=', jobId).executeTakeFirst();
-    if (alreadySent) return { sent: false };
+    if (await sentEmails.wasSent(jobId)) return { sent: false };
 
     const email = await compose(data, job);
     if (!email) return { sent: false };
@@ -115,11 +116,7 @@ export function processEmailJob<N extends EmailJobName>(
       if (failure.kind === 'permanent') throw new UnrecoverableError(`permanent SMTP failure: ${reason}`);
       throw new Error(`SMTP failure (will retry): ${reason}`, { cause: error });
     }
-    await deps.db
-      .insertInto('sent_emails')
-      .values({ job_id: jobId })
-      .onConflict((oc) => oc.doNothing())
-      .execute();
+    await sentEmails.record(jobId);
     return { sent: true };
   };
 
@@ -141,9 +138,10 @@ export function processEmailJob<N extends EmailJobName>(
 /** The email queue's processors: every job kind goes through the same send path with its own composer. */
 export function emailProcessors(deps: EmailWorkerDeps, composers: EmailComposers): Processors<typeof emailQueue> {
   const outages = createOutagePauses(deps);
+  const sentEmails = createSentEmails(deps.db);
   return {
     // One pause state for the queue: every job kind runs into the same SMTP server and database.
-    'email-verification': processEmailJob(deps, composers['email-verification'], outages),
-    'order-tracking-link': processEmailJob(deps, composers['order-tracking-link'], outages),
+    'email-verification': processEmailJob(deps, composers['email-verification'], outages, sentEmails),
+    'order-tracking-link': processEmailJob(deps, composers['order-tracking-link'], outages, sentEmails),
   };
 }
