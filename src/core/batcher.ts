@@ -15,6 +15,12 @@ export interface BatcherOptions<I, O> {
   maxBatch: number;
   maxInFlight: number;
   keysOf?: (item: I) => readonly string[];
+  /**
+   * When a batch of several items fails with an error this accepts, each item is run again alone (side by
+   * side, keys still held), so only the item at fault fails: for errors one item can cause for all (a deadlock
+   * with another code path, a lock wait that timed out), not for an outage that every retry would meet again.
+   */
+  retryAlone?: (error: unknown) => boolean;
 }
 
 interface Pending<I, O> {
@@ -24,7 +30,7 @@ interface Pending<I, O> {
 }
 
 export function createBatcher<I, O>(options: BatcherOptions<I, O>): (item: I) => Promise<O> {
-  const { run, maxBatch, maxInFlight, keysOf } = options;
+  const { run, maxBatch, maxInFlight, keysOf, retryAlone } = options;
   let waiting: Pending<I, O>[] = [];
   let inFlight = 0;
   let scheduled = false;
@@ -54,14 +60,29 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): (item: I) =>
     return { batch, keys };
   };
 
+  // `run` may throw synchronously (a bad item): that too rejects instead of escaping.
+  const runItems = async (items: I[]): Promise<O[]> => {
+    const results = await run(items);
+    if (results.length !== items.length) throw new Error(`batch run returned ${results.length} results for ${items.length} items`);
+    return results;
+  };
+
+  const settleAlone = (pending: Pending<I, O>) =>
+    runItems([pending.item]).then(
+      ([result]) => pending.resolve(result),
+      (error: unknown) => pending.reject(error),
+    );
+
   const runBatch = ({ batch, keys }: { batch: Pending<I, O>[]; keys: string[] }) => {
     inFlight += 1;
-    // `run` may throw synchronously (a bad item): that too rejects the batch instead of escaping.
     Promise.resolve()
-      .then(() => run(batch.map((pending) => pending.item)))
+      .then(() => runItems(batch.map((pending) => pending.item)))
       .then(
         (results) => batch.forEach((pending, i) => pending.resolve(results[i])),
-        (error: unknown) => batch.forEach((pending) => pending.reject(error)),
+        async (error: unknown) => {
+          if (batch.length > 1 && retryAlone?.(error)) await Promise.all(batch.map(settleAlone));
+          else batch.forEach((pending) => pending.reject(error));
+        },
       )
       .finally(() => {
         inFlight -= 1;

@@ -26,6 +26,18 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   return /timeout exceeded when trying to connect|Connection terminated/i.test(message ?? '');
 }
 
+// deadlock_detected, serialization_failure, lock_not_available (lock_timeout), query_canceled (statement_timeout).
+const LOCK_CONFLICT_CODES = new Set(['40P01', '40001', '55P03', '57014']);
+
+/**
+ * A statement that failed on what other transactions held (a deadlock, a lock or statement timeout): run alone,
+ * without the rows other callers' items added to a shared statement, it can succeed. createBatcher's retryAlone.
+ */
+export function isLockConflict(error: unknown): boolean {
+  const { code } = (error ?? {}) as { code?: string };
+  return code !== undefined && LOCK_CONFLICT_CODES.has(code);
+}
+
 /** Fastify's error body, for route response schemas. */
 export const ErrorResponseSchema = Type.Object({ statusCode: Type.Integer(), error: Type.String(), message: Type.String() });
 

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import type { Db } from '../core/db.js';
 import { createBatcher } from '../core/batcher.js';
+import { isLockConflict } from '../core/errors.js';
 
 /** Most job ids one statement takes (a worker runs at most EMAIL_CONCURRENCY jobs at once). */
 const SENT_EMAILS_BATCH_MAX = 500;
@@ -21,6 +22,7 @@ export function createSentEmails(db: Db): SentEmails {
   const wasSent = createBatcher<string, boolean>({
     maxBatch: SENT_EMAILS_BATCH_MAX,
     maxInFlight: STATEMENTS_IN_FLIGHT,
+    retryAlone: isLockConflict,
     async run(jobIds) {
       const rows = await db
         .selectFrom('sent_emails')
@@ -36,6 +38,7 @@ export function createSentEmails(db: Db): SentEmails {
     maxInFlight: STATEMENTS_IN_FLIGHT,
     // One row per job id and statement (a retry of the same job could otherwise meet its own earlier call).
     keysOf: (jobId) => [jobId],
+    retryAlone: isLockConflict,
     async run(jobIds) {
       await sql`insert into sent_emails (job_id) select unnest(${jobIds}::text[]) on conflict (job_id) do nothing`.execute(db);
       return jobIds.map(() => undefined);

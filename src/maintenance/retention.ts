@@ -19,7 +19,10 @@ export interface RetentionDeleter {
 async function deleteOldRows(db: Db, table: keyof Database, key: string, isOld: RawBuilder<boolean>, limit: number) {
   const result = await sql`
     delete from ${sql.table(table)}
-    where ${sql.ref(key)} in (select ${sql.ref(key)} from ${sql.table(table)} where ${isOld} limit ${limit})`.execute(db);
+    where ${sql.ref(key)} in (
+      -- Rows another transaction holds (a signup re-arming its throttle row) wait for the next batch: no lock waits, no deadlocks.
+      select ${sql.ref(key)} from ${sql.table(table)} where ${isOld} limit ${limit} for update skip locked
+    )`.execute(db);
   return Number(result.numAffectedRows ?? 0);
 }
 

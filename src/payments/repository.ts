@@ -107,9 +107,9 @@ export async function findPendingOrdersInWindow(db: Db, options: { windowHours: 
 /** Stamps the orders the sweep asked the provider about, in one statement. */
 export async function recordOrdersChecked(db: Db, orderIds: readonly string[]): Promise<void> {
   if (orderIds.length === 0) return;
-  await db
-    .updateTable('orders')
-    .set({ last_checked_at: sql<Date>`now()` })
-    .where(sql<boolean>`id = any(${[...orderIds]}::uuid[])`)
-    .execute();
+  // Rows locked in id order, as the settle statement locks them: the two cannot deadlock.
+  await sql`
+    update orders set last_checked_at = now()
+    from (select id from orders where id = any(${[...orderIds]}::uuid[]) order by id for no key update) as checked
+    where orders.id = checked.id`.execute(db);
 }

@@ -4,6 +4,7 @@ import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
 import { activeTraceContext } from '../core/tracing.js';
 import { createBatcher } from '../core/batcher.js';
+import { isLockConflict } from '../core/errors.js';
 
 /** The throttle key of an address: lower-cased, with any `+tag` removed from the local part (the email still goes to the address as given). */
 export function signupThrottleKey(email: string): string {
@@ -58,7 +59,7 @@ export function prepareSignupUser(db: Db): SignupUser {
           ),
           due as (
             insert into users (email, name)
-            select email, name from input order by email
+            select email, name from input order by email collate "C"
             on conflict (email) do update set verification_requested_at = now()
               where users.verified_at is null and users.verification_requested_at <= now() - interval '60 seconds'
             returning id, email
@@ -66,7 +67,7 @@ export function prepareSignupUser(db: Db): SignupUser {
           -- Reads due: the shared throttle is claimed only for an address that would get an email.
           throttle as (
             insert into signup_throttle (address_key)
-            select input.throttle_key from due join input using (email) order by input.throttle_key
+            select input.throttle_key from due join input using (email) order by input.throttle_key collate "C"
             on conflict (address_key) do update set last_queued_at = now()
               where signup_throttle.last_queued_at <= now() - interval '60 seconds'
             returning address_key
@@ -86,6 +87,7 @@ export function prepareSignupUser(db: Db): SignupUser {
   const signupBatch = createBatcher<SignupItem, OutboxRow | undefined>({
     maxBatch: SIGNUP_BATCH_MAX,
     maxInFlight: SIGNUP_STATEMENTS_IN_FLIGHT,
+    retryAlone: isLockConflict,
     keysOf: (item) => [`email:${item.email}`, `throttle:${item.throttleKey}`],
     async run(items) {
       const rows = await run({

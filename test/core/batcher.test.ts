@@ -108,3 +108,54 @@ t.test('a run that throws synchronously rejects its batch instead of escaping', 
   });
   await t.rejects(submit('x'), { message: 'sync' });
 });
+
+t.test('retryAlone: a batch failing with an accepted error is run again item by item; only the culprit fails', async (t) => {
+  const runs: string[][] = [];
+  const conflict = Object.assign(new Error('deadlock detected'), { code: '40P01' });
+  const submit = createBatcher<string, string>({
+    maxBatch: 10,
+    maxInFlight: 1,
+    retryAlone: (error) => (error as { code?: string }).code === '40P01',
+    async run(items) {
+      runs.push(items);
+      if (items.length > 1) throw conflict; // what another transaction's locks did to the shared statement
+      if (items[0] === 'bad') throw new Error('bad alone too');
+      return items.map((item) => `done ${item}`);
+    },
+  });
+  const settled = await Promise.allSettled(['a', 'bad', 'b'].map(submit));
+  t.same(
+    settled.map((s) => (s.status === 'fulfilled' ? s.value : (s.reason as Error).message)),
+    ['done a', 'bad alone too', 'done b'],
+  );
+  t.same(runs, [['a', 'bad', 'b'], ['a'], ['bad'], ['b']]);
+});
+
+t.test('retryAlone refuses the error (an outage): the batch fails at once, with no retries', async (t) => {
+  let calls = 0;
+  const submit = createBatcher<string, string>({
+    maxBatch: 10,
+    maxInFlight: 1,
+    retryAlone: () => false,
+    run() {
+      calls += 1;
+      return Promise.reject(new Error('connection refused'));
+    },
+  });
+  const settled = await Promise.allSettled(['a', 'b'].map(submit));
+  t.same(
+    settled.map((s) => s.status),
+    ['rejected', 'rejected'],
+  );
+  t.equal(calls, 1);
+});
+
+t.test('a run returning fewer results than items rejects the batch instead of resolving undefined', async (t) => {
+  const submit = createBatcher<string, string>({ maxBatch: 10, maxInFlight: 1, run: (items) => Promise.resolve(items.slice(1)) });
+  const settled = await Promise.allSettled(['a', 'b'].map(submit));
+  t.same(
+    settled.map((s) => s.status),
+    ['rejected', 'rejected'],
+  );
+  t.match((settled[0] as PromiseRejectedResult).reason, { message: 'batch run returned 1 results for 2 items' });
+});
