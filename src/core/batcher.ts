@@ -21,16 +21,23 @@ export interface BatcherOptions<I, O> {
    * with another code path, a lock wait that timed out), not for an outage that every retry would meet again.
    */
   retryAlone?: (error: unknown) => boolean;
+  /**
+   * An item not yet started after this long is rejected with `waitError()` (nothing of it was written): when the
+   * statements in flight hang, callers fail as they would waiting for a pooled connection, instead of queueing
+   * without bound.
+   */
+  maxWait?: { ms: number; error: () => Error };
 }
 
 interface Pending<I, O> {
   item: I;
   resolve(result: O): void;
   reject(error: unknown): void;
+  timer?: NodeJS.Timeout;
 }
 
 export function createBatcher<I, O>(options: BatcherOptions<I, O>): (item: I) => Promise<O> {
-  const { run, maxBatch, maxInFlight, keysOf, retryAlone } = options;
+  const { run, maxBatch, maxInFlight, keysOf, retryAlone, maxWait } = options;
   let waiting: Pending<I, O>[] = [];
   let inFlight = 0;
   let scheduled = false;
@@ -75,6 +82,7 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): (item: I) =>
 
   const runBatch = ({ batch, keys }: { batch: Pending<I, O>[]; keys: string[] }) => {
     inFlight += 1;
+    for (const pending of batch) clearTimeout(pending.timer);
     Promise.resolve()
       .then(() => runItems(batch.map((pending) => pending.item)))
       .then(
@@ -108,9 +116,18 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): (item: I) =>
     setImmediate(flush);
   };
 
+  const giveUp = (pending: Pending<I, O>) => {
+    const at = waiting.indexOf(pending);
+    if (at < 0) return;
+    waiting.splice(at, 1);
+    pending.reject(maxWait!.error());
+  };
+
   return (item) =>
     new Promise<O>((resolve, reject) => {
-      waiting.push({ item, resolve, reject });
+      const pending: Pending<I, O> = { item, resolve, reject };
+      if (maxWait) pending.timer = setTimeout(() => giveUp(pending), maxWait.ms);
+      waiting.push(pending);
       schedule();
     });
 }

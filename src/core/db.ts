@@ -108,11 +108,14 @@ export interface PoolTimeouts {
 }
 
 // bigint ids come back as strings; keep them strings (they never do arithmetic).
+/** How long a query waits for a pooled connection before failing (then answered 503); shared statements wait as long. */
+export const POOL_CONNECT_TIMEOUT_MS = 3000;
+
 export function createDb(databaseUrl: string, poolMax = 10, timeouts: PoolTimeouts = {}): Db {
   const pool = new pg.Pool({
     connectionString: databaseUrl,
     max: poolMax,
-    connectionTimeoutMillis: 3000,
+    connectionTimeoutMillis: POOL_CONNECT_TIMEOUT_MS,
     ...(timeouts.statementTimeoutMs ? { statement_timeout: timeouts.statementTimeoutMs } : {}),
     ...(timeouts.queryTimeoutMs ? { query_timeout: timeouts.queryTimeoutMs } : {}),
     ...(timeouts.keepAliveDelayMs ? { keepAlive: true, keepAliveInitialDelayMillis: timeouts.keepAliveDelayMs } : {}),

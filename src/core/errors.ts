@@ -3,6 +3,14 @@ import { pathOnly } from './logger.js';
 import type { FastifyError, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { Type } from 'typebox';
 
+// A request that waited as long as the pool's connection timeout for a shared statement to start (createBatcher).
+const DATABASE_BUSY = 'ERRAND_DATABASE_BUSY';
+
+/** What a caller of a shared statement gets when none could start in time: handled as the database being unavailable. */
+export function databaseBusyError(): Error {
+  return Object.assign(new Error('timeout exceeded waiting for a shared database statement'), { code: DATABASE_BUSY });
+}
+
 const UNAVAILABLE_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
@@ -17,6 +25,7 @@ const UNAVAILABLE_CODES = new Set([
   '08003',
   '08006',
   '53300',
+  DATABASE_BUSY,
 ]);
 
 /** PostgreSQL unreachable, restarting or out of connections. */

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
-import type { Db } from '../core/db.js';
+import { POOL_CONNECT_TIMEOUT_MS, type Db } from '../core/db.js';
 import { createBatcher } from '../core/batcher.js';
-import { isLockConflict } from '../core/errors.js';
+import { databaseBusyError, isLockConflict } from '../core/errors.js';
 
 /** Most job ids one statement takes (a worker runs at most EMAIL_CONCURRENCY jobs at once). */
 const SENT_EMAILS_BATCH_MAX = 500;
@@ -23,6 +23,7 @@ export function createSentEmails(db: Db): SentEmails {
     maxBatch: SENT_EMAILS_BATCH_MAX,
     maxInFlight: STATEMENTS_IN_FLIGHT,
     retryAlone: isLockConflict,
+    maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
     async run(jobIds) {
       const rows = await db
         .selectFrom('sent_emails')
@@ -39,6 +40,7 @@ export function createSentEmails(db: Db): SentEmails {
     // One row per job id and statement (a retry of the same job could otherwise meet its own earlier call).
     keysOf: (jobId) => [jobId],
     retryAlone: isLockConflict,
+    maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
     async run(jobIds) {
       await sql`insert into sent_emails (job_id) select unnest(${jobIds}::text[]) on conflict (job_id) do nothing`.execute(db);
       return jobIds.map(() => undefined);

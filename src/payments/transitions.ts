@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
-import { compileOnce, type Db, type OrderStatus } from '../core/db.js';
+import { compileOnce, type Db, type OrderStatus, POOL_CONNECT_TIMEOUT_MS } from '../core/db.js';
 import { createBatcher } from '../core/batcher.js';
-import { isLockConflict } from '../core/errors.js';
+import { databaseBusyError, isLockConflict } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
@@ -165,6 +165,7 @@ function prepareSettleStatement(db: Db): (item: SettleItem) => Promise<SettleRow
     maxBatch: SETTLE_BATCH_MAX,
     maxInFlight: SETTLE_STATEMENTS_IN_FLIGHT,
     retryAlone: isLockConflict,
+    maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
     keysOf: ({ report }) => (report.event ? [`order:${report.providerRef}`, `event:${report.event.id}`] : [`order:${report.providerRef}`]),
     async run(items) {
       const rows = await run({

@@ -1,10 +1,10 @@
 import { sql } from 'kysely';
-import { compileOnce, type Db } from '../core/db.js';
+import { compileOnce, type Db, POOL_CONNECT_TIMEOUT_MS } from '../core/db.js';
 import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
 import { activeTraceContext } from '../core/tracing.js';
 import { createBatcher } from '../core/batcher.js';
-import { isLockConflict } from '../core/errors.js';
+import { databaseBusyError, isLockConflict } from '../core/errors.js';
 
 /** The throttle key of an address: lower-cased, with any `+tag` removed from the local part (the email still goes to the address as given). */
 export function signupThrottleKey(email: string): string {
@@ -88,6 +88,7 @@ export function prepareSignupUser(db: Db): SignupUser {
     maxBatch: SIGNUP_BATCH_MAX,
     maxInFlight: SIGNUP_STATEMENTS_IN_FLIGHT,
     retryAlone: isLockConflict,
+    maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
     keysOf: (item) => [`email:${item.email}`, `throttle:${item.throttleKey}`],
     async run(items) {
       const rows = await run({

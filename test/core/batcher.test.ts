@@ -159,3 +159,37 @@ t.test('a run returning fewer results than items rejects the batch instead of re
   );
   t.match((settled[0] as PromiseRejectedResult).reason, { message: 'batch run returned 1 results for 2 items' });
 });
+
+t.test('maxWait: while the batches in flight hang, a waiting item is rejected in time and never runs later', async (t) => {
+  const runs: string[][] = [];
+  let release!: () => void;
+  const hung = new Promise<void>((resolve) => (release = resolve));
+  const submit = createBatcher<string, string>({
+    maxBatch: 10,
+    maxInFlight: 1,
+    maxWait: { ms: 50, error: () => new Error('busy') },
+    async run(items) {
+      runs.push(items);
+      if (items.includes('slow')) await hung;
+      return items.map((item) => `done ${item}`);
+    },
+  });
+  const slow = submit('slow');
+  await new Promise((resolve) => setImmediate(resolve)); // 'slow' is running (and hangs)
+  const started = Date.now();
+  await t.rejects(submit('queued'), { message: 'busy' });
+  t.ok(Date.now() - started >= 45, 'rejected after about maxWait');
+  release();
+  t.equal(await slow, 'done slow', 'an item already running is not cut short');
+  t.equal(await submit('after'), 'done after');
+  t.same(runs, [['slow'], ['after']], 'the item that gave up never ran');
+});
+
+t.test("the database's busy error is answered as the database being unavailable (503), a lock conflict is retried alone", async (t) => {
+  const { databaseBusyError, isDatabaseUnavailable, isLockConflict } = await import('../../src/core/errors.js');
+  t.ok(isDatabaseUnavailable(databaseBusyError()));
+  t.notOk(isLockConflict(databaseBusyError()));
+  t.ok(isLockConflict(Object.assign(new Error('deadlock detected'), { code: '40P01' })));
+  t.ok(isLockConflict(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' })));
+  t.notOk(isLockConflict(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })));
+});
