@@ -10,7 +10,7 @@
  * sharing a key run in the order they came.
  */
 export interface BatcherOptions<I, O> {
-  /** Resolves to one result per item, in the items' order; a rejection rejects every item of the batch. */
+  /** Resolves to one result per item, in the items' order; a rejection rejects every item of the batch (but see retryAlone). */
   run: (items: I[]) => Promise<O[]>;
   maxBatch: number;
   maxInFlight: number;
@@ -22,7 +22,7 @@ export interface BatcherOptions<I, O> {
    */
   retryAlone?: (error: unknown) => boolean;
   /**
-   * An item not yet started after this long is rejected with `waitError()` (nothing of it was written): when the
+   * An item not yet started after `ms` is rejected with `error()` (nothing of it was written): when the
    * statements in flight hang, callers fail as they would waiting for a pooled connection, instead of queueing
    * without bound.
    */
