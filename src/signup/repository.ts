@@ -119,39 +119,52 @@ export async function insertVerificationToken(db: Db, token: { userId: string; h
     .execute();
 }
 
+export interface VerificationTokenRequest {
+  userId: string;
+  hash: Buffer;
+  expiresAt: Date;
+}
+export type VerificationRecipient = { id: string; email: string; name: string | null };
+export type StoreVerificationToken = (token: VerificationTokenRequest) => Promise<VerificationRecipient | undefined>;
+
 /**
  * Stores a verification token for the user, only while the user exists and is unverified, and returns the
  * address to send it to: one statement (one round trip, one commit) for what the email job needs before it
- * sends. Undefined when there is nothing to send any more (user gone or already verified).
+ * sends. Undefined when there is nothing to send any more (user gone or already verified). Concurrent email
+ * jobs share statements (createBatcher), one user at most once per statement.
  */
-export async function insertVerificationTokenForUnverified(
-  db: Db,
-  token: { userId: string; hash: Buffer; expiresAt: Date },
-): Promise<{ id: string; email: string; name: string | null } | undefined> {
-  return db
-    .with('recipient', (qb) =>
-      qb.selectFrom('users').select(['id', 'email', 'name']).where('id', '=', token.userId).where('verified_at', 'is', null),
-    )
-    .with('stored', (qb) =>
-      qb
-        .insertInto('email_verification_tokens')
-        .columns(['token_hash', 'user_id', 'expires_at'])
-        .expression((eb) =>
-          eb
-            .selectFrom('recipient')
-            .select([
-              sql<Buffer>`${token.hash}::bytea`.as('token_hash'),
-              'id',
-              sql<Date>`${token.expiresAt}::timestamptz`.as('expires_at'),
-            ]),
+export function prepareStoreVerificationToken(db: Db): StoreVerificationToken {
+  const store = createBatcher<VerificationTokenRequest, VerificationRecipient | undefined>({
+    maxBatch: 500,
+    maxInFlight: 2,
+    keysOf: (token) => [token.userId],
+    retryAlone: isLockConflict,
+    maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
+    async run(tokens) {
+      const { rows } = await sql<VerificationRecipient>`
+        with input as (
+          select * from unnest(${tokens.map((token) => token.userId)}::bigint[], ${tokens.map((token) => token.hash)}::bytea[],
+                               ${tokens.map((token) => token.expiresAt)}::timestamptz[]) as input(user_id, token_hash, expires_at)
+        ), recipient as (
+          select users.id, users.email, users.name, input.token_hash, input.expires_at
+          from input join users on users.id = input.user_id
+          where users.verified_at is null
+        ), stored as (
+          insert into email_verification_tokens (token_hash, user_id, expires_at)
+          select token_hash, id, expires_at from recipient
+          returning user_id
         )
-        .returning('user_id'),
-    )
-    .selectFrom('recipient')
-    .innerJoin('stored', 'stored.user_id', 'recipient.id')
-    .select(['recipient.id', 'recipient.email', 'recipient.name'])
-    .executeTakeFirst();
+        select recipient.id::text as id, recipient.email, recipient.name
+        from recipient join stored on stored.user_id = recipient.id`.execute(db);
+      const byId = new Map(rows.map((row) => [row.id, row]));
+      return tokens.map((token) => byId.get(String(token.userId)));
+    },
+  });
+  // The payload allows any digits; an id past bigint's range names no user, and must not fail the shared cast.
+  return (token) => (BigInt(token.userId) > MAX_BIGINT ? Promise.resolve(undefined) : store(token));
 }
+
+const MAX_BIGINT = 2n ** 63n - 1n;
 
 /** Uses the token (once, before expiry) and marks its user verified; false when the token is unknown, used or expired. */
 export async function consumeVerificationToken(db: Db, hash: Buffer): Promise<boolean> {

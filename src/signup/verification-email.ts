@@ -2,7 +2,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../core/db.js';
 import type { EmailComposer } from '../email/worker.js';
 import { publicLink, verificationEmail } from '../email/templates.js';
-import { insertVerificationTokenForUnverified } from './repository.js';
+import { prepareStoreVerificationToken } from './repository.js';
 import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from './tokens.js';
 
 /**
@@ -10,10 +10,11 @@ import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from './tokens.js';
  * Redis, the outbox or a log. A retry mints a new one; older ones stay valid.
  */
 export function composeVerificationEmail(deps: { db: Db; config: Config }): EmailComposer<'email-verification'> {
+  const storeToken = prepareStoreVerificationToken(deps.db);
   return async (data) => {
     const token = mintVerificationToken();
     // Stored only for an existing, unverified user, in the statement that reads the address.
-    const user = await insertVerificationTokenForUnverified(deps.db, {
+    const user = await storeToken({
       userId: data.userId,
       hash: token.hash,
       expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS),

@@ -50,3 +50,17 @@ t.test('a user that no longer exists: nothing to send', async (t) => {
     .executeTakeFirstOrThrow();
   t.equal(Number(n), 0);
 });
+
+t.test('jobs composed at once share the statement; an id past bigint range fails none of them', async (t) => {
+  const users = await Promise.all(['c1@example.com', 'c2@example.com', 'c3@example.com'].map((email) => newUser(email, null)));
+  const emails = await Promise.all([
+    ...users.map((u) => compose({ userId: u.id }, job)),
+    compose({ userId: '99999999999999999999999' }, job),
+    compose({ userId: users[0].id }, job), // the same user twice at once: two tokens, two emails, as one at a time
+  ]);
+  t.same(
+    emails.map((e) => e?.to ?? null),
+    ['c1@example.com', 'c2@example.com', 'c3@example.com', null, 'c1@example.com'],
+  );
+  t.equal(await tokensOf(users[0].id), 2);
+});
