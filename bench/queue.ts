@@ -12,6 +12,7 @@ import { prepareDatabase } from '../src/core/db.js';
 import { createDeps } from '../src/deps.js';
 import { startErrand } from '../src/errand.js';
 import { EMAIL_QUEUE } from '../src/queues.js';
+import { verificationEmail } from '../src/email/templates.js';
 import { outboxJobId, publishAfterCommit } from '../src/outbox/producer.js';
 import { startOutboxRelay } from '../src/outbox/relay.js';
 import { prepareSignupUser } from '../src/signup/repository.js';
@@ -150,7 +151,7 @@ async function errandThroughput(concurrency: number, smtpUrl: string) {
   return round((THROUGHPUT_JOBS * 1000) / (performance.now() - started), 1);
 }
 
-/** Plain BullMQ: a no-op processor, or (with smtpUrl) one that only sends a verification-sized email. */
+/** Plain BullMQ: a no-op processor, or (with smtpUrl) one that only sends errand's verification email (no reads, no token). */
 async function plainBullmqThroughput(concurrency: number, smtpUrl?: string) {
   const prefix = freshQueuePrefix();
   const transport = smtpUrl
@@ -160,12 +161,12 @@ async function plainBullmqThroughput(concurrency: number, smtpUrl?: string) {
     : undefined;
   if (transport) onCleanup('close plain transport', () => transport.close());
   const send = async (i: number) => {
-    await transport?.sendMail({
-      from: 'bench <no-reply@localhost>',
-      to: `plain${i}@example.com`,
-      subject: 'Verify your email address',
-      text: `Hello,\n\nconfirm your address: http://127.0.0.1/auth/verify-email?token=${'x'.repeat(43)}\n`,
-    });
+    // errand's own template, so the message (text + HTML) is byte for byte the kind errand sends.
+    const email = verificationEmail(
+      { email: `plain${i}@example.com`, name: null },
+      `http://127.0.0.1/auth/verify-email?token=${'x'.repeat(43)}`,
+    );
+    await transport?.sendMail({ from: 'bench <no-reply@localhost>', ...email });
   };
   const queue = new Queue('plain', { connection: { url: REDIS_URL }, prefix });
   onCleanup('close plain queue', () => queue.close());
