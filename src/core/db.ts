@@ -3,6 +3,8 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { packageRoot } from './package-root.js';
+import { createBatcher, type BatcherOptions } from './batcher.js';
+import { databaseBusyError, isLockConflict } from './errors.js';
 import type { TraceContext } from './tracing.js';
 import {
   Kysely,
@@ -107,10 +109,27 @@ export interface PoolTimeouts {
   keepAliveDelayMs?: number;
 }
 
-// bigint ids come back as strings; keep them strings (they never do arithmetic).
 /** How long a query waits for a pooled connection before failing (then answered 503); shared statements wait as long. */
 export const POOL_CONNECT_TIMEOUT_MS = 3000;
 
+/** Shared statements in flight at once per batcher; callers arriving meanwhile wait for the next one (a fraction of the pool). */
+const SHARED_STATEMENTS_IN_FLIGHT = 2;
+
+/**
+ * A PostgreSQL statement shared by concurrent callers (createBatcher), with what every such statement needs:
+ * at most SHARED_STATEMENTS_IN_FLIGHT at once, a batch that failed on a lock conflict run again caller by caller,
+ * and a caller not started within the pool's connection timeout answered as the database being unavailable.
+ */
+export function createStatementBatcher<I, O>(options: Pick<BatcherOptions<I, O>, 'run' | 'maxBatch' | 'keysOf'>): (item: I) => Promise<O> {
+  return createBatcher({
+    ...options,
+    maxInFlight: SHARED_STATEMENTS_IN_FLIGHT,
+    retryAlone: isLockConflict,
+    maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
+  });
+}
+
+// bigint ids come back as strings; keep them strings (they never do arithmetic).
 export function createDb(databaseUrl: string, poolMax = 10, timeouts: PoolTimeouts = {}): Db {
   const pool = new pg.Pool({
     connectionString: databaseUrl,

@@ -1,15 +1,12 @@
 import { sql } from 'kysely';
-import { POOL_CONNECT_TIMEOUT_MS, type Db } from '../core/db.js';
-import { createBatcher } from '../core/batcher.js';
-import { databaseBusyError, isLockConflict } from '../core/errors.js';
+import { createStatementBatcher, type Db } from '../core/db.js';
 
 /** Most job ids one statement takes (a worker runs at most EMAIL_CONCURRENCY jobs at once). */
 const SENT_EMAILS_BATCH_MAX = 500;
-const STATEMENTS_IN_FLIGHT = 2;
 
 /**
  * `sent_emails`, the record that stops a second send of one job: checked before composing, written after the
- * SMTP server accepted the message. Concurrent jobs of one worker share the statements (createBatcher): with
+ * SMTP server accepted the message. Concurrent jobs of one worker share the statements (createStatementBatcher): with
  * EMAIL_CONCURRENCY 50 that is a few statements and commits for many emails instead of two per email. Each job
  * still waits for its own row to be committed before it completes.
  */
@@ -19,11 +16,8 @@ export interface SentEmails {
 }
 
 export function createSentEmails(db: Db): SentEmails {
-  const wasSent = createBatcher<string, boolean>({
+  const wasSent = createStatementBatcher<string, boolean>({
     maxBatch: SENT_EMAILS_BATCH_MAX,
-    maxInFlight: STATEMENTS_IN_FLIGHT,
-    retryAlone: isLockConflict,
-    maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
     async run(jobIds) {
       const rows = await db
         .selectFrom('sent_emails')
@@ -34,13 +28,10 @@ export function createSentEmails(db: Db): SentEmails {
       return jobIds.map((jobId) => sent.has(jobId));
     },
   });
-  const record = createBatcher<string, undefined>({
+  const record = createStatementBatcher<string, undefined>({
     maxBatch: SENT_EMAILS_BATCH_MAX,
-    maxInFlight: STATEMENTS_IN_FLIGHT,
     // One row per job id and statement (a retry of the same job could otherwise meet its own earlier call).
     keysOf: (jobId) => [jobId],
-    retryAlone: isLockConflict,
-    maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
     async run(jobIds) {
       await sql`insert into sent_emails (job_id) select unnest(${jobIds}::text[]) on conflict (job_id) do nothing`.execute(db);
       return jobIds.map(() => undefined);

@@ -1,7 +1,5 @@
 import { sql } from 'kysely';
-import { compileOnce, type Db, type OrderStatus, POOL_CONNECT_TIMEOUT_MS } from '../core/db.js';
-import { createBatcher } from '../core/batcher.js';
-import { databaseBusyError, isLockConflict } from '../core/errors.js';
+import { compileOnce, createStatementBatcher, type Db, type OrderStatus } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
 import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
@@ -79,8 +77,6 @@ interface SettleItem {
 
 /** Most reports one statement takes; under load a statement holds the few that came in one event-loop turn. */
 const SETTLE_BATCH_MAX = 200;
-/** Statements in flight at once; reports arriving meanwhile wait for the next one (a fraction of the pool). */
-const SETTLE_STATEMENTS_IN_FLIGHT = 2;
 
 /**
  * The one exactly-once path, shared by the webhook and the reconciliation sweep:
@@ -93,7 +89,7 @@ const SETTLE_STATEMENTS_IN_FLIGHT = 2;
  * - inserts the tracking email's outbox row for the one caller that made it paid.
  * A statement is atomic: all of it commits, or none.
  *
- * Concurrent callers share statements (createBatcher), with no two reports of one order or one event id in
+ * Concurrent callers share statements (createStatementBatcher), with no two reports of one order or one event id in
  * the same or overlapping statements (they run in arrival order, each seeing its predecessor's commit), and
  * order rows and event ids locked in sorted order, so two statements cannot deadlock.
  */
@@ -161,11 +157,8 @@ function prepareSettleStatement(db: Db): (item: SettleItem) => Promise<SettleRow
             left join queued on queued.payload->>'orderId' = judged.order_id::text`.compile(db),
     }),
   );
-  return createBatcher<SettleItem, SettleRow>({
+  return createStatementBatcher<SettleItem, SettleRow>({
     maxBatch: SETTLE_BATCH_MAX,
-    maxInFlight: SETTLE_STATEMENTS_IN_FLIGHT,
-    retryAlone: isLockConflict,
-    maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
     keysOf: ({ report }) => (report.event ? [`order:${report.providerRef}`, `event:${report.event.id}`] : [`order:${report.providerRef}`]),
     async run(items) {
       const rows = await run({

@@ -1,10 +1,8 @@
 import { sql } from 'kysely';
-import { compileOnce, type Db, POOL_CONNECT_TIMEOUT_MS } from '../core/db.js';
+import { compileOnce, createStatementBatcher, type Db } from '../core/db.js';
 import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import type { OutboxRow } from '../outbox/producer.js';
 import { activeTraceContext } from '../core/tracing.js';
-import { createBatcher } from '../core/batcher.js';
-import { databaseBusyError, isLockConflict } from '../core/errors.js';
 
 /** The throttle key of an address: lower-cased, with any `+tag` removed from the local part (the email still goes to the address as given). */
 export function signupThrottleKey(email: string): string {
@@ -26,8 +24,6 @@ interface SignupItem {
 
 /** Most signups one statement takes; a busy service's batches are far smaller (a few per event-loop turn). */
 const SIGNUP_BATCH_MAX = 200;
-/** Statements in flight at once; signups arriving meanwhile wait for the next one (a fraction of the pool). */
-const SIGNUP_STATEMENTS_IN_FLIGHT = 2;
 
 /**
  * Signup in one statement, with no explicit transaction: creates the user, or
@@ -39,7 +35,7 @@ const SIGNUP_STATEMENTS_IN_FLIGHT = 2;
  * (verified, or throttled). Concurrent signups serialise on the unique email
  * and on the throttle key, so they agree on a single email.
  *
- * Concurrent callers share statements (createBatcher): each statement takes the signups of a few requests as
+ * Concurrent callers share statements (createStatementBatcher): each statement takes the signups of a few requests as
  * arrays. Within one, no two share an address or a throttle key (a statement updates a row once; the later
  * caller waits for the next statement and finds the throttle claimed, as it would have one at a time), and
  * rows are locked in address and key order, so two statements cannot deadlock. Every caller still returns only
@@ -84,11 +80,8 @@ export function prepareSignupUser(db: Db): SignupUser {
           from queued join due on due.id::text = queued.payload->>'userId'`.compile(db),
     }),
   );
-  const signupBatch = createBatcher<SignupItem, OutboxRow | undefined>({
+  const signupBatch = createStatementBatcher<SignupItem, OutboxRow | undefined>({
     maxBatch: SIGNUP_BATCH_MAX,
-    maxInFlight: SIGNUP_STATEMENTS_IN_FLIGHT,
-    retryAlone: isLockConflict,
-    maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
     keysOf: (item) => [`email:${item.email}`, `throttle:${item.throttleKey}`],
     async run(items) {
       const rows = await run({
@@ -131,15 +124,12 @@ export type StoreVerificationToken = (token: VerificationTokenRequest) => Promis
  * Stores a verification token for the user, only while the user exists and is unverified, and returns the
  * address to send it to: one statement (one round trip, one commit) for what the email job needs before it
  * sends. Undefined when there is nothing to send any more (user gone or already verified). Concurrent email
- * jobs share statements (createBatcher), one user at most once per statement.
+ * jobs share statements (createStatementBatcher), one user at most once per statement.
  */
 export function prepareStoreVerificationToken(db: Db): StoreVerificationToken {
-  const store = createBatcher<VerificationTokenRequest, VerificationRecipient | undefined>({
+  const store = createStatementBatcher<VerificationTokenRequest, VerificationRecipient | undefined>({
     maxBatch: 500,
-    maxInFlight: 2,
     keysOf: (token) => [token.userId],
-    retryAlone: isLockConflict,
-    maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
     async run(tokens) {
       const { rows } = await sql<VerificationRecipient>`
         with input as (
@@ -157,7 +147,7 @@ export function prepareStoreVerificationToken(db: Db): StoreVerificationToken {
         select recipient.id::text as id, recipient.email, recipient.name
         from recipient join stored on stored.user_id = recipient.id`.execute(db);
       const byId = new Map(rows.map((row) => [row.id, row]));
-      return tokens.map((token) => byId.get(String(token.userId)));
+      return tokens.map((token) => byId.get(token.userId));
     },
   });
   // The payload allows any digits; an id past bigint's range names no user, and must not fail the shared cast.
