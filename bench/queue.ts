@@ -1,17 +1,21 @@
 // Scenario: the queue side of errand (issue 16). A. outbox relay drain rate over a backlog;
 // B. pickup latency, commit → job active, with idle workers; C. email-queue throughput with the
-// limiter off at concurrency 1 and 50, next to plain BullMQ workers on the same Redis: one that sends the same
-// email to the same SMTP sink through a pooled nodemailer transport (and nothing else: no dedupe, no token, no
-// lifecycle lines), and one with a no-op processor (BullMQ's own ceiling here).
+// limiter off at concurrency 1 and 50, next to plain BullMQ workers on the same Redis: one that runs errand's own
+// email processor (the same dedupe, token and send: what errand's worker wiring costs on top of BullMQ), one that
+// sends the same email to the same SMTP sink through a pooled nodemailer transport (and nothing else: no dedupe, no
+// token, no lifecycle lines: what errand's guarantees cost), and one with a no-op processor (BullMQ's own ceiling).
 import { performance } from 'node:perf_hooks';
 import { Queue, Worker } from 'bullmq';
 import nodemailer from 'nodemailer';
 import { sql } from 'kysely';
 import { loadConfig } from '../src/config.js';
-import { prepareDatabase } from '../src/core/db.js';
+import { prepareDatabase, type Db } from '../src/core/db.js';
 import { createDeps } from '../src/deps.js';
 import { startErrand } from '../src/errand.js';
 import { EMAIL_QUEUE } from '../src/queues.js';
+import { emailProcessors } from '../src/email/worker.js';
+import { composeOrderTrackingEmail } from '../src/payments/tracking-email.js';
+import { composeVerificationEmail } from '../src/signup/verification-email.js';
 import { verificationEmail } from '../src/email/templates.js';
 import { outboxJobId, publishAfterCommit } from '../src/outbox/producer.js';
 import { startOutboxRelay } from '../src/outbox/relay.js';
@@ -133,21 +137,58 @@ async function pickupLatency(smtpUrl: string) {
 
 async function errandThroughput(concurrency: number, smtpUrl: string) {
   const { errand, worker } = await startUnlimited(concurrency, smtpUrl);
-  const { db } = errand.deps;
+  let completed = 0;
+  worker.on('completed', () => (completed += 1));
+  await worker.pause();
+  await addVerificationJobs(errand.deps.db, errand.deps.queues[EMAIL_QUEUE]);
+  const started = performance.now();
+  worker.resume();
+  await waitUntil(() => completed >= THROUGHPUT_JOBS, 300_000, `${THROUGHPUT_JOBS} emails`);
+  return round((THROUGHPUT_JOBS * 1000) / (performance.now() - started), 1);
+}
+
+/** THROUGHPUT_JOBS verification emails for fresh users, as `addBulk` jobs in `queue` (returns once they are in Redis). */
+async function addVerificationJobs(db: Db, queue: Queue): Promise<void> {
   const users = await sql<{
     id: string;
   }>`insert into users (email) select 'tp' || g || '@example.com' from generate_series(1, ${THROUGHPUT_JOBS}) g returning id::text`.execute(
     db,
   );
-  let completed = 0;
-  worker.on('completed', () => (completed += 1));
-  await worker.pause();
-  await errand.deps.queues[EMAIL_QUEUE].addBulk(
-    users.rows.map((u, i) => ({ name: 'email-verification', data: { userId: u.id }, opts: { jobId: `tp-${i}` } })),
+  await queue.addBulk(users.rows.map((u, i) => ({ name: 'email-verification', data: { userId: u.id }, opts: { jobId: `tp-${i}` } })));
+}
+
+/**
+ * Plain BullMQ running errand's own email processor: the same dedupe, token, send and record as errand's worker, on a
+ * bare Worker (no payload check, lifecycle lines, metrics, events stream or limiter). errand's worker against this is
+ * what its wiring costs.
+ */
+async function plainErrandProcessorThroughput(concurrency: number, smtpUrl: string) {
+  const config = loadConfig(
+    errandEnv({
+      DATABASE_URL: freshDatabaseUrl(),
+      QUEUE_PREFIX: freshQueuePrefix(),
+      SMTP_URL: smtpUrl,
+      EMAIL_CONCURRENCY: String(concurrency),
+    }),
   );
+  await prepareDatabase(config.DATABASE_URL);
+  const deps = createDeps(config, { logDestination: nullStream() });
+  onCleanup('close plain-processor deps', () => deps.close());
+  const processors = emailProcessors(deps, {
+    'email-verification': composeVerificationEmail(deps),
+    'order-tracking-link': composeOrderTrackingEmail(deps),
+  });
+  await addVerificationJobs(deps.db, deps.queues[EMAIL_QUEUE]);
+  let completed = 0;
   const started = performance.now();
-  worker.resume();
-  await waitUntil(() => completed >= THROUGHPUT_JOBS, 300_000, `${THROUGHPUT_JOBS} emails`);
+  const worker = new Worker(EMAIL_QUEUE, (job) => processors['email-verification'](job.data as { userId: string }, job, undefined), {
+    connection: { url: REDIS_URL, maxRetriesPerRequest: null },
+    prefix: config.QUEUE_PREFIX,
+    concurrency,
+  });
+  onCleanup('close plain-processor worker', () => worker.close());
+  worker.on('completed', () => (completed += 1));
+  await waitUntil(() => completed >= THROUGHPUT_JOBS, 300_000, `${THROUGHPUT_JOBS} plain-processor jobs`);
   return round((THROUGHPUT_JOBS * 1000) / (performance.now() - started), 1);
 }
 
@@ -197,6 +238,7 @@ await runScenario('queue', async () => {
   for (const concurrency of [1, 50]) {
     progress(`throughput at concurrency ${concurrency}: ${THROUGHPUT_JOBS} jobs`);
     throughput[`errandEmailC${concurrency}`] = await errandThroughput(concurrency, sink.url);
+    throughput[`plainErrandProcessorC${concurrency}`] = await plainErrandProcessorThroughput(concurrency, sink.url);
     throughput[`plainSendC${concurrency}`] = await plainBullmqThroughput(concurrency, sink.url);
     throughput[`plainBullmqC${concurrency}`] = await plainBullmqThroughput(concurrency);
   }
@@ -204,9 +246,11 @@ await runScenario('queue', async () => {
     { measure: `relay drain of ${relay.rows} rows (jobs/s)`, value: relay.jobsPerS },
     { measure: 'pickup commit → active p50 / p99 / max (ms)', value: `${pickup.p50Ms} / ${pickup.p99Ms} / ${pickup.maxMs}` },
     { measure: 'email worker, limiter off, concurrency 1 (jobs/s)', value: throughput.errandEmailC1 },
+    { measure: "plain BullMQ worker running errand's email processor, concurrency 1 (jobs/s)", value: throughput.plainErrandProcessorC1 },
     { measure: 'plain BullMQ worker sending the same email, concurrency 1 (jobs/s)', value: throughput.plainSendC1 },
     { measure: 'plain BullMQ no-op worker, concurrency 1 (jobs/s)', value: throughput.plainBullmqC1 },
     { measure: 'email worker, limiter off, concurrency 50 (jobs/s)', value: throughput.errandEmailC50 },
+    { measure: "plain BullMQ worker running errand's email processor, concurrency 50 (jobs/s)", value: throughput.plainErrandProcessorC50 },
     { measure: 'plain BullMQ worker sending the same email, concurrency 50 (jobs/s)', value: throughput.plainSendC50 },
     { measure: 'plain BullMQ no-op worker, concurrency 50 (jobs/s)', value: throughput.plainBullmqC50 },
   ]);
