@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Db, OrderStatus } from '../core/db.js';
+import { createStatementBatcher, type Db, type OrderStatus } from '../core/db.js';
 
 export interface Order {
   id: string;
@@ -49,6 +49,30 @@ export async function insertOrder(db: Db, order: { email: string; amount: number
 export async function findOrderById(db: Db, id: string): Promise<Order | undefined> {
   const row = await db.selectFrom('orders').select(ORDER_COLUMNS).where('id', '=', id).executeTakeFirst();
   return row && toOrder(row);
+}
+
+/**
+ * findOrderById for many concurrent callers (the tracking-link email jobs of one worker): the ids of one event-loop
+ * turn share one statement. Each `id` must be a uuid, as for findOrderById: one that is not would fail the whole
+ * statement (the job payload is checked for it before any job runs).
+ */
+export function prepareFindOrders(db: Db): (id: string) => Promise<Order | undefined> {
+  return createStatementBatcher<string, Order | undefined>({
+    maxBatch: 500,
+    async run(ids) {
+      const rows = await db
+        .selectFrom('orders')
+        .select(ORDER_COLUMNS)
+        .where(sql<boolean>`id = any(${ids}::uuid[])`)
+        .execute();
+      const byId = new Map(rows.map((row) => [row.id, row]));
+      return ids.map((id) => {
+        // PostgreSQL writes uuids in lower case; a payload may carry upper case (the same order).
+        const row = byId.get(id.toLowerCase());
+        return row && toOrder(row);
+      });
+    },
+  });
 }
 
 /**
