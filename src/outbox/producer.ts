@@ -4,7 +4,7 @@ import type { Database, Db } from '../core/db.js';
 import type { Logger } from '../core/logger.js';
 import { jobOptionsFor, type JobName, type Payload, type QueueName, type Queues } from '../queues.js';
 import type { PublishedMarks } from './published-marks.js';
-import { activeTraceContext, jobTelemetryFor, type TraceContext } from '../core/tracing.js';
+import { activeTraceContext, inTraceContext, jobTelemetryFor, type TraceContext } from '../core/tracing.js';
 import { createBatcher } from '../core/batcher.js';
 
 export interface OutboxRow {
@@ -76,6 +76,15 @@ export function queueForRow(queues: Queues, row: OutboxRow) {
   return queue;
 }
 
+/**
+ * One row's job alone, within the row's own trace: `add` (unlike `addBulk`) replaces the job's telemetry metadata
+ * with the active context, which in a batch or the relay is not the row's.
+ */
+export function addRow(queues: Queues, row: OutboxRow) {
+  const job = jobForRow(row);
+  return inTraceContext(row.trace_context, () => queueForRow(queues, row).add(job.name, job.data, job.opts));
+}
+
 /** Rows grouped by queue, in their order: one `addBulk` (one round trip) per queue. */
 export function groupByQueue(rows: readonly OutboxRow[]): Map<string, OutboxRow[]> {
   const byQueue = new Map<string, OutboxRow[]>();
@@ -98,8 +107,8 @@ const asError = (err: unknown): Error => (err instanceof Error ? err : new Error
  * The rows that requests publish in one event-loop turn (and while two earlier batches are in Redis) go as one
  * `addBulk` per queue: one pipeline, one socket write and one round trip for many jobs, instead of one of each per
  * job. A row alone goes as a plain `add` (an ioredis pipeline costs more than it saves for one command). A failed
- * `addBulk` fails each of its rows: they stay unpublished and the relay re-adds them under the same job ids (BullMQ
- * ignores an id it already has).
+ * `addBulk` is retried row by row; a row that still fails stays unpublished for the relay. Each job carries the
+ * trace of the request that published it (captured before the batch, which runs in another request's context).
  */
 function publisherFor(queues: Queues): PublishRow {
   let publish = publishers.get(queues);
@@ -122,13 +131,21 @@ function publisherFor(queues: Queues): PublishRow {
       }
       await Promise.all(
         [...byQueue].map(async ([queue, group]) => {
-          try {
-            if (group.length === 1) {
-              const job = jobForRow(group[0]);
-              await queue.add(job.name, job.data, job.opts);
-            } else await queue.addBulk(group.map(jobForRow));
-          } catch (err) {
-            for (const row of group) failures.set(row, asError(err));
+          if (group.length > 1) {
+            const added = await queue.addBulk(group.map(jobForRow)).then(
+              () => true,
+              () => false,
+            );
+            if (added) return;
+          }
+          // Alone, or after a failed addBulk row by row as the relay does: the row at fault is found and the rest
+          // still go (an id already added is a no-op); with Redis away each add fails at once.
+          for (const row of group) {
+            try {
+              await addRow(queues, row);
+            } catch (err) {
+              failures.set(row, asError(err));
+            }
           }
         }),
       );
@@ -156,7 +173,7 @@ export async function publishAfterCommit(deps: OutboxDeps, rows: OutboxRow[]): P
       try {
         // Before the first connect BullMQ would wait for Redis; fail at once instead.
         if (deps.redis.status !== 'ready') throw new Error(`redis not connected (${deps.redis.status})`);
-        await publish(row);
+        await publish(row.trace_context === undefined ? { ...row, trace_context: activeTraceContext() } : row);
         published.push(row.id);
       } catch (err) {
         deps.log.warn({ outboxId: row.id, queue: row.queue, jobName: row.job_name, err }, 'outbox publish deferred to relay');

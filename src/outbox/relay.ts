@@ -1,8 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { sql } from 'kysely';
 import type { Metrics } from '../ops/metrics.js';
-import { groupByQueue, jobForRow, queueForRow, type OutboxDeps, type OutboxRow } from './producer.js';
-import { inTraceContext } from '../core/tracing.js';
+import { addRow, groupByQueue, jobForRow, queueForRow, type OutboxDeps, type OutboxRow } from './producer.js';
 import { republishRecentRows } from './republish.js';
 
 export interface RelayDeps extends OutboxDeps {
@@ -39,9 +38,7 @@ async function publishQueueRows(deps: RelayDeps, rows: OutboxRow[], published: s
   }
   for (const row of rows) {
     try {
-      const job = jobForRow(row);
-      // Within the row's stored trace: `add` (unlike addBulk) replaces the job's telemetry metadata with the active context.
-      await inTraceContext(row.trace_context, () => queueForRow(deps.queues, row).add(job.name, job.data, job.opts));
+      await addRow(deps.queues, row);
       published.push(row.id);
     } catch (err) {
       if (deps.redis.status !== 'ready') return false;

@@ -162,6 +162,33 @@ t.test('traced errand: one signup is one trace, from the HTTP request through th
     );
   });
 
+  t.test('signups at the same moment: each job continues its own request trace (publishes share a pipeline)', async (t) => {
+    // Each request brings its own trace (W3C traceparent); their jobs go to Redis in one addBulk.
+    const traces = Array.from({ length: 6 }, (_, i) => `${'c0ffee'}${String(i).padStart(26, '0')}`);
+    const responses = await Promise.all(
+      traces.map((traceId, i) =>
+        fetch(`${errand.baseUrl}/auth/signup`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-${'ab'.repeat(7)}0${i + 1}-01` },
+          body: JSON.stringify({ email: `concurrent${i}@example.com` }),
+        }),
+      ),
+    );
+    for (const res of responses) {
+      t.equal(res.status, 202);
+      await res.text();
+    }
+    for (const traceId of traces) {
+      const send = await waitFor(
+        () => receiver.spans.find((s) => s.name === 'smtp send' && s.traceId === traceId),
+        15000,
+        `the SMTP send span in trace ${traceId}`,
+      );
+      t.ok(send, `trace ${traceId}: its own email's send`);
+    }
+    t.equal(new Set(receiver.spans.filter((s) => s.name === 'smtp send' && traces.includes(s.traceId)).map((s) => s.traceId)).size, 6);
+  });
+
   t.test('a row published by the relay seconds later still continues the trace it was written in', async (t) => {
     const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
     const parentSpanId = '00f067aa0ba902b7';
