@@ -118,19 +118,15 @@ function publisherFor(queues: Queues): PublishRow {
     maxInFlight: 2,
     async run(rows) {
       const failures = new Map<OutboxRow, Error>();
-      const byQueue = new Map<Queues[QueueName], OutboxRow[]>();
-      for (const row of rows) {
-        try {
-          const queue = queueForRow(queues, row);
-          const group = byQueue.get(queue);
-          if (group) group.push(row);
-          else byQueue.set(queue, [row]);
-        } catch (err) {
-          failures.set(row, asError(err)); // this row alone: its queue does not exist
-        }
-      }
       await Promise.all(
-        [...byQueue].map(async ([queue, group]) => {
+        [...groupByQueue(rows).values()].map(async (group) => {
+          let queue: Queues[QueueName];
+          try {
+            queue = queueForRow(queues, group[0]);
+          } catch (err) {
+            for (const row of group) failures.set(row, asError(err)); // these rows alone: their queue does not exist
+            return;
+          }
           if (group.length > 1) {
             const added = await queue.addBulk(group.map(jobForRow)).then(
               () => true,

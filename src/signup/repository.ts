@@ -105,18 +105,19 @@ export function prepareSignupUser(db: Db): SignupUser {
   };
 }
 
-export async function insertVerificationToken(db: Db, token: { userId: string; hash: Buffer; expiresAt: Date }): Promise<void> {
+export interface VerificationTokenRequest {
+  userId: string;
+  hash: Buffer;
+  expiresAt: Date;
+}
+
+export async function insertVerificationToken(db: Db, token: VerificationTokenRequest): Promise<void> {
   await db
     .insertInto('email_verification_tokens')
     .values({ token_hash: token.hash, user_id: token.userId, expires_at: token.expiresAt, used_at: null })
     .execute();
 }
 
-export interface VerificationTokenRequest {
-  userId: string;
-  hash: Buffer;
-  expiresAt: Date;
-}
 export type VerificationRecipient = { id: string; email: string; name: string | null };
 export type StoreVerificationToken = (token: VerificationTokenRequest) => Promise<VerificationRecipient | undefined>;
 

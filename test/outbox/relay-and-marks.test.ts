@@ -1,29 +1,24 @@
 import t from 'tap';
-import pg from 'pg';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database } from '../../src/core/db.js';
 import { createLogger } from '../../src/core/logger.js';
 import { createPublishedMarks } from '../../src/outbox/published-marks.js';
 import { relayOutboxBatch } from '../../src/outbox/relay.js';
 import { EMAIL_QUEUE } from '../../src/queues.js';
-import { captureLogs, freePort, freshDatabaseUrl, startSmtpServer, startTestErrand, testEnv, waitFor, type T } from '../support/helpers.js';
+import {
+  captureLogs,
+  countingDb as countingDbMatching,
+  freePort,
+  freshDatabaseUrl,
+  startSmtpServer,
+  startTestErrand,
+  testEnv,
+  waitFor,
+  type T,
+} from '../support/helpers.js';
 
 /** A Kysely that counts the UPDATEs it sends to the outbox. */
-function countingDb(t: T, url: string) {
-  const counter = { updates: 0 };
-  const pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 3000 });
-  // The database is dropped WITH (FORCE) at teardown, which may come before this pool's end: an idle client then
-  // gets 57P01, and an unhandled pool error would fail the file (as in createDb, the next query reports errors).
-  pool.on('error', () => {});
-  const db = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool }),
-    log(event) {
-      if (/^update "outbox"/i.test(event.query.sql)) counter.updates += 1;
-    },
-  });
-  t.teardown(() => db.destroy());
-  return { db, counter };
-}
+const countingDb = (t: T, url: string) => countingDbMatching(t, url, /^update "outbox"/i);
 
 async function insertRows(db: Kysely<Database>, count: number, payload: (i: number) => object = () => ({ userId: '1' })) {
   const rows = await db
@@ -55,14 +50,14 @@ t.test('published marks: adds in the same moment become one UPDATE; a full batch
   // Marked by the timer (no flush asked for); then wait for that UPDATE's reply too (flush with nothing held adds no UPDATE).
   await waitFor(async () => ((await unpublished(db)).length === 102 ? true : undefined), 10000, 'four rows marked');
   await marks.flush();
-  t.equal(counter.updates, 1, 'three adds, one UPDATE');
+  t.equal(counter.matches, 1, 'three adds, one UPDATE');
 
   // 100 ids (the batch maximum) are written without waiting for the timer; the 101st starts a new batch.
-  counter.updates = 0;
+  counter.matches = 0;
   marks.add(ids.slice(4, 104));
   marks.add([ids[104]]);
   await marks.flush();
-  t.equal(counter.updates, 2, 'a full batch, then the rest');
+  t.equal(counter.matches, 2, 'a full batch, then the rest');
   t.same(await unpublished(db), [ids[105]], 'every added row marked, the one never added left');
 });
 

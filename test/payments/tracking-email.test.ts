@@ -1,25 +1,14 @@
 import t from 'tap';
-import pg from 'pg';
-import { Kysely, PostgresDialect, sql } from 'kysely';
-import type { Database } from '../../src/core/db.js';
+import { sql } from 'kysely';
 import { composeOrderTrackingEmail } from '../../src/payments/tracking-email.js';
 import { insertOrder } from '../../src/payments/repository.js';
-import { startTestErrand, testEnv } from '../support/helpers.js';
+import { countingDb, startTestErrand, testEnv } from '../support/helpers.js';
 
 // The composer alone (ROLE=api: no worker runs it on its own): what a tracking-link email job reads before sending.
 const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api' }));
 const { db } = errand.deps;
 // The composer's own pool, counting the order reads it sends.
-const reads = { orders: 0 };
-const pool = new pg.Pool({ connectionString: errand.config.DATABASE_URL, max: 4 });
-pool.on('error', () => {}); // the database is dropped WITH (FORCE) at teardown
-const composerDb = new Kysely<Database>({
-  dialect: new PostgresDialect({ pool }),
-  log(event) {
-    if (/from "orders"/i.test(event.query.sql)) reads.orders += 1;
-  },
-});
-t.teardown(() => composerDb.destroy());
+const { db: composerDb, counter: reads } = countingDb(t, errand.config.DATABASE_URL, /from "orders"/i);
 const compose = composeOrderTrackingEmail({ db: composerDb, config: errand.config, trackingKey: errand.deps.trackingKey });
 const job = {} as Parameters<typeof compose>[1];
 const newOrder = async (email: string, status: 'pending' | 'paid') => {
@@ -38,7 +27,7 @@ t.test('a paid order: the email goes to its address with a tracking link for tha
 t.test('jobs composed at once (the reads are shared) each get their own order, or nothing', async (t) => {
   const paid = await Promise.all(['p1@example.com', 'p2@example.com', 'p3@example.com'].map((e) => newOrder(e, 'paid')));
   const pending = await newOrder('pending@example.com', 'pending');
-  const readsBefore = reads.orders;
+  const readsBefore = reads.matches;
   const emails = await Promise.all([
     ...paid.map((orderId) => compose({ orderId }, job)),
     compose({ orderId: pending }, job), // not paid: nothing to send
@@ -49,7 +38,7 @@ t.test('jobs composed at once (the reads are shared) each get their own order, o
     emails.map((e) => e?.to ?? null),
     ['p1@example.com', 'p2@example.com', 'p3@example.com', null, null, 'p2@example.com'],
   );
-  t.equal(reads.orders - readsBefore, 1, 'six jobs, one read of the orders');
+  t.equal(reads.matches - readsBefore, 1, 'six jobs, one read of the orders');
   t.match(emails[1]?.text, new RegExp(`/orders/${paid[1]}/tracking`), 'each email links its own order');
   t.match(emails[2]?.text, new RegExp(`/orders/${paid[2]}/tracking`));
 });

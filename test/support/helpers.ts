@@ -7,6 +7,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Writable } from 'node:stream';
 import pg from 'pg';
+import { Kysely, PostgresDialect } from 'kysely';
+import type { Database } from '../../src/core/db.js';
 import { Redis } from 'ioredis';
 import { SMTPServer } from 'smtp-server';
 import { simpleParser } from 'mailparser';
@@ -644,4 +646,21 @@ export function runScript(
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** A Kysely of its own on `url` that counts the statements it sends whose SQL matches `counted` (`counter.matches`). */
+export function countingDb(t: T, url: string, counted: RegExp): { db: Kysely<Database>; counter: { matches: number } } {
+  const counter = { matches: 0 };
+  const pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 3000 });
+  // The database is dropped WITH (FORCE) at teardown, which may come before this pool's end: an idle client then
+  // gets 57P01, and an unhandled pool error would fail the file (as in createDb, the next query reports errors).
+  pool.on('error', () => {});
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool }),
+    log(event) {
+      if (counted.test(event.query.sql)) counter.matches += 1;
+    },
+  });
+  t.teardown(() => db.destroy());
+  return { db, counter };
 }
