@@ -30,9 +30,19 @@ export function sleep(ms: number): Promise<void> {
 
 const cleanups: Array<{ what: string; fn: () => unknown }> = [];
 
-/** Registers a teardown step; they run in reverse order when the scenario ends (or on Ctrl-C). */
-export function onCleanup(what: string, fn: () => unknown): void {
-  cleanups.push({ what, fn });
+/**
+ * Registers a teardown step; they run in reverse order when the scenario ends (or on Ctrl-C). The returned function
+ * runs this one step now instead (once), for what a scenario is done with before its end.
+ */
+export function onCleanup(what: string, fn: () => unknown): () => Promise<void> {
+  const entry = { what, fn };
+  cleanups.push(entry);
+  return async () => {
+    const index = cleanups.indexOf(entry);
+    if (index === -1) return;
+    cleanups.splice(index, 1);
+    await fn();
+  };
 }
 
 async function runCleanups(): Promise<void> {

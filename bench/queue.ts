@@ -1,9 +1,10 @@
 // Scenario: the queue side of errand (issue 16). A. outbox relay drain rate over a backlog;
 // B. pickup latency, commit → job active, with idle workers; C. email-queue throughput with the
-// limiter off at concurrency 1 and 50, next to plain BullMQ workers on the same Redis: one that runs errand's own
-// email processor (the same dedupe, token and send: what errand's worker wiring costs on top of BullMQ), one that
-// sends the same email to the same SMTP sink through a pooled nodemailer transport (and nothing else: no dedupe, no
-// token, no lifecycle lines: what errand's guarantees cost), and one with a no-op processor (BullMQ's own ceiling).
+// limiter off at concurrency 1 and 50, in alternating rounds with plain BullMQ workers on the same Redis: one that
+// runs errand's own email processor (the same dedupe, token and send: what errand's worker wiring costs on top of
+// BullMQ), one that sends the same email to the same SMTP sink through a pooled nodemailer transport (and nothing
+// else: no dedupe, no token, no lifecycle lines: what errand's guarantees cost), and one with a no-op processor
+// (BullMQ's own ceiling). Each worker is closed before the next starts.
 import { performance } from 'node:perf_hooks';
 import { Queue, Worker } from 'bullmq';
 import nodemailer from 'nodemailer';
@@ -42,6 +43,7 @@ import {
 const BACKLOG = Number(process.env.BENCH_RELAY_ROWS ?? 20_000);
 const PICKUPS = Number(process.env.BENCH_PICKUPS ?? 200);
 const THROUGHPUT_JOBS = Number(process.env.BENCH_THROUGHPUT_JOBS ?? 3000);
+const THROUGHPUT_ROUNDS = Number(process.env.BENCH_THROUGHPUT_ROUNDS ?? 3);
 
 async function waitUntil(probe: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = performance.now() + timeoutMs;
@@ -101,13 +103,13 @@ async function startUnlimited(concurrency: number, smtpUrl: string) {
     }),
   );
   const errand = await startErrand(config, { logDestination: nullStream() });
-  onCleanup('close in-process errand', () => errand.close());
+  const close = onCleanup('close in-process errand', () => errand.close());
   const worker = errand.workers.find((w) => w.name === EMAIL_QUEUE)!;
-  return { errand, worker };
+  return { errand, worker, close };
 }
 
 async function pickupLatency(smtpUrl: string) {
-  const { errand, worker } = await startUnlimited(1, smtpUrl);
+  const { errand, worker, close } = await startUnlimited(1, smtpUrl);
   const activeAt = new Map<string, number>();
   const completed = new Set<string>();
   worker.on('active', (job) => activeAt.set(job.id!, performance.now()));
@@ -126,6 +128,7 @@ async function pickupLatency(smtpUrl: string) {
     await waitUntil(() => completed.has(jobId), 10_000, `job ${jobId} completed`);
     await sleep(10);
   }
+  await close();
   latencies.sort((a, b) => a - b);
   return {
     samples: PICKUPS,
@@ -136,7 +139,7 @@ async function pickupLatency(smtpUrl: string) {
 }
 
 async function errandThroughput(concurrency: number, smtpUrl: string) {
-  const { errand, worker } = await startUnlimited(concurrency, smtpUrl);
+  const { errand, worker, close } = await startUnlimited(concurrency, smtpUrl);
   let completed = 0;
   worker.on('completed', () => (completed += 1));
   await worker.pause();
@@ -144,7 +147,9 @@ async function errandThroughput(concurrency: number, smtpUrl: string) {
   const started = performance.now();
   worker.resume();
   await waitUntil(() => completed >= THROUGHPUT_JOBS, 300_000, `${THROUGHPUT_JOBS} emails`);
-  return round((THROUGHPUT_JOBS * 1000) / (performance.now() - started), 1);
+  const jobsPerS = (THROUGHPUT_JOBS * 1000) / (performance.now() - started);
+  await close();
+  return jobsPerS;
 }
 
 /** THROUGHPUT_JOBS verification emails for fresh users, as `addBulk` jobs in `queue` (returns once they are in Redis). */
@@ -173,7 +178,7 @@ async function plainErrandProcessorThroughput(concurrency: number, smtpUrl: stri
   );
   await prepareDatabase(config.DATABASE_URL);
   const deps = createDeps(config, { logDestination: nullStream() });
-  onCleanup('close plain-processor deps', () => deps.close());
+  const closeDeps = onCleanup('close plain-processor deps', () => deps.close());
   const processors = emailProcessors(deps, {
     'email-verification': composeVerificationEmail(deps),
     'order-tracking-link': composeOrderTrackingEmail(deps),
@@ -186,14 +191,17 @@ async function plainErrandProcessorThroughput(concurrency: number, smtpUrl: stri
     concurrency,
     autorun: false,
   });
-  onCleanup('close plain-processor worker', () => worker.close());
+  const closeWorker = onCleanup('close plain-processor worker', () => worker.close());
   worker.on('completed', () => (completed += 1));
   // Timed from a connected worker, as errand's (resumed after its start).
   await worker.waitUntilReady();
   const started = performance.now();
   void worker.run();
   await waitUntil(() => completed >= THROUGHPUT_JOBS, 300_000, `${THROUGHPUT_JOBS} plain-processor jobs`);
-  return round((THROUGHPUT_JOBS * 1000) / (performance.now() - started), 1);
+  const jobsPerS = (THROUGHPUT_JOBS * 1000) / (performance.now() - started);
+  await closeWorker();
+  await closeDeps();
+  return jobsPerS;
 }
 
 /** Plain BullMQ: a no-op processor, or (with smtpUrl) one that only sends errand's verification email (no reads, no token). */
@@ -204,7 +212,7 @@ async function plainBullmqThroughput(concurrency: number, smtpUrl?: string) {
         typeof nodemailer.createTransport
       >[0])
     : undefined;
-  if (transport) onCleanup('close plain transport', () => transport.close());
+  const closeTransport = onCleanup('close plain transport', () => transport?.close());
   const send = async (i: number) => {
     // errand's own template, so the message (text + HTML) is byte for byte the kind errand sends.
     const email = verificationEmail(
@@ -214,7 +222,7 @@ async function plainBullmqThroughput(concurrency: number, smtpUrl?: string) {
     await transport?.sendMail({ from: 'bench <no-reply@localhost>', ...email });
   };
   const queue = new Queue('plain', { connection: { url: REDIS_URL }, prefix });
-  onCleanup('close plain queue', () => queue.close());
+  const closeQueue = onCleanup('close plain queue', () => queue.close());
   await queue.addBulk(
     Array.from({ length: THROUGHPUT_JOBS }, (_, i) => ({ name: 'noop', data: { i }, opts: { removeOnComplete: { count: 1000 } } })),
   );
@@ -225,14 +233,69 @@ async function plainBullmqThroughput(concurrency: number, smtpUrl?: string) {
     concurrency,
     autorun: false,
   });
-  onCleanup('close plain worker', () => worker.close());
+  const closeWorker = onCleanup('close plain worker', () => worker.close());
   worker.on('completed', () => (completed += 1));
   await worker.waitUntilReady();
   const started = performance.now();
   void worker.run();
   await waitUntil(() => completed >= THROUGHPUT_JOBS, 300_000, `${THROUGHPUT_JOBS} plain jobs`);
-  return round((THROUGHPUT_JOBS * 1000) / (performance.now() - started), 1);
+  const jobsPerS = (THROUGHPUT_JOBS * 1000) / (performance.now() - started);
+  await closeWorker();
+  await closeQueue();
+  await closeTransport();
+  return jobsPerS;
 }
+
+/** Median of a few numbers (the middle one; the lower middle for an even count). */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+type Yardstick = 'errand' | 'plainErrandProcessor' | 'plainSend';
+
+/**
+ * C at one concurrency: THROUGHPUT_ROUNDS rounds of errand's worker and the two plain workers that do an email's work,
+ * each round in a rotated order (a slow spell of this shared machine lands on a different worker each round), each
+ * worker closed before the next starts. Ratios are taken within a round, then their median: single runs here differ
+ * by ±10–20 %, more than what the comparison is about.
+ */
+async function throughputRounds(concurrency: number, smtpUrl: string) {
+  const measure: Record<Yardstick, () => Promise<number>> = {
+    errand: () => errandThroughput(concurrency, smtpUrl),
+    plainErrandProcessor: () => plainErrandProcessorThroughput(concurrency, smtpUrl),
+    plainSend: () => plainBullmqThroughput(concurrency, smtpUrl),
+  };
+  const order = Object.keys(measure) as Yardstick[];
+  const rounds: Array<Record<Yardstick, number>> = [];
+  for (let r = 0; r < THROUGHPUT_ROUNDS; r++) {
+    const jobsPerS = {} as Record<Yardstick, number>;
+    for (const name of [...order.slice(r % order.length), ...order.slice(0, r % order.length)]) {
+      progress(`throughput, concurrency ${concurrency}, round ${r + 1}: ${name}`);
+      jobsPerS[name] = await measure[name]();
+    }
+    rounds.push(jobsPerS);
+  }
+  const noop = await plainBullmqThroughput(concurrency);
+  const medianOf = (pick: (round: Record<Yardstick, number>) => number) => median(rounds.map(pick));
+  return {
+    rounds: rounds.map((jobsPerS) => Object.fromEntries(Object.entries(jobsPerS).map(([k, v]) => [k, round1(v)]))),
+    errand: round1(medianOf((x) => x.errand)),
+    plainErrandProcessor: round1(medianOf((x) => x.plainErrandProcessor)),
+    plainSend: round1(medianOf((x) => x.plainSend)),
+    plainNoop: round1(noop),
+    errandOverPlainErrandProcessor: round(
+      medianOf((x) => x.errand / x.plainErrandProcessor),
+      2,
+    ),
+    errandOverPlainSend: round(
+      medianOf((x) => x.errand / x.plainSend),
+      2,
+    ),
+  };
+}
+
+const round1 = (value: number) => round(value, 1);
 
 await runScenario('queue', async () => {
   const machine = await machineInfo();
@@ -241,24 +304,24 @@ await runScenario('queue', async () => {
   progress(`relay: ${relay.jobsPerS} jobs/s`);
   const pickup = await pickupLatency(sink.url);
   progress(`pickup p50 ${pickup.p50Ms} ms, p99 ${pickup.p99Ms} ms`);
-  const throughput: Record<string, number> = {};
-  for (const concurrency of [1, 50]) {
-    progress(`throughput at concurrency ${concurrency}: ${THROUGHPUT_JOBS} jobs`);
-    throughput[`errandEmailC${concurrency}`] = await errandThroughput(concurrency, sink.url);
-    throughput[`plainErrandProcessorC${concurrency}`] = await plainErrandProcessorThroughput(concurrency, sink.url);
-    throughput[`plainSendC${concurrency}`] = await plainBullmqThroughput(concurrency, sink.url);
-    throughput[`plainBullmqC${concurrency}`] = await plainBullmqThroughput(concurrency);
-  }
-  report('queue', machine, { relay, pickup, throughput }, [
+  const throughput = { c1: await throughputRounds(1, sink.url), c50: await throughputRounds(50, sink.url) };
+  const rows = (['c1', 'c50'] as const).flatMap((key) => {
+    const t = throughput[key];
+    const c = key.slice(1);
+    return [
+      { measure: `email worker, limiter off, concurrency ${c} (jobs/s, median)`, value: t.errand },
+      { measure: `plain BullMQ worker running errand's email processor, concurrency ${c}`, value: t.plainErrandProcessor },
+      { measure: `plain BullMQ worker sending the same email, concurrency ${c}`, value: t.plainSend },
+      { measure: `plain BullMQ no-op worker, concurrency ${c}`, value: t.plainNoop },
+      {
+        measure: `email worker / errand's processor on plain BullMQ, / plain sending worker, concurrency ${c} (median of round ratios)`,
+        value: `${t.errandOverPlainErrandProcessor} / ${t.errandOverPlainSend}`,
+      },
+    ];
+  });
+  report('queue', machine, { relay, pickup, throughputRounds: THROUGHPUT_ROUNDS, throughput }, [
     { measure: `relay drain of ${relay.rows} rows (jobs/s)`, value: relay.jobsPerS },
     { measure: 'pickup commit → active p50 / p99 / max (ms)', value: `${pickup.p50Ms} / ${pickup.p99Ms} / ${pickup.maxMs}` },
-    { measure: 'email worker, limiter off, concurrency 1 (jobs/s)', value: throughput.errandEmailC1 },
-    { measure: "plain BullMQ worker running errand's email processor, concurrency 1 (jobs/s)", value: throughput.plainErrandProcessorC1 },
-    { measure: 'plain BullMQ worker sending the same email, concurrency 1 (jobs/s)', value: throughput.plainSendC1 },
-    { measure: 'plain BullMQ no-op worker, concurrency 1 (jobs/s)', value: throughput.plainBullmqC1 },
-    { measure: 'email worker, limiter off, concurrency 50 (jobs/s)', value: throughput.errandEmailC50 },
-    { measure: "plain BullMQ worker running errand's email processor, concurrency 50 (jobs/s)", value: throughput.plainErrandProcessorC50 },
-    { measure: 'plain BullMQ worker sending the same email, concurrency 50 (jobs/s)', value: throughput.plainSendC50 },
-    { measure: 'plain BullMQ no-op worker, concurrency 50 (jobs/s)', value: throughput.plainBullmqC50 },
+    ...rows,
   ]);
 });
