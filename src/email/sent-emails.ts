@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { createStatementBatcher, type Db } from '../core/db.js';
+import { compileOnce, createStatementBatcher, type Db } from '../core/db.js';
 
 /** Most job ids one statement takes (a worker runs at most EMAIL_CONCURRENCY jobs at once). */
 const SENT_EMAILS_BATCH_MAX = 500;
@@ -16,14 +16,21 @@ export interface SentEmails {
 }
 
 export function createSentEmails(db: Db): SentEmails {
+  // Compiled once and run as named prepared statements: a worker runs them for every email it sends.
+  const selectSent = compileOnce(db, ['jobIds'], (db, params: { jobIds: string[] }) =>
+    db
+      .selectFrom('sent_emails')
+      .select('job_id')
+      .where(sql<boolean>`job_id = any(${params.jobIds}::text[])`),
+  );
+  const insertSent = compileOnce(db, ['jobIds'], (db, params: { jobIds: string[] }) => ({
+    compile: () =>
+      sql`insert into sent_emails (job_id) select unnest(${params.jobIds}::text[]) on conflict (job_id) do nothing`.compile(db),
+  }));
   const wasSent = createStatementBatcher<string, boolean>({
     maxBatch: SENT_EMAILS_BATCH_MAX,
     async run(jobIds) {
-      const rows = await db
-        .selectFrom('sent_emails')
-        .select('job_id')
-        .where(sql<boolean>`job_id = any(${jobIds}::text[])`)
-        .execute();
+      const rows = await selectSent({ jobIds });
       const sent = new Set(rows.map((row) => row.job_id));
       return jobIds.map((jobId) => sent.has(jobId));
     },
@@ -33,7 +40,7 @@ export function createSentEmails(db: Db): SentEmails {
     // One row per job id and statement (a retry of the same job could otherwise meet its own earlier call).
     keysOf: (jobId) => [jobId],
     async run(jobIds) {
-      await sql`insert into sent_emails (job_id) select unnest(${jobIds}::text[]) on conflict (job_id) do nothing`.execute(db);
+      await insertSent({ jobIds });
       return jobIds.map(() => undefined);
     },
   });

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { createStatementBatcher, type Db, type OrderStatus } from '../core/db.js';
+import { compileOnce, createStatementBatcher, type Db, type OrderStatus } from '../core/db.js';
 
 export interface Order {
   id: string;
@@ -57,14 +57,17 @@ export async function findOrderById(db: Db, id: string): Promise<Order | undefin
  * statement (the job payload is checked for it before any job runs).
  */
 export function prepareFindOrders(db: Db): (id: string) => Promise<Order | undefined> {
+  // Compiled once, a named prepared statement: a worker runs it for every tracking-link email.
+  const selectOrders = compileOnce(db, ['ids'], (db, params: { ids: string[] }) =>
+    db
+      .selectFrom('orders')
+      .select(ORDER_COLUMNS)
+      .where(sql<boolean>`id = any(${params.ids}::uuid[])`),
+  );
   return createStatementBatcher<string, Order | undefined>({
     maxBatch: 500,
     async run(ids) {
-      const rows = await db
-        .selectFrom('orders')
-        .select(ORDER_COLUMNS)
-        .where(sql<boolean>`id = any(${ids}::uuid[])`)
-        .execute();
+      const rows = await selectOrders({ ids });
       const byId = new Map(rows.map((row) => [row.id, row]));
       return ids.map((id) => {
         // PostgreSQL writes uuids in lower case; a payload may carry upper case (the same order).

@@ -128,14 +128,16 @@ export type StoreVerificationToken = (token: VerificationTokenRequest) => Promis
  * jobs share statements (createStatementBatcher), one user at most once per statement.
  */
 export function prepareStoreVerificationToken(db: Db): StoreVerificationToken {
-  const store = createStatementBatcher<VerificationTokenRequest, VerificationRecipient | undefined>({
-    maxBatch: 500,
-    keysOf: (token) => [token.userId],
-    async run(tokens) {
-      const { rows } = await sql<VerificationRecipient>`
+  // Compiled once, a named prepared statement: a worker runs it for every verification email.
+  const run = compileOnce(
+    db,
+    ['userIds', 'hashes', 'expiresAts'],
+    (db, batch: { userIds: string[]; hashes: Buffer[]; expiresAts: Date[] }) => ({
+      compile: () =>
+        sql<VerificationRecipient>`
         with input as (
-          select * from unnest(${tokens.map((token) => token.userId)}::bigint[], ${tokens.map((token) => token.hash)}::bytea[],
-                               ${tokens.map((token) => token.expiresAt)}::timestamptz[]) as input(user_id, token_hash, expires_at)
+          select * from unnest(${batch.userIds}::bigint[], ${batch.hashes}::bytea[], ${batch.expiresAts}::timestamptz[])
+            as input(user_id, token_hash, expires_at)
         ), recipient as (
           select users.id, users.email, users.name, input.token_hash, input.expires_at
           from input join users on users.id = input.user_id
@@ -146,7 +148,18 @@ export function prepareStoreVerificationToken(db: Db): StoreVerificationToken {
           returning user_id
         )
         select recipient.id::text as id, recipient.email, recipient.name
-        from recipient join stored on stored.user_id = recipient.id`.execute(db);
+        from recipient join stored on stored.user_id = recipient.id`.compile(db),
+    }),
+  );
+  const store = createStatementBatcher<VerificationTokenRequest, VerificationRecipient | undefined>({
+    maxBatch: 500,
+    keysOf: (token) => [token.userId],
+    async run(tokens) {
+      const rows = await run({
+        userIds: tokens.map((token) => token.userId),
+        hashes: tokens.map((token) => token.hash),
+        expiresAts: tokens.map((token) => token.expiresAt),
+      });
       const byId = new Map(rows.map((row) => [row.id, row]));
       return tokens.map((token) => byId.get(token.userId));
     },
