@@ -8,6 +8,7 @@
 import { performance } from 'node:perf_hooks';
 import { Queue, Worker } from 'bullmq';
 import nodemailer from 'nodemailer';
+import pg from 'pg';
 import { sql } from 'kysely';
 import { loadConfig } from '../src/config.js';
 import { prepareDatabase, type Db } from '../src/core/db.js';
@@ -22,6 +23,7 @@ import { outboxJobId, publishAfterCommit } from '../src/outbox/producer.js';
 import { startOutboxRelay } from '../src/outbox/relay.js';
 import { prepareSignupUser } from '../src/signup/repository.js';
 import {
+  BASE_DATABASE_URL,
   errandEnv,
   freePort,
   freshDatabaseUrl,
@@ -44,6 +46,7 @@ const BACKLOG = Number(process.env.BENCH_RELAY_ROWS ?? 20_000);
 const PICKUPS = Number(process.env.BENCH_PICKUPS ?? 200);
 const THROUGHPUT_JOBS = Number(process.env.BENCH_THROUGHPUT_JOBS ?? 3000);
 const THROUGHPUT_ROUNDS = Number(process.env.BENCH_THROUGHPUT_ROUNDS ?? 3);
+if (!Number.isInteger(THROUGHPUT_ROUNDS) || THROUGHPUT_ROUNDS < 1) throw new Error('BENCH_THROUGHPUT_ROUNDS must be a whole number ≥ 1');
 
 async function waitUntil(probe: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = performance.now() + timeoutMs;
@@ -58,7 +61,7 @@ async function relayDrain() {
   const config = loadConfig(errandEnv({ DATABASE_URL: freshDatabaseUrl(), QUEUE_PREFIX: freshQueuePrefix() }));
   await prepareDatabase(config.DATABASE_URL);
   const deps = createDeps(config, { logDestination: nullStream() });
-  onCleanup('close relay deps', () => deps.close());
+  const closeDeps = onCleanup('close relay deps', () => deps.close());
   await sql`insert into outbox (queue, job_name, payload)
             select 'email', 'email-verification', jsonb_build_object('userId', g::text) from generate_series(1, ${BACKLOG}) g`.execute(
     deps.db,
@@ -81,6 +84,7 @@ async function relayDrain() {
   const drainMs = performance.now() - started;
   await relay.stop();
   const counts = await deps.queues[EMAIL_QUEUE].getJobCounts('prioritized', 'waiting');
+  await closeDeps();
   return {
     rows: BACKLOG,
     drainMs: Math.round(drainMs),
@@ -255,6 +259,22 @@ function median(values: number[]): number {
 type Yardstick = 'errand' | 'plainErrandProcessor' | 'plainSend';
 
 /**
+ * Between two measurements: PostgreSQL writes out what the previous one left dirty (CHECKPOINT) and the machine
+ * idles a second, so the next worker does not pay for the previous one's writes (the rotation alone cannot make
+ * every worker follow every other equally often in three rounds).
+ */
+async function settle(): Promise<void> {
+  const client = new pg.Client({ connectionString: `${BASE_DATABASE_URL}/postgres` });
+  await client.connect();
+  try {
+    await client.query('checkpoint');
+  } finally {
+    await client.end();
+  }
+  await sleep(1000);
+}
+
+/**
  * C at one concurrency: THROUGHPUT_ROUNDS rounds of errand's worker and the two plain workers that do an email's work,
  * each round in a rotated order (a slow spell of this shared machine lands on a different worker each round), each
  * worker closed before the next starts. Ratios are taken within a round, then their median: single runs here differ
@@ -271,6 +291,7 @@ async function throughputRounds(concurrency: number, smtpUrl: string) {
   for (let r = 0; r < THROUGHPUT_ROUNDS; r++) {
     const jobsPerS = {} as Record<Yardstick, number>;
     for (const name of [...order.slice(r % order.length), ...order.slice(0, r % order.length)]) {
+      await settle();
       progress(`throughput, concurrency ${concurrency}, round ${r + 1}: ${name}`);
       jobsPerS[name] = await measure[name]();
     }

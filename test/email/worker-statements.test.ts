@@ -18,25 +18,49 @@ t.test('the email worker statements are named prepared statements: parsed and pl
   const findOrder = prepareFindOrders(single);
 
   const user = await single.insertInto('users').values({ email: 'prepared@example.com' }).returning('id').executeTakeFirstOrThrow();
-  const order = await insertOrder(single, { email: 'buyer@example.com', amount: 500, currency: 'EUR', providerRef: 'ref-prepared' });
+  const orders = await Promise.all(
+    ['buyer-1@example.com', 'buyer-2@example.com'].map((email, i) =>
+      insertOrder(single, { email, amount: 500, currency: 'EUR', providerRef: `ref-prepared-${i}` }),
+    ),
+  );
   const expiresAt = new Date(Date.now() + 60_000);
   for (const round of [1, 2]) {
     t.equal(await sentEmails.wasSent(`job-${round}`), false, `round ${round}: not sent yet`);
     const recipient = await storeToken({ userId: String(user.id), hash: Buffer.from(`hash-${round}`), expiresAt });
     t.equal(recipient?.email, 'prepared@example.com', `round ${round}: the token is stored for its user`);
-    t.equal((await findOrder(order.id))?.email, 'buyer@example.com', `round ${round}: the order is read`);
+    const order = orders[round - 1];
+    t.equal((await findOrder(order.id))?.email, order.email, `round ${round}: its own order is read`);
     await sentEmails.record(`job-${round}`);
     t.equal(await sentEmails.wasSent(`job-${round}`), true, `round ${round}: recorded`);
   }
+  // Several jobs at once share one run of the same statement.
+  t.same(
+    await Promise.all(['job-1', 'job-3', 'job-2'].map((jobId) => sentEmails.wasSent(jobId))),
+    [true, false, true],
+    'a shared check answers each job',
+  );
 
-  const { rows } = await sql<{ name: string; statement: string }>`select name, statement from pg_prepared_statements`.execute(single);
-  const preparedFor = (pattern: RegExp) => rows.filter((row) => pattern.test(row.statement));
-  t.equal(preparedFor(/from "sent_emails"/).length, 1, 'the no-second-send check, prepared once');
-  t.equal(preparedFor(/insert into sent_emails/).length, 1, 'the record of the send, prepared once');
-  t.equal(preparedFor(/insert into email_verification_tokens/).length, 1, 'the token statement, prepared once');
-  t.equal(preparedFor(/from "orders"/).length, 1, 'the order read, prepared once');
+  const { rows } = await sql<{ name: string; statement: string; runs: string }>`
+    select name, statement, (generic_plans + custom_plans)::text as runs from pg_prepared_statements`.execute(single);
+  const runsOf = (pattern: RegExp) => rows.filter((row) => pattern.test(row.statement)).map((row) => Number(row.runs));
+  t.same(runsOf(/from "sent_emails"/), [5], 'the no-second-send check: prepared once, run five times');
+  t.same(runsOf(/insert into sent_emails/), [2], 'the record of the send: prepared once, run twice');
+  t.same(runsOf(/insert into email_verification_tokens/), [2], 'the token statement: prepared once, run twice');
+  t.same(runsOf(/from "orders"/), [2], 'the order read: prepared once, run twice');
   for (const row of rows) t.match(row.name, /^errand_[0-9a-f]{24}$/);
 
-  const tokens = await single.selectFrom('email_verification_tokens').select('token_hash').where('user_id', '=', user.id).execute();
-  t.same(tokens.map((row) => row.token_hash.toString()).sort(), ['hash-1', 'hash-2'], 'each call bound its own values');
+  const tokens = await single
+    .selectFrom('email_verification_tokens')
+    .select(['token_hash', 'expires_at'])
+    .where('user_id', '=', user.id)
+    .orderBy('token_hash')
+    .execute();
+  t.same(
+    tokens.map((row) => [row.token_hash.toString(), row.expires_at.getTime()]),
+    [
+      ['hash-1', expiresAt.getTime()],
+      ['hash-2', expiresAt.getTime()],
+    ],
+    'each call bound its own values',
+  );
 });
