@@ -173,12 +173,34 @@ function statementName(text: string): string {
 export async function executePrepared<Row>(db: Db, compiled: CompiledQuery<Row>): Promise<Row[]> {
   const pool = poolsByDb.get(db);
   if (pool === undefined) return (await db.executeQuery(compiled)).rows;
-  const result = await pool.query<Row & pg.QueryResultRow>({
-    name: statementName(compiled.sql),
-    text: compiled.sql,
-    values: compiled.parameters as unknown[],
-  });
-  return result.rows;
+  const run = () =>
+    pool.query<Row & pg.QueryResultRow>({
+      name: statementName(compiled.sql),
+      text: compiled.sql,
+      values: compiled.parameters as unknown[],
+    });
+  try {
+    return (await run()).rows;
+  } catch (error) {
+    if (!isStalePreparedPlan(error)) throw error;
+    // A migration changed a column this statement returns while errand ran (a rolling deploy): PostgreSQL refuses the
+    // plan each connection prepared before it. A new name is prepared afresh on every connection; the failed call
+    // changed nothing (it runs outside any transaction), so it runs again.
+    renameStatement(compiled.sql);
+    return (await run()).rows;
+  }
+}
+
+// feature_not_supported, as PostgreSQL reports "cached plan must not change result type".
+function isStalePreparedPlan(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: string; message?: string };
+  return code === '0A000' && /cached plan must not change result type/.test(message ?? '');
+}
+
+let statementRenames = 0;
+function renameStatement(text: string): void {
+  const base = statementName(text).replace(/_r\d+$/, '');
+  statementNames.set(text, `${base}_r${(statementRenames += 1)}`);
 }
 
 /**

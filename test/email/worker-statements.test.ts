@@ -64,3 +64,15 @@ t.test('the email worker statements are named prepared statements: parsed and pl
     'each call bound its own values',
   );
 });
+
+t.test('a migration that changes a returned column while errand runs: the statement is prepared again, not failed', async (t) => {
+  const single = createDb(errand.config.DATABASE_URL, 1);
+  t.teardown(() => single.destroy());
+  const sentEmails = createSentEmails(single);
+  await sentEmails.record('before-migration');
+  t.equal(await sentEmails.wasSent('before-migration'), true, 'prepared on this connection, returning text');
+  // What a deploy's migration may do while the old process still serves: the check now returns varchar.
+  await sql`alter table sent_emails alter column job_id type varchar(300)`.execute(errand.deps.db);
+  t.equal(await sentEmails.wasSent('before-migration'), true, 'the same check on the same connection still answers');
+  t.equal(await sentEmails.wasSent('never-sent'), false);
+});
