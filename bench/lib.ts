@@ -82,18 +82,23 @@ export function progress(message: string): void {
 
 // ---------------------------------------------------------------- PostgreSQL and Redis
 
+/** Runs `work` on a connection to the server's maintenance database (`postgres`), closed afterwards. */
+export async function onMaintenanceDb<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: `${BASE_DATABASE_URL}/postgres` });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
 /** A fresh database URL (errand's start-up creates it); dropped WITH (FORCE) at cleanup. */
 export function freshDatabaseUrl(): string {
   const name = uniqueName('errand_bench');
-  onCleanup(`drop database ${name}`, async () => {
-    const client = new pg.Client({ connectionString: `${BASE_DATABASE_URL}/postgres` });
-    await client.connect();
-    try {
-      await client.query(`DROP DATABASE IF EXISTS ${client.escapeIdentifier(name)} WITH (FORCE)`);
-    } finally {
-      await client.end();
-    }
-  });
+  onCleanup(`drop database ${name}`, () =>
+    onMaintenanceDb((client) => client.query(`DROP DATABASE IF EXISTS ${client.escapeIdentifier(name)} WITH (FORCE)`)),
+  );
   return `${BASE_DATABASE_URL}/${name}`;
 }
 
@@ -497,10 +502,7 @@ export async function machineInfo(): Promise<Machine> {
   const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
   const info = await redis.info('server');
   redis.disconnect();
-  const client = new pg.Client({ connectionString: `${BASE_DATABASE_URL}/postgres` });
-  await client.connect();
-  const { rows } = await client.query<{ server_version: string }>('SHOW server_version');
-  await client.end();
+  const { rows } = await onMaintenanceDb((client) => client.query<{ server_version: string }>('SHOW server_version'));
   return {
     cores: Number(execFileSync('nproc').toString().trim()),
     memoryGb: round(os.totalmem() / 2 ** 30, 1),
