@@ -9,7 +9,7 @@ import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createPublishedMarks, type PublishedMarks } from './outbox/published-marks.js';
 import { deriveTrackingKey } from './payments/tracking.js';
 import { createHttpPaymentProvider, type PaymentProvider } from './reconcile/provider.js';
-import { ProviderSimulator } from './reconcile/simulator.js';
+import { createSimulatorClient, ProviderSimulator } from './reconcile/simulator.js';
 
 export interface Deps {
   config: Config;
@@ -61,7 +61,7 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
   const metrics = createMetrics({ db, redis, queues, log });
   const provider = config.PAYMENT_PROVIDER_URL
     ? createHttpPaymentProvider({ baseUrl: config.PAYMENT_PROVIDER_URL, timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS })
-    : new ProviderSimulator().client({ timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS });
+    : createSimulatorClient(new ProviderSimulator(), { timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS });
 
   return {
     config,

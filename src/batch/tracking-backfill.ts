@@ -29,6 +29,8 @@ interface PaidOrder {
   id: string;
   key_paid_at: string;
   backfilled: boolean;
+  /** orders.tracking_email_queued_at is set: the settle statement (or a backfill) queued its email. */
+  queued: boolean;
   sent: boolean;
   unpublished: boolean;
   /** Outbox ids of this order's earlier tracking jobs (none sent). */
@@ -41,6 +43,7 @@ function paidOrdersSince(db: Db, since: string, until: string, after: { paidAt: 
     SELECT o.id,
            o.paid_at::text AS key_paid_at,
            EXISTS (SELECT 1 FROM tracking_link_backfills b WHERE b.order_id = o.id) AS backfilled,
+           o.tracking_email_queued_at IS NOT NULL AS queued,
            EXISTS (SELECT 1 FROM (${trackingJobs}) t JOIN sent_emails s ON s.job_id = 'outbox-' || t.id) AS sent,
            EXISTS (SELECT 1 FROM (${trackingJobs}) t WHERE t.published_at IS NULL) AS unpublished,
            ARRAY(SELECT t.id::text FROM (${trackingJobs}) t) AS outbox_ids
@@ -62,13 +65,17 @@ async function countPaidOrdersSince(db: Db, since: string, until: string): Promi
 }
 
 /**
- * Whether an order still needs its tracking email: never sent through any of
- * its outbox jobs (sent_emails, by job id), none of those jobs still on its
- * way (unpublished, or waiting/active/delayed in BullMQ, or completed), and no
- * earlier backfill queued one.
+ * Whether an order still needs its tracking email:
+ * - never queued (tracking_email_queued_at null: set paid by hand) and no earlier backfill queued one; or
+ * - queued, but with proof that it never went out: its outbox rows are still there (retention has not pruned them),
+ *   none was sent (sent_emails, by job id), none is still on its way (unpublished, or waiting/active/delayed in
+ *   BullMQ) or completed: an SMTP misconfiguration failed it for good, say.
+ * An order queued whose outbox rows retention pruned is left alone: its email went out (or failed) more than
+ * RETENTION_DAYS ago and the records that could tell are gone; a second email is the worse mistake.
  */
 async function needsTrackingEmail(deps: OutboxDeps, order: PaidOrder): Promise<boolean> {
   if (order.backfilled || order.sent || order.unpublished) return false;
+  if (order.queued && order.outbox_ids.length === 0) return false;
   for (const outboxId of order.outbox_ids) {
     const state = await deps.queues[EMAIL_QUEUE].getJobState(outboxJobId(outboxId));
     if (LIVE_OR_DONE_STATES.has(state)) return false;
@@ -81,7 +88,8 @@ async function needsTrackingEmail(deps: OutboxDeps, order: PaidOrder): Promise<b
  * tracking email never went out (an SMTP misconfiguration failed it for good,
  * say), queue one through the outbox. A marker row per order, written with
  * the outbox row, makes that exactly once however often (or how many at once)
- * the backfill runs.
+ * the backfill runs; the order's tracking_email_queued_at, stamped with it,
+ * keeps that so after retention pruned the marker's outbox row.
  */
 export async function processTrackingLinksBackfillJob(
   deps: BackfillDeps,
@@ -141,6 +149,13 @@ export async function processTrackingLinksBackfillJob(
                 .values(claimed.map((c) => outboxValues(EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB, { orderId: c.order_id })))
                 .returning(['id', 'queue', 'job_name', 'payload'])
                 .execute();
+        if (claimed.length > 0) {
+          // Rows locked in id order, as the settle statement locks them: the two cannot deadlock.
+          await sql`
+            update orders set tracking_email_queued_at = now()
+            from (select id from orders where id = any(${claimed.map((c) => c.order_id)}::uuid[]) order by id for no key update) as due
+            where orders.id = due.id`.execute(trx);
+        }
         for (const row of inserted) {
           await btrx
             .updateTable('tracking_link_backfills')

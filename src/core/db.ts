@@ -4,7 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { packageRoot } from './package-root.js';
 import { createBatcher, type BatcherOptions } from './batcher.js';
-import { databaseBusyError, isLockConflict } from './errors.js';
+import { databaseBusyError } from './errors.js';
 import type { TraceContext } from './tracing.js';
 import {
   Kysely,
@@ -53,6 +53,8 @@ export interface OutboxTable {
 export interface SentEmailsTable {
   job_id: string;
   sent_at: Generated<Date>;
+  /** The Message-ID the accepted message carried (migration 007; null for records written before it). */
+  message_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** The signup throttle per address with any `+tag` removed (migration 004). */
@@ -76,6 +78,11 @@ export interface OrdersTable {
   updated_at: Generated<Date>;
   /** When the reconciliation sweep last asked the provider (null: never). */
   last_checked_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  /**
+   * When a tracking email was queued for the order (migration 007): set by the settle statement that makes it paid
+   * and by the backfill, so the backfill never queues a second one once retention pruned the outbox and send records.
+   */
+  tracking_email_queued_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
 
 export interface PaymentEventsTable {
@@ -115,16 +122,31 @@ export const POOL_CONNECT_TIMEOUT_MS = 3000;
 /** Shared statements in flight at once per batcher; callers arriving meanwhile wait for the next one (a fraction of the pool). */
 const SHARED_STATEMENTS_IN_FLIGHT = 2;
 
+// deadlock_detected, serialization_failure.
+const RETRY_ALONE_CODES = new Set(['40P01', '40001']);
+
+/**
+ * Whether a shared statement that failed is worth running again caller by caller: only when PostgreSQL aborted it
+ * for what it met in other transactions (a deadlock, a serialization failure), which a smaller statement can
+ * escape. Not a statement or lock timeout (57014, 55P03): every piece would wait as long again, and a batch of
+ * hundreds re-run piece by piece turned one slow statement into hundreds.
+ */
+export function shouldRetryAlone(error: unknown): boolean {
+  const { code } = (error ?? {}) as { code?: string };
+  return code !== undefined && RETRY_ALONE_CODES.has(code);
+}
+
 /**
  * A PostgreSQL statement shared by concurrent callers (createBatcher), with what every such statement needs:
- * at most SHARED_STATEMENTS_IN_FLIGHT at once, a batch that failed on a lock conflict run again caller by caller,
- * and a caller not started within the pool's connection timeout answered as the database being unavailable.
+ * at most SHARED_STATEMENTS_IN_FLIGHT at once (retries included), a batch that failed on a deadlock or
+ * serialization failure run again caller by caller, and a caller not started within the pool's connection
+ * timeout answered as the database being unavailable.
  */
 export function createStatementBatcher<I, O>(options: Pick<BatcherOptions<I, O>, 'run' | 'maxBatch' | 'keysOf'>): (item: I) => Promise<O> {
   return createBatcher({
     ...options,
     maxInFlight: SHARED_STATEMENTS_IN_FLIGHT,
-    retryAlone: isLockConflict,
+    retryAlone: shouldRetryAlone,
     maxWait: { ms: POOL_CONNECT_TIMEOUT_MS, error: databaseBusyError },
   });
 }

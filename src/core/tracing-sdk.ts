@@ -11,7 +11,7 @@ import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
 import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis';
 import { FastifyOtelInstrumentation } from '@fastify/otel';
 import { BullMQOtel } from 'bullmq-otel';
-import type { TraceContext, TracingHooks } from './tracing.js';
+import type { TraceContext, TracingHooks } from './tracing-hooks.js';
 
 // Probe and scrape paths would be most of the traces and say nothing.
 const UNTRACED_PATHS = new Set(['/metrics', '/healthz', '/readyz']);

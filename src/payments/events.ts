@@ -23,7 +23,8 @@ const EventIdSchema = SafeString({ minLength: 1, maxLength: 255 });
 /** What every event must have, whatever its type: errand records any event by id. */
 export const PaymentEventEnvelopeSchema = Type.Object({
   id: Type.Optional(EventIdSchema),
-  type: Type.String({ minLength: 1, maxLength: 255 }),
+  // Stored for an unknown type too (payment_events.type): SafeString, so a NUL is a 400, not PostgreSQL's 500.
+  type: SafeString({ minLength: 1, maxLength: 255 }),
 });
 
 /** An event errand acts on. `id` may come from the `webhook-id` header instead. */

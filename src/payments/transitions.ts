@@ -86,7 +86,8 @@ const SETTLE_BATCH_MAX = 200;
  * - refuses everything when the order exists and amount or currency differ;
  * - records the event id, if any (a replay, or a concurrent copy, conflicts and stops there);
  * - moves the order under the state rules;
- * - inserts the tracking email's outbox row for the one caller that made it paid.
+ * - inserts the tracking email's outbox row for the one caller that made it paid, and stamps the order's
+ *   tracking_email_queued_at (so no retention of outbox rows can make the backfill queue a second one).
  * A statement is atomic: all of it commits, or none.
  *
  * Concurrent callers share statements (createStatementBatcher), with no two reports of one order or one event id in
@@ -137,7 +138,9 @@ function prepareSettleStatement(db: Db): (item: SettleItem) => Promise<SettleRow
             returning event_id
           ), moved as (
             update orders
-            set status = judged.target, paid_at = case when judged.target = 'paid' then now() end, updated_at = now()
+            set status = judged.target, paid_at = case when judged.target = 'paid' then now() end, updated_at = now(),
+              -- The outbox row below is written for exactly these orders: the order remembers it past retention.
+              tracking_email_queued_at = case when judged.target = 'paid' then now() else orders.tracking_email_queued_at end
             from judged
             where orders.id = judged.order_id and judged.accepted and judged.settleable
               and (judged.event_id is null or judged.event_id in (select event_id from recorded))
