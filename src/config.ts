@@ -27,7 +27,7 @@ const MIN_SECRET_LENGTH = 32;
  * Example values the providers publish in their documentation (the Standard Webhooks / Svix example secret):
  * pasted into production they are no secret at all.
  */
-const PUBLISHED_EMAIL_EVENT_SECRETS = new Set(['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'whsec_plJ3nmyCDGBKInavdOK15jsl']);
+const PUBLISHED_EMAIL_EVENT_SECRETS = new Set(['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw']);
 /**
  * Mailgun generates its webhook signing key (32 hex characters, or `key-` + 32 hex on older accounts): 16 is
  * half of the shortest real one, so every key Mailgun issues passes while a placeholder, a hand-typed word or a

@@ -12,7 +12,8 @@ const SENT_EMAILS_BATCH_MAX = 500;
  */
 export interface SentEmails {
   wasSent(jobId: string): Promise<boolean>;
-  record(jobId: string): Promise<void>;
+  /** Records the send of `jobId`, with the Message-ID the accepted message carried. */
+  record(jobId: string, messageId: string): Promise<void>;
 }
 
 export function createSentEmails(db: Db): SentEmails {
@@ -23,9 +24,10 @@ export function createSentEmails(db: Db): SentEmails {
       .select('job_id')
       .where(sql<boolean>`job_id = any(${params.jobIds}::text[])`),
   );
-  const insertSent = compileOnce(db, ['jobIds'], (db, params: { jobIds: string[] }) => ({
+  const insertSent = compileOnce(db, ['jobIds', 'messageIds'], (db, params: { jobIds: string[]; messageIds: string[] }) => ({
     compile: () =>
-      sql`insert into sent_emails (job_id) select unnest(${params.jobIds}::text[]) on conflict (job_id) do nothing`.compile(db),
+      sql`insert into sent_emails (job_id, message_id) select * from unnest(${params.jobIds}::text[], ${params.messageIds}::text[])
+          on conflict (job_id) do nothing`.compile(db),
   }));
   const wasSent = createStatementBatcher<string, boolean>({
     maxBatch: SENT_EMAILS_BATCH_MAX,
@@ -35,14 +37,14 @@ export function createSentEmails(db: Db): SentEmails {
       return jobIds.map((jobId) => sent.has(jobId));
     },
   });
-  const record = createStatementBatcher<string, undefined>({
+  const insert = createStatementBatcher<{ jobId: string; messageId: string }, undefined>({
     maxBatch: SENT_EMAILS_BATCH_MAX,
     // One row per job id and statement (a retry of the same job could otherwise meet its own earlier call).
-    keysOf: (jobId) => [jobId],
-    async run(jobIds) {
-      await insertSent({ jobIds });
-      return jobIds.map(() => undefined);
+    keysOf: ({ jobId }) => [jobId],
+    async run(items) {
+      await insertSent({ jobIds: items.map((item) => item.jobId), messageIds: items.map((item) => item.messageId) });
+      return items.map(() => undefined);
     },
   });
-  return { wasSent, record };
+  return { wasSent, record: (jobId, messageId) => insert({ jobId, messageId }) };
 }

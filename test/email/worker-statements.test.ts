@@ -30,7 +30,7 @@ t.test('the email worker statements are named prepared statements: parsed and pl
     t.equal(recipient?.email, 'prepared@example.com', `round ${round}: the token is stored for its user`);
     const order = orders[round - 1];
     t.equal((await findOrder(order.id))?.email, order.email, `round ${round}: its own order is read`);
-    await sentEmails.record(`job-${round}`);
+    await sentEmails.record(`job-${round}`, `<email-job-${round}@localhost>`);
     t.equal(await sentEmails.wasSent(`job-${round}`), true, `round ${round}: recorded`);
   }
   // Several jobs at once share one run of the same statement.
@@ -69,7 +69,7 @@ t.test('a migration that changes a returned column while errand runs: the statem
   const single = createDb(errand.config.DATABASE_URL, 1);
   t.teardown(() => single.destroy());
   const sentEmails = createSentEmails(single);
-  await sentEmails.record('before-migration');
+  await sentEmails.record('before-migration', '<email-before-migration@localhost>');
   t.equal(await sentEmails.wasSent('before-migration'), true, 'prepared on this connection, returning text');
   // What a deploy's migration may do while the old process still serves: the check now returns varchar.
   await sql`alter table sent_emails alter column job_id type varchar(300)`.execute(errand.deps.db);
