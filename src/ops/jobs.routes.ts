@@ -1,5 +1,4 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
-import { QueueEvents } from 'bullmq';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Config } from '../config.js';
@@ -14,6 +13,7 @@ import { batchDb, deleteBatchJob } from '../batch/repository.js';
 import { isQueueName, type QueueName, type Queues } from '../queues.js';
 import { requireBearer } from './auth.js';
 import { adminRouteDoc } from './docs.js';
+import { createJobEventHub } from './job-events.js';
 
 export interface JobRoutesOptions {
   config: Config;
@@ -24,6 +24,8 @@ export interface JobRoutesOptions {
   workerRedis: RedisClient;
   queues: Queues;
   adminToken: string;
+  /** Event streams open at once in this process; one more gets 503. */
+  maxEventStreams?: number;
 }
 
 // The same control-character rule as every admin route's parameters (SafeString).
@@ -87,6 +89,8 @@ const JOB_ROUTE_DOCS: Record<string, RouteDoc> = {
 const FINISHED_STATES = new Set(['completed', 'failed']);
 const REMOVABLE_STATES = new Set(['waiting', 'delayed', 'prioritized', 'waiting-children', 'paused']);
 const SSE_HEARTBEAT_MS = 15_000;
+/** Streams share a Redis connection per queue; each still holds a socket and a timer. */
+export const MAX_EVENT_STREAMS = 200;
 
 /**
  * What the job routes show of a job: never its data. The state is read
@@ -135,84 +139,93 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (fastify, d
     },
   );
 
+  // One QueueEvents per queue for every open stream (not one Redis connection per client), and a cap on streams.
+  const hub = createJobEventHub({ connection: deps.workerRedis, redis: deps.redis, prefix: deps.config.QUEUE_PREFIX, log: app.log });
+  const maxStreams = deps.maxEventStreams ?? MAX_EVENT_STREAMS;
   // Open event streams, ended before the server closes (a stream never goes idle by itself).
   const openStreams = new Set<() => Promise<void>>();
   app.addHook('preClose', async () => {
     await Promise.all([...openStreams].map((end) => end()));
+    await hub.close();
   });
 
   app.get('/admin/jobs/:queue/:id/events', { schema: { params: JobParamsSchema }, preHandler: redisGuard }, async (request, reply) => {
     const { queue: name, id } = request.params;
     if (!isQueueName(name)) return sendError(reply, 404, `unknown queue ${name}`);
+    if (openStreams.size >= maxStreams)
+      return sendError(reply.header('retry-after', '5'), 503, `too many open job event streams (${maxStreams}), try again later`);
     const queue = deps.queues[name];
-    if (!(await queue.getJob(id))) return sendError(reply, 404, `no job ${id} in queue ${name}`);
-
-    // Read the events stream from Redis's "now" before reading the job's state: nothing between the two is missed.
-    const [seconds, micros] = await deps.redis.time();
-    const events = new QueueEvents(name, {
-      connection: deps.workerRedis,
-      prefix: deps.config.QUEUE_PREFIX,
-      lastEventId: `${Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)}-0`,
-    });
-    events.on('error', (err) => request.log.warn({ err, queue: name, jobId: id }, 'job event stream error'));
-
-    reply.hijack();
-    const raw = reply.raw;
-    raw.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-    });
     let ended = false;
-    const send = (event: string, data: unknown) => {
-      if (!ended) raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-    };
-    const heartbeat = setInterval(() => raw.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS);
+    const raw = reply.raw;
+    let heartbeat: NodeJS.Timeout | undefined;
+    let unsubscribe: (() => Promise<void>) | undefined;
     const end = async () => {
       if (ended) return;
       ended = true;
       openStreams.delete(end);
       clearInterval(heartbeat);
-      raw.end();
-      await events.close().catch(() => {});
+      if (reply.sent) raw.end();
+      await unsubscribe?.();
     };
+    // Counted (and closed on a client that leaves) from here on, also while the job and the subscription are read:
+    // a client gone before the stream opens must not leave a reader behind.
     openStreams.add(end);
-    // The response's close: the client went away (or the stream ended).
     raw.on('close', () => void end());
+    const gone = () => ended || raw.destroyed || request.raw.socket.destroyed;
 
-    const finish = async () => {
+    try {
+      if (!(await queue.getJob(id))) {
+        await end();
+        return sendError(reply, 404, `no job ${id} in queue ${name}`);
+      }
+      const send = (event: string, data: unknown) => {
+        if (!ended) raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      };
+      const finish = async () => {
+        const view = await jobView(queue, id);
+        if (!view) {
+          send('removed', { id });
+          return end();
+        }
+        if (view.state === 'completed') send('completed', { id, result: view.result });
+        else if (view.state === 'failed') send('failed', { id, failedReason: view.failedReason, attemptsMade: view.attemptsMade });
+        else return;
+        await end();
+      };
+      // Subscribe before reading the job's state: nothing between the two is missed.
+      // A failed attempt that will be retried leaves the job delayed or waiting: finish() keeps the stream open then.
+      const leave = await hub.subscribe(name, id, (event) => {
+        if (event.kind === 'progress') send('progress', event.data);
+        else void finish();
+      });
+      unsubscribe = leave;
+      if (gone()) {
+        // The client left while the subscription opened: end() may already have run without it.
+        await end();
+        await leave();
+        reply.hijack();
+        return;
+      }
+
+      reply.hijack();
+      raw.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
+      heartbeat = setInterval(() => raw.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS);
       const view = await jobView(queue, id);
       if (!view) {
         send('removed', { id });
         return end();
       }
-      if (view.state === 'completed') send('completed', { id, result: view.result });
-      else if (view.state === 'failed') send('failed', { id, failedReason: view.failedReason, attemptsMade: view.attemptsMade });
-      else return;
+      send('state', view);
+      if (FINISHED_STATES.has(view.state)) await finish();
+    } catch (error) {
       await end();
-    };
-    events.on('progress', ({ jobId, data }) => {
-      if (jobId === id) send('progress', data);
-    });
-    events.on('completed', ({ jobId }) => {
-      if (jobId === id) void finish();
-    });
-    // A failed attempt that will be retried leaves the job delayed or waiting: finish() keeps the stream open then.
-    events.on('failed', ({ jobId }) => {
-      if (jobId === id) void finish();
-    });
-    events.on('removed', ({ jobId }) => {
-      if (jobId === id) void finish();
-    });
-
-    const view = await jobView(queue, id);
-    if (!view) {
-      send('removed', { id });
-      return end();
+      throw error;
     }
-    send('state', view);
-    if (FINISHED_STATES.has(view.state)) await finish();
   });
 
   app.post(
