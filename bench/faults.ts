@@ -6,7 +6,15 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { machineInfo, progress, report, round, runScenario, sleep, table } from './lib.js';
-import { auditEmails, backlogDrainedAfter, firstOkAfter, summariseRoutes, type FaultWindow, type KillEvent } from './faults/analysis.js';
+import {
+  auditEmails,
+  backlogDrainedAfter,
+  firstOkAfter,
+  outstanding,
+  summariseRoutes,
+  type FaultWindow,
+  type KillEvent,
+} from './faults/analysis.js';
 import { drain } from './faults/drain.js';
 import { FAULTS, setKillDownMs } from './faults/faults.js';
 import { Load, ROUTES } from './faults/load.js';
@@ -63,7 +71,10 @@ await runScenario('faults', async () => {
       // After an SMTP outage the queue resumes within a few seconds.
       EMAIL_OUTAGE_PAUSE_MS: '500',
       EMAIL_OUTAGE_MAX_PAUSE_MS: '4000',
+      // The relay looks at a row 2 s after its commit and every 500 ms after: a fault held for FAULTS_HOLD_S (8 s)
+      // spans more than OUTBOX_MAX_FAILURES (5) relay passes over the rows it caught.
       OUTBOX_RELAY_INTERVAL_MS: '500',
+      OUTBOX_RELAY_GRACE_MS: '2000',
     },
   });
   const load = new Load({
@@ -78,7 +89,10 @@ await runScenario('faults', async () => {
     clock: stack.clock,
   });
   const samples: Sample[] = [];
-  const stopSampler = startSampler(stack, envNumber('FAULTS_SAMPLE_S', 5) * 1000, (s) => samples.push(s));
+  const stopSampler = startSampler(stack, envNumber('FAULTS_SAMPLE_S', 5) * 1000, (s) => {
+    s.emailBacklog = outstanding(load.expected, stack.smtp.received);
+    samples.push(s);
+  });
   const kills: KillEvent[] = [];
   const windows: Array<FaultWindow & { notes: string[]; error?: string }> = [];
 
@@ -165,6 +179,7 @@ await runScenario('faults', async () => {
     duplicatesNotAllowed: badDuplicates.length,
     unpromisedEmails: audit.unpromised,
     smtpRejected451: stack.smtp.rejected(),
+    processStartFailures: { api: stack.api.startFailures(), worker: stack.worker.startFailures() },
     drain: drainResult,
     final,
     logs: path.relative(process.cwd(), stack.logDir),

@@ -72,17 +72,18 @@ export function firstOkAfter(load: Load, route: Route, at: number): number | und
   return best === undefined ? undefined : round(best, 0);
 }
 
-/** p99 per route of requests sent in [from, to) per `bucketMs` (the soak's per-minute p99). */
-export function p99Buckets(load: Load, bucketMs: number, end: number): Array<Record<string, number | string>> {
+/** Rate and p99 per route of the requests sent in each `bucketMs` from `start` to `end` (the soak's per-minute p99). */
+export function p99Buckets(load: Load, bucketMs: number, start: number, end: number): Array<Record<string, number | string>> {
   const { log } = load;
   const buckets: number[][][] = [];
   for (let i = 0; i < log.length; i++) {
-    const b = Math.floor(log.sentAt[i] / bucketMs);
+    if (log.sentAt[i] < start) continue;
+    const b = Math.floor((log.sentAt[i] - start) / bucketMs);
     buckets[b] ??= ROUTES.map(() => []);
     buckets[b][log.route[i]].push(log.latency[i]);
   }
   const rows: Array<Record<string, number | string>> = [];
-  for (let b = 0; b * bucketMs < end; b++) {
+  for (let b = 0; start + b * bucketMs < end; b++) {
     const row: Record<string, number | string> = { from_s: (b * bucketMs) / 1000 };
     ROUTES.forEach((route, r) => {
       const values = (buckets[b]?.[r] ?? []).sort((x, y) => x - y);
@@ -201,7 +202,8 @@ export function auditEmails(
       const sameMessageId: Duplicate['sameMessageId'] =
         first.messageId === undefined || repeat.messageId === undefined ? 'missing' : first.messageId === repeat.messageId;
       const kill = workerKills.find((k) => k.at >= first.at && k.at <= repeat.at && k.at - first.at <= killWindowMs);
-      const before = [...faults].reverse().find((f) => f.injectedAt <= repeat.at);
+      const before = [...faults].reverse().find((f) => f.injectedAt <= first.at);
+      const gap = `repeat ${round((repeat.at - first.at) / 1000, 1)} s after the first copy`;
       let explanation: string;
       let allowed = false;
       if (kill && sameMessageId !== false) {
@@ -212,8 +214,10 @@ export function auditEmails(
       } else if (kill) {
         explanation = `worker killed -9 ${round(kill.at - first.at, 0)} ms after the first copy, but the repeat has a different Message-ID (a new send, not a repeat)`;
       } else {
-        explanation = `no worker kill between the copies; last fault before the repeat: ${
-          before ? `${before.name} (injected ${round((repeat.at - before.injectedAt) / 1000, 1)} s before)` : 'none'
+        explanation = `no worker kill between the copies (${gap}); last fault injected before the first copy: ${
+          before
+            ? `${before.name} (${round((first.at - before.injectedAt) / 1000, 1)} s before it${before.recoveredAt >= first.at ? ', still on' : ''})`
+            : 'none'
         }; Message-ID ${sameMessageId === 'missing' ? 'missing' : sameMessageId ? 'same' : 'different'}`;
       }
       duplicates.push({

@@ -57,6 +57,8 @@ export interface ErrandProcess {
   kill9(): Promise<void>;
   /** Starts it again on the same port, waits for /readyz 200. */
   restart(): Promise<void>;
+  /** Start attempts that failed (and were tried again). */
+  startFailures(): number;
 }
 
 export interface Stack {
@@ -86,9 +88,20 @@ function logStream(dir: string, name: string): WriteStream {
 async function startRole(role: Role, env: Record<string, string>, logDir: string): Promise<ErrandProcess> {
   let child: Child | undefined;
   let starts = 0;
+  let restartFailures = 0;
   const start = async () => {
     starts += 1;
-    child = await spawnServer('dist/main.js', { ...env, ROLE: role }, { tsx: false, readyTimeoutMs: 60_000 });
+    // A loaded machine can make a start-up's first PostgreSQL connection time out (errand then exits 1): try again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        child = await spawnServer('dist/main.js', { ...env, ROLE: role }, { tsx: false, readyTimeoutMs: 60_000 });
+        break;
+      } catch (error) {
+        if (attempt >= 3) throw error;
+        progress(`${role} did not start (attempt ${attempt}): ${(error as Error).message.split('\n')[0]}; again`);
+        restartFailures += 1;
+      }
+    }
     const out = logStream(logDir, role);
     out.write(`--- start ${starts} pid ${child.proc.pid} at ${new Date().toISOString()}\n${child.output.join('\n')}\n`);
     child.proc.stdout?.on('data', (chunk: Buffer) => out.write(chunk));
@@ -119,6 +132,7 @@ async function startRole(role: Role, env: Record<string, string>, logDir: string
       await exited;
     },
     restart: start,
+    startFailures: () => restartFailures,
   };
 }
 
@@ -183,6 +197,8 @@ export interface Sample {
   outboxRows: number | undefined;
   outboxUnpublished: number | undefined;
   emailsAccepted: number;
+  /** Promised (2xx) emails not yet accepted by SMTP; filled in by the script, which knows the promises. */
+  emailBacklog?: number;
 }
 
 /** One sample of the resources a soak watches; a part that cannot be read (a fault) is left undefined. */
