@@ -83,7 +83,8 @@ export function p99Buckets(load: Load, bucketMs: number, start: number, end: num
     buckets[b][log.route[i]].push(log.latency[i]);
   }
   const rows: Array<Record<string, number | string>> = [];
-  for (let b = 0; start + b * bucketMs < end; b++) {
+  // A last bucket shorter than half a bucket (the load stops a little after a whole number of buckets) is left out.
+  for (let b = 0; start + (b + 0.5) * bucketMs < end; b++) {
     const row: Record<string, number | string> = { from_s: (b * bucketMs) / 1000 };
     ROUTES.forEach((route, r) => {
       const values = (buckets[b]?.[r] ?? []).sort((x, y) => x - y);
