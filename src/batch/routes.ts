@@ -12,6 +12,7 @@ import { enqueue, outboxJobId, publishAfterCommit, type OutboxDeps, type OutboxR
 import { requireBearer } from '../ops/auth.js';
 import { isQueueName, type Payload, type QueueName, type Queues } from '../queues.js';
 import { publishCancelRequest } from './cancel.js';
+import { forgetCancellation, recordCancellation } from '../outbox/cancelled.js';
 import { BATCH_QUEUE, ORDERS_EXPORT_JOB, TRACKING_LINKS_BACKFILL_JOB, USERS_IMPORT_JOB, type BatchJobName } from './jobs.js';
 import { csvField, EXPORT_CONTENT_TYPES, type ExportFormat } from './orders-export.js';
 import { batchDb, batchTrx, deleteBatchJob, findBatchJob, insertBatchJob, readChunks, readImportErrors } from './repository.js';
@@ -387,6 +388,8 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
       if (FINISHED_STATES.has(state))
         return sendError(reply, 409, `job ${id} has already ${state === 'completed' ? 'completed' : 'failed'}`);
 
+      // Durable first: the relay, the re-publish after a reconnect and the workers read it (cancel sticks).
+      await recordCancellation(deps.db, name, id);
       if (REMOVABLE_STATES.has(state)) {
         try {
           await job.remove();
@@ -397,7 +400,10 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
           // A worker took it meanwhile (it is locked): stop it as a running job.
         }
       }
-      if (name !== BATCH_QUEUE) return sendError(reply, 409, `job ${id} is running and queue ${name} cannot stop a running job`);
+      if (name !== BATCH_QUEUE) {
+        await forgetCancellation(deps.db, name, id); // it runs to its end: a retry of it is not cancelled either
+        return sendError(reply, 409, `job ${id} is running and queue ${name} cannot stop a running job`);
+      }
       // Durable first (the next checkpoint refuses to commit), then the message that aborts it at once wherever it runs.
       await bdb
         .insertInto('batch_jobs')
