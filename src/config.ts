@@ -108,6 +108,8 @@ export const ConfigSchema = Type.Object({
   OUTBOX_RELAY_INTERVAL_MS: Type.Integer({ minimum: 10, default: 1000 }),
   // Rows younger than this are left to the request that wrote them.
   OUTBOX_RELAY_GRACE_MS: Type.Integer({ minimum: 0, default: 5000 }),
+  // How long a request waits for its jobs to reach Redis after commit; after it, it answers and the relay publishes them.
+  OUTBOX_PUBLISH_DEADLINE_MS: Type.Integer({ minimum: 1, maximum: 60000, default: 300 }),
   WORKER_LOCK_DURATION_MS: Type.Integer({ minimum: 100, default: 30000 }),
   WORKER_STALLED_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30000 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10000 }),

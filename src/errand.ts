@@ -17,7 +17,7 @@ import { composeOrderTrackingEmail } from './payments/tracking-email.js';
 import { paymentsReconcileProcessors } from './reconcile/worker.js';
 import { maintenanceProcessors } from './maintenance/worker.js';
 import { batchProcessors } from './batch/worker.js';
-import { abortCancelledJobs } from './batch/cancel.js';
+import { abortCancelledJobs, skipCancelledJobs } from './batch/cancel.js';
 import { QUEUE_DEFINITIONS, type WorkerProcessors } from './queues.js';
 import { SCHEDULERS } from './schedulers.js';
 
@@ -78,7 +78,8 @@ export async function startErrand(config: Config, options: StartOptions = {}): P
     };
     for (const definition of QUEUE_DEFINITIONS) {
       // TypeScript cannot pair `definition` with `processors[definition.name]` across the union; WorkerProcessors already did.
-      const worker = createQueueWorker(definition, processors[definition.name] as Processors<typeof definition>, config, deps.workerRedis);
+      const guarded = skipCancelledJobs(deps.db, definition, processors[definition.name] as Processors<typeof definition>);
+      const worker = createQueueWorker(definition, guarded, config, deps.workerRedis);
       // Listeners go on at once: a worker runs from construction, and a job may finish before start-up does.
       logWorkerEvents(worker, deps.queues[definition.name], deps.log);
       instrumentWorker(worker, deps.metrics);

@@ -1,6 +1,9 @@
-import { QueueEventsProducer, type QueueEvents, type QueueEventsListener, type Worker } from 'bullmq';
+import { QueueEventsProducer, UnrecoverableError, type QueueEvents, type QueueEventsListener, type Worker } from 'bullmq';
 import type { RedisClient } from '../core/redis.js';
 import type { Logger } from '../core/logger.js';
+import type { Db } from '../core/db.js';
+import type { JobProcessor, Processors, QueueDefinition } from '../core/job-registry.js';
+import { cancelledJobsChecker } from '../outbox/cancelled.js';
 import { CANCELLED_REASON } from './jobs.js';
 
 /** A custom event on the queue's own events stream: every worker process already reads that stream. */
@@ -33,4 +36,21 @@ export function abortCancelledJobs(events: QueueEvents, worker: Worker, log: Log
       log.info({ queue: worker.name, jobId, event: 'cancel-requested' }, 'job cancel requested; aborting it at its next chunk');
     }
   });
+}
+
+/**
+ * A queue's processors, each first asking PostgreSQL whether its job was cancelled (`cancelled_jobs`): a
+ * cancelled job that still reaches a worker (re-added by a publish that raced the cancel, or brought back by a
+ * failover that lost the removal) fails with reason `cancelled` (no retry) without running.
+ */
+export function skipCancelledJobs<Q extends QueueDefinition>(db: Db, definition: Q, processors: Processors<Q>): Processors<Q> {
+  const isCancelled = cancelledJobsChecker(db, definition.name);
+  const guarded: Record<string, JobProcessor<unknown>> = {};
+  for (const [name, process] of Object.entries(processors as Record<string, JobProcessor<unknown>>)) {
+    guarded[name] = async (data, job, signal) => {
+      if (job.id !== undefined && (await isCancelled(job.id))) throw new UnrecoverableError(CANCELLED_REASON);
+      return process(data, job, signal);
+    };
+  }
+  return guarded as Processors<Q>;
 }

@@ -23,6 +23,9 @@ interface LocalWindow {
 
 const LOCAL_KEYS_MAX = 10000;
 
+/** How long a request waits for Redis to count it before counting it in this process instead. */
+const REDIS_COUNT_DEADLINE_MS = 200;
+
 /** The per-process fallback: a fixed window per key, bounded in size. */
 class LocalWindows {
   private readonly windows = new Map<string, LocalWindow>();
@@ -77,8 +80,16 @@ export function createRateLimitStore(deps: RateLimitStoreDeps): FastifyRateLimit
 
   // Plain EVAL, not defineCommand: ioredis' EVALSHA-then-EVAL retry fails inside a pipeline ("results[i] is not
   // iterable"), should the connection ever batch commands again; the script is a few hundred bytes.
-  const incrBy = (key: string, windowMs: number, hits: number) =>
-    redis.eval(INCR_WITH_WINDOW, 1, key, windowMs, hits) as Promise<[number, number]>;
+  // A Redis that is connected but slow to write (CLIENT PAUSE, a long script, a stalled replica) must not hold the
+  // request: after REDIS_COUNT_DEADLINE_MS the hits are counted locally (Redis may still count them: stricter, never looser).
+  const incrBy = (key: string, windowMs: number, hits: number) => {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${REDIS_COUNT_DEADLINE_MS} ms`)), REDIS_COUNT_DEADLINE_MS);
+    });
+    const counted = redis.eval(INCR_WITH_WINDOW, 1, key, windowMs, hits) as Promise<[number, number]>;
+    return Promise.race([counted, deadline]).finally(() => clearTimeout(timer));
+  };
 
   // Hits on one key that arrive in the same turn of the event loop share one INCRBY: each still gets its own
   // count (the batch's counts are consecutive, in arrival order), so the limit is exactly as strict, but a client

@@ -8,6 +8,7 @@ import type { RedisClient } from '../core/redis.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import { SafeString } from '../core/schemas.js';
 import { publishCancelRequest } from '../batch/cancel.js';
+import { forgetCancellation, recordCancellation } from '../outbox/cancelled.js';
 import { BATCH_QUEUE } from '../batch/jobs.js';
 import { batchDb, deleteBatchJob } from '../batch/repository.js';
 import { isQueueName, type QueueName, type Queues } from '../queues.js';
@@ -240,6 +241,8 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (fastify, d
       if (FINISHED_STATES.has(state))
         return sendError(reply, 409, `job ${id} has already ${state === 'completed' ? 'completed' : 'failed'}`);
 
+      // Durable first: the relay, the re-publish after a reconnect and the workers read it (cancel sticks).
+      await recordCancellation(deps.db, name, id);
       if (REMOVABLE_STATES.has(state)) {
         try {
           await job.remove();
@@ -250,7 +253,10 @@ export const jobRoutes: FastifyPluginAsync<JobRoutesOptions> = async (fastify, d
           // A worker took it meanwhile (it is locked): stop it as a running job.
         }
       }
-      if (name !== BATCH_QUEUE) return sendError(reply, 409, `job ${id} is running and queue ${name} cannot stop a running job`);
+      if (name !== BATCH_QUEUE) {
+        await forgetCancellation(deps.db, name, id); // it runs to its end: a retry of it is not cancelled either
+        return sendError(reply, 409, `job ${id} is running and queue ${name} cannot stop a running job`);
+      }
       // Durable first (the next checkpoint refuses to commit), then the message that aborts it at once wherever it runs.
       await bdb
         .insertInto('batch_jobs')

@@ -6,6 +6,8 @@ import { jobOptionsFor, type JobName, type Payload, type QueueName, type Queues 
 import type { PublishedMarks } from './published-marks.js';
 import { activeTraceContext, inTraceContext, jobTelemetryFor, type TraceContext } from '../core/tracing.js';
 import { createBatcher } from '../core/batcher.js';
+import type { Config } from '../config.js';
+import { UnknownQueueError } from './row-fault.js';
 
 export interface OutboxRow {
   id: string;
@@ -55,7 +57,12 @@ export interface OutboxDeps {
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;
+  /** Read for OUTBOX_PUBLISH_DEADLINE_MS (absent: DEFAULT_PUBLISH_DEADLINE_MS). */
+  config?: Partial<Pick<Config, 'OUTBOX_PUBLISH_DEADLINE_MS'>>;
 }
+
+/** How long a request waits for its jobs to reach Redis when OUTBOX_PUBLISH_DEADLINE_MS is not given. */
+export const DEFAULT_PUBLISH_DEADLINE_MS = 300;
 
 /**
  * The `queue.add` arguments for one outbox row: its job name, payload, stable id and declared options, and,
@@ -72,7 +79,7 @@ export function jobForRow(row: OutboxRow) {
 /** The producer Queue for a row, or an error naming the row when its queue does not exist (any more). */
 export function queueForRow(queues: Queues, row: OutboxRow) {
   const queue = (queues as Readonly<Record<string, Queues[QueueName] | undefined>>)[row.queue];
-  if (!queue) throw new Error(`outbox row ${row.id} names unknown queue ${row.queue}`);
+  if (!queue) throw new UnknownQueueError(`outbox row ${row.id} names unknown queue ${row.queue}`);
   return queue;
 }
 
@@ -107,41 +114,27 @@ const asError = (err: unknown): Error => (err instanceof Error ? err : new Error
  * The rows that requests publish in one event-loop turn (and while two earlier batches are in Redis) go as one
  * `addBulk` per queue: one pipeline, one socket write and one round trip for many jobs, instead of one of each per
  * job. A row alone goes as a plain `add` (an ioredis pipeline costs more than it saves for one command). A failed
- * `addBulk` is retried row by row; a row that still fails stays unpublished for the relay. Each job carries the
- * trace of the request that published it (captured before the batch, which runs in another request's context).
+ * `addBulk` fails its rows: they stay unpublished for the relay, which alone retries row by row (a request must
+ * not wait on one round trip per row of a slow Redis). A row still waiting for its batch after `deadlineMs` is
+ * given up at once, so a Redis that is slow to answer cannot pile up rows here. Each job carries the trace of the
+ * request that published it (captured before the batch, which runs in another request's context).
  */
-function publisherFor(queues: Queues): PublishRow {
+function publisherFor(queues: Queues, deadlineMs: number): PublishRow {
   let publish = publishers.get(queues);
   if (publish) return publish;
   const batched = createBatcher<OutboxRow, Error | undefined>({
     maxBatch: PUBLISH_BATCH_MAX,
     maxInFlight: 2,
+    maxWait: { ms: deadlineMs, error: () => new Error(`not sent to Redis within ${deadlineMs} ms`) },
     async run(rows) {
       const failures = new Map<OutboxRow, Error>();
       await Promise.all(
         [...groupByQueue(rows).values()].map(async (group) => {
-          let queue: Queues[QueueName];
           try {
-            queue = queueForRow(queues, group[0]);
+            if (group.length === 1) await addRow(queues, group[0]);
+            else await queueForRow(queues, group[0]).addBulk(group.map(jobForRow));
           } catch (err) {
-            for (const row of group) failures.set(row, asError(err)); // these rows alone: their queue does not exist
-            return;
-          }
-          if (group.length > 1) {
-            const added = await queue.addBulk(group.map(jobForRow)).then(
-              () => true,
-              () => false,
-            );
-            if (added) return;
-          }
-          // Alone, or after a failed addBulk row by row as the relay does: the row at fault is found and the rest
-          // still go (an id already added is a no-op); with Redis away each add fails at once.
-          for (const row of group) {
-            try {
-              await addRow(queues, row);
-            } catch (err) {
-              failures.set(row, asError(err));
-            }
+            for (const row of group) failures.set(row, asError(err));
           }
         }),
       );
@@ -157,26 +150,43 @@ function publisherFor(queues: Queues): PublishRow {
 }
 
 /**
- * Publishes freshly committed rows. Never throws: a row that cannot reach
- * Redis now stays unpublished and the relay picks it up later. Published rows
- * are marked within ~20 ms, in one UPDATE shared with concurrent callers.
+ * Publishes freshly committed rows. Never throws, and returns within the publish deadline
+ * (OUTBOX_PUBLISH_DEADLINE_MS): a row that cannot reach Redis by then (Redis away, slow, refusing writes) stays
+ * unpublished and the relay picks it up later; one that reaches Redis after the deadline is still marked.
+ * Published rows are marked within ~20 ms, in one UPDATE shared with concurrent callers.
  */
 export async function publishAfterCommit(deps: OutboxDeps, rows: OutboxRow[]): Promise<void> {
-  const publish = publisherFor(deps.queues);
-  const published: string[] = [];
-  await Promise.all(
+  if (rows.length === 0) return;
+  const deadlineMs = deps.config?.OUTBOX_PUBLISH_DEADLINE_MS ?? DEFAULT_PUBLISH_DEADLINE_MS;
+  const publish = publisherFor(deps.queues, deadlineMs);
+  const pending = new Set(rows);
+  const all = Promise.all(
     rows.map(async (row) => {
       try {
         // Before the first connect BullMQ would wait for Redis; fail at once instead.
         if (deps.redis.status !== 'ready') throw new Error(`redis not connected (${deps.redis.status})`);
         await publish(row.trace_context === undefined ? { ...row, trace_context: activeTraceContext() } : row);
-        published.push(row.id);
+        deps.publishedMarks.add([row.id]);
       } catch (err) {
         deps.log.warn({ outboxId: row.id, queue: row.queue, jobName: row.job_name, err }, 'outbox publish deferred to relay');
+      } finally {
+        pending.delete(row);
       }
     }),
   );
-  if (published.length > 0) deps.publishedMarks.add(published);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, deadlineMs);
+    timer.unref();
+  });
+  await Promise.race([all, deadline]);
+  clearTimeout(timer);
+  for (const row of pending) {
+    deps.log.warn(
+      { outboxId: row.id, queue: row.queue, jobName: row.job_name, deadlineMs },
+      'outbox publish not confirmed within the deadline; answering, the relay publishes it if Redis does not',
+    );
+  }
 }
 
 export type EnqueueInTransaction = <Q extends QueueName, N extends JobName<Q>>(queue: Q, jobName: N, data: Payload<Q, N>) => Promise<void>;

@@ -1,3 +1,4 @@
+import { notCancelled } from './cancelled.js';
 import { groupByQueue, jobForRow, queueForRow, type OutboxDeps, type OutboxRow } from './producer.js';
 
 /**
@@ -7,7 +8,7 @@ import { groupByQueue, jobForRow, queueForRow, type OutboxDeps, type OutboxRow }
  * producer connection becomes ready again, the rows published in the last
  * `windowMs` are added once more: a job still in Redis keeps its id and the
  * add is a no-op; a lost one comes back; an email that did go out is not sent
- * twice (`sent_emails`). Returns how many rows were re-added.
+ * twice (`sent_emails`). A cancelled row is never re-added. Returns how many rows were re-added.
  */
 export async function republishRecentRows(deps: OutboxDeps, options: { windowMs: number; batchSize: number }): Promise<number> {
   const since = new Date(Date.now() - options.windowMs);
@@ -18,6 +19,7 @@ export async function republishRecentRows(deps: OutboxDeps, options: { windowMs:
       .selectFrom('outbox')
       .select(['id', 'queue', 'job_name', 'payload', 'trace_context'])
       .where('published_at', '>=', since)
+      .where(notCancelled)
       .where('id', '>', afterId)
       .orderBy('id')
       .limit(options.batchSize)

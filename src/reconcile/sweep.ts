@@ -28,7 +28,7 @@ export interface SweepProgress extends Omit<SweepSummary, 'durationMs'> {
 }
 
 export interface SweepDeps extends OutboxDeps {
-  config: Pick<Config, 'PAYMENTS_RECONCILE_CONCURRENCY'>;
+  config: Pick<Config, 'PAYMENTS_RECONCILE_CONCURRENCY'> & Partial<Pick<Config, 'OUTBOX_PUBLISH_DEADLINE_MS'>>;
   provider: PaymentProvider;
   metrics: Pick<Metrics, 'paymentsLateSuccess'>;
 }
