@@ -17,6 +17,9 @@ export type RedisProfile = 'producer' | 'worker';
 // Keep reconnecting, no faster than every 100 ms - 2 s.
 const reconnectDelay = (times: number) => Math.min(100 * times, 2000);
 
+/** How often a Cluster client re-reads the slots and re-creates lost node connections (ioredis 5's default). */
+export const SLOTS_REFRESH_MS = 5000;
+
 function profileOptions(profile: RedisProfile): RedisOptions {
   return profile === 'producer'
     ? // No auto-pipelining: ioredis builds a Pipeline per batch, copying every BullMQ script onto it, and that cost
@@ -73,6 +76,11 @@ export function createRedis(topology: RedisTopology, profile: RedisProfile, opti
         enableOfflineQueue,
         enableAutoPipelining,
         clusterRetryStrategy: reconnectDelay,
+        // ioredis 6.0 documents a 5 s default here but its defaults leave it out: no periodic refresh at all. A node
+        // connection that ends (a reset, or connect ETIMEDOUT on a starved process: seen at start-up under load) is
+        // dropped from the pool for good (node connections never reconnect), so that primary's CONFIG GET, and
+        // commands sent while its slots still name it, failed for the rest of the process. A refresh re-creates it.
+        slotsRefreshInterval: SLOTS_REFRESH_MS,
         lazyConnect,
       };
       return new Cluster(topology.nodes, clusterOptions);
