@@ -25,6 +25,9 @@ export async function buildApp(deps: Deps) {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false } },
     schemaErrorFormatter,
     bodyLimit: 64 * 1024,
+    // Plugin start-up is local work (schemas, swagger-ui's static files); on a starved CPU it has exceeded Fastify's
+    // default 10 s and failed the start. A genuinely stuck plugin still fails start-up, just later.
+    pluginTimeout: 60_000,
     // A long id in /orders/:id/tracking is a wrong id (404 'order not found'), not an unknown route.
     routerOptions: { maxParamLength: 1000 },
     // Answer 503 to new requests while closing, and let keep-alive clients go.
