@@ -101,6 +101,15 @@ export const ConfigSchema = Type.Object({
   // Batch jobs run for minutes: a longer lock than the other queues, so a slow chunk never loses it.
   BATCH_LOCK_DURATION_MS: Type.Integer({ minimum: 100, default: 60000 }),
   BATCH_STALLED_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30000 }),
+  // Email events (bounces, complaints): each provider's secret enables its receiver; read by email/events/options.ts.
+  EMAIL_EVENTS_SES_TOPIC_ARNS: Type.Optional(Type.String({ minLength: 1 })),
+  EMAIL_EVENTS_SNS_CERT_HOST: Type.String({ minLength: 1, default: '^sns\\.[a-z0-9-]+\\.amazonaws\\.com(\\.cn)?$' }),
+  EMAIL_EVENTS_SENDGRID_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1 })),
+  EMAIL_EVENTS_MAILGUN_SIGNING_KEY: Type.Optional(Type.String({ minLength: 1 })),
+  EMAIL_EVENTS_POSTMARK_AUTH: Type.Optional(Type.String({ minLength: 1 })),
+  EMAIL_EVENTS_RESEND_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  EMAIL_SOFT_BOUNCE_LIMIT: Type.Integer({ minimum: 1, maximum: 1000, default: 3 }),
+  EMAIL_SOFT_BOUNCE_WINDOW_DAYS: Type.Integer({ minimum: 1, maximum: 365, default: 7 }),
 });
 
 type RawConfig = Static<typeof ConfigSchema>;
