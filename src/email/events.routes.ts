@@ -66,6 +66,8 @@ const DOCS: Record<EmailEventProvider, { summary: string; headers?: ReturnType<t
   },
 };
 
+const SES_ONLY: Record<number, string> = { 502: 'the signing certificate or the SubscribeURL could not be fetched (SNS retries)' };
+
 function routeDoc(provider: EmailEventProvider): RouteDoc {
   const doc = DOCS[provider];
   return {
@@ -84,7 +86,7 @@ function routeDoc(provider: EmailEventProvider): RouteDoc {
       400: 'malformed body or event',
       401: 'bad or missing signature or credentials, a stale timestamp, a token used before, an SNS topic not listed or a certificate URL not trusted',
       413: 'body over 1 MiB',
-      502: 'SNS only: the signing certificate or the SubscribeURL could not be fetched (SNS retries)',
+      ...(provider === 'ses' ? SES_ONLY : {}),
       503: 'database unavailable; nothing was recorded',
     },
   };

@@ -2,7 +2,9 @@ import t from 'tap';
 import { createHmac, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { findSuppression } from '../../src/db/suppressions.js';
 import { signStandardWebhook } from '../../src/core/webhook-signature.js';
+import { validate, compileErrors } from '@readme/openapi-parser';
 import { testEnv } from '../support/helpers.js';
+import { parsePrometheus, sampleValue } from '../support/prometheus.js';
 import { eventCount, startEventsErrand } from './support.js';
 
 const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -31,6 +33,24 @@ t.test('SendGrid, Mailgun, Postmark and Resend', async (t) => {
       headers: { 'content-type': 'application/json', ...headers },
       payload: body,
     });
+
+  t.test('the configured receivers are in the OpenAPI document, which stays valid; the counters are exported', async (t) => {
+    const doc = (await errand.app.inject('/docs/openapi.json')).json<{
+      paths: Record<string, Record<string, { responses: Record<string, unknown>; parameters?: { name: string }[] }>>;
+    }>();
+    const result = await validate(structuredClone(doc) as never);
+    t.ok(result.valid, result.valid ? 'valid' : compileErrors(result));
+    for (const provider of ['sendgrid', 'mailgun', 'postmark', 'resend']) {
+      const operation = doc.paths[`/webhooks/email/${provider}`]?.post;
+      t.ok(operation, provider);
+      t.same(Object.keys(operation?.responses ?? {}).sort(), ['200', '400', '401', '413', '500', '503'], `${provider} responses`);
+    }
+    t.ok(doc.paths['/webhooks/email/sendgrid'].post.parameters?.some((p) => p.name === 'x-twilio-email-event-webhook-signature'));
+    t.notOk(doc.paths['/webhooks/email/ses'], 'ses is not configured here');
+    const samples = parsePrometheus((await errand.app.inject('/metrics')).body);
+    t.equal(sampleValue(samples, 'errand_emails_suppressed_total'), 0, 'errand_emails_suppressed_total is declared');
+    t.equal(sampleValue(samples, 'errand_email_events_total', { provider: 'postmark', kind: 'complaint' }), 0, 'every series starts at 0');
+  });
 
   t.test('sendgrid', async (t) => {
     const signed = (events: unknown, timestamp = now(), key = privateKey) => {
