@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../src/config.js';
-import { signStandardWebhook, signWebhook } from '../src/payments/signature.js';
+import { signStandardWebhook, signWebhook } from '../src/core/webhook-signature.js';
 
 // Signs a body with the first secret in PAYMENT_WEBHOOK_SECRET (the dev default when unset).
 // The body is signed byte for byte: send it with `curl --data-binary`.

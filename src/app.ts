@@ -11,6 +11,13 @@ import { registerApiDocs } from './ops/docs.js';
 import { signupRoutes } from './signup/routes.js';
 import { orderRoutes } from './payments/orders.routes.js';
 import { webhookRoutes } from './payments/webhook.routes.js';
+import { emailEventsRoutes } from './email/events.routes.js';
+import { emailEventsOptions, type EmailEventsOptions } from './email/events/options.js';
+
+export interface AppOptions {
+  /** Laid over what config says (tests: a CA for the SNS certificate fetch). */
+  emailEvents?: Partial<EmailEventsOptions>;
+}
 
 /** A hop count as the function Fastify runs it as (its types leave the number form out): trust the nearest `hops` proxies. */
 function fastifyTrustProxy(setting: TrustProxy): boolean | string[] | ((address: string, hop: number) => boolean) {
@@ -18,7 +25,7 @@ function fastifyTrustProxy(setting: TrustProxy): boolean | string[] | ((address:
 }
 
 /** Builds (never starts) the HTTP app. Public routes only when the role serves them. */
-export async function buildApp(deps: Deps) {
+export async function buildApp(deps: Deps, options: AppOptions = {}) {
   const app = Fastify({
     loggerInstance: deps.log,
     // The contract wants 400s where Fastify's defaults would coerce types or strip unknown fields.
@@ -82,16 +89,22 @@ export async function buildApp(deps: Deps) {
       webhookSecrets: deps.config.PAYMENT_WEBHOOK_SECRETS,
       lateSuccess: deps.metrics.paymentsLateSuccess,
     });
+    await app.register(emailEventsRoutes, {
+      db: deps.db,
+      options: { ...emailEventsOptions(deps.config), ...options.emailEvents },
+      emailEvents: deps.metrics.emailEvents,
+    });
   }
   // Unset ADMIN_TOKEN: the admin routes do not exist (404), rather than exist unprotected.
   const adminToken = deps.config.ADMIN_TOKEN;
   if (deps.config.ROLE !== 'worker' && adminToken) {
     // Imported only here: Bull Board and the admin routes cost start-up time and memory that most replicas never use.
-    const [{ adminRoutes }, { boardRoutes }, { jobRoutes }, { batchRoutes }] = await Promise.all([
+    const [{ adminRoutes }, { boardRoutes }, { jobRoutes }, { batchRoutes }, { suppressionRoutes }] = await Promise.all([
       import('./ops/admin.routes.js'),
       import('./ops/board.js'),
       import('./ops/jobs.routes.js'),
       import('./batch/routes.js'),
+      import('./ops/suppressions.routes.js'),
     ]);
     await app.register(adminRoutes, { config: deps.config, redis: deps.redis, queues: deps.queues, adminToken });
     await app.register(boardRoutes, { queues: deps.queues, adminToken });
@@ -112,6 +125,7 @@ export async function buildApp(deps: Deps) {
       publishedMarks: deps.publishedMarks,
       adminToken,
     });
+    await app.register(suppressionRoutes, { db: deps.db, adminToken });
   }
   return app;
 }

@@ -3,7 +3,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { QueueEvents, type Worker } from 'bullmq';
 import { developmentDefaultsInUse, type Config } from './config.js';
 import { createDeps, type Deps } from './deps.js';
-import { buildApp, type App } from './app.js';
+import { buildApp, type App, type AppOptions } from './app.js';
 import { prepareDatabase } from './core/db.js';
 import { createQueueWorker, type Processors } from './core/job-registry.js';
 import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
@@ -43,6 +43,8 @@ export interface StartOptions {
   logDestination?: DestinationStream;
   /** Database preparation the caller already started (main.ts overlaps it with loading this module). */
   databasePrepared?: Promise<unknown>;
+  /** Passed to buildApp. */
+  app?: AppOptions;
 }
 
 /** Wires one errand process for its role. The caller listens and handles signals. */
@@ -106,7 +108,7 @@ export async function startErrand(config: Config, options: StartOptions = {}): P
     schedulerSync = startSchedulerSync(deps.queues, config, deps.log, SCHEDULERS);
   }
 
-  const app = await buildApp(deps);
+  const app = await buildApp(deps, options.app);
   // Wait a little for the schedulers (so a started worker has them); with Redis away, keep retrying in the background.
   if (schedulerSync) await Promise.race([schedulerSync.firstAttempt, delay(5000, undefined, { ref: false })]);
   deps.log.info({ role: config.ROLE, queuePrefix: config.QUEUE_PREFIX, redis: describeRedisTopology(config.redis) }, 'errand started');

@@ -4,7 +4,8 @@ import type { Db } from '../core/db.js';
 import { isDatabaseUnavailable } from '../core/errors.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { JobNameOf, PayloadOf, Processors } from '../core/job-registry.js';
-import { maskEmailsIn, type Logger } from '../core/logger.js';
+import { maskEmail, maskEmailsIn, type Logger } from '../core/logger.js';
+import { findSuppression, type SuppressionReason } from '../db/suppressions.js';
 import { inSpan } from '../core/tracing.js';
 import type { Queues } from '../queues.js';
 import { EMAIL_QUEUE, emailQueue } from './jobs.js';
@@ -13,6 +14,9 @@ import { classifySmtpError, emailMessageId, messageIdDomain, type Mailer, type O
 import { createSentEmails, type SentEmails } from './sent-emails.js';
 
 type EmailJobName = JobNameOf<typeof emailQueue>;
+
+/** A job's result: sent, skipped (already sent, nothing to send) or suppressed (the address bounced or complained). */
+export type EmailJobResult = { sent: boolean; suppressed?: true; reason?: SuppressionReason };
 
 /** Reads fresh rows for a job and returns the email to send, or null when there is nothing to send any more. */
 export type EmailComposer<N extends EmailJobName> = (data: PayloadOf<typeof emailQueue, N>, job: Job) => Promise<OutgoingEmail | null>;
@@ -25,7 +29,7 @@ export interface EmailWorkerDeps {
   log: Logger;
   mailer: Mailer;
   queues: Queues;
-  metrics: Pick<Metrics, 'emailOutagePauses'>;
+  metrics: Pick<Metrics, 'emailOutagePauses' | 'emailsSuppressed'>;
 }
 
 /**
@@ -131,7 +135,7 @@ export function processEmailJob<N extends EmailJobName>(
   sentEmails: SentEmails = createSentEmails(deps.db),
 ) {
   const domain = messageIdDomain(deps.config.MAIL_FROM, deps.config.PUBLIC_BASE_URL);
-  const sendOnce = async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<{ sent: boolean }> => {
+  const sendOnce = async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<EmailJobResult> => {
     const jobId = job.id!;
 
     // A job re-published by the relay, or retried after its email went out, must not send twice.
@@ -139,6 +143,16 @@ export function processEmailJob<N extends EmailJobName>(
 
     const composed = await compose(data, job);
     if (!composed) return { sent: false };
+    // A hard bounce, a complaint or repeated soft bounces: never mail the address again (deliverability).
+    const suppression = await findSuppression(deps.db, composed.to);
+    if (suppression) {
+      deps.log.info(
+        { queue: EMAIL_QUEUE, jobId, jobName: job.name, recipient: maskEmail(composed.to), reason: suppression.reason },
+        'email suppressed',
+      );
+      deps.metrics.emailsSuppressed.inc();
+      return { sent: false, suppressed: true, reason: suppression.reason };
+    }
     // The same on every attempt of this job: a repeat is recognisable as one.
     const messageId = emailMessageId(jobId, domain);
     const email: OutgoingEmail = { ...composed, messageId };
@@ -168,7 +182,7 @@ export function processEmailJob<N extends EmailJobName>(
     return { sent: true };
   };
 
-  return async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<{ sent: boolean }> => {
+  return async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<EmailJobResult> => {
     try {
       const result = await sendOnce(data, job);
       outages.recovered();

@@ -46,8 +46,12 @@ export async function registerApiDocs(app: FastifyInstance): Promise<void> {
         { name: 'signup', description: 'Sign-up and email verification' },
         { name: 'orders', description: 'Orders and their tracking page' },
         { name: 'payments', description: 'Payment provider webhook' },
+        {
+          name: 'email',
+          description: 'Bounces and complaints from the email providers (each route exists when its provider is configured)',
+        },
         { name: 'ops', description: 'Health, readiness and metrics (every role)' },
-        { name: 'admin', description: 'Queues, failed jobs, sweeps, Bull Board (ADMIN_TOKEN)' },
+        { name: 'admin', description: 'Queues, failed jobs, sweeps, suppressions, Bull Board (ADMIN_TOKEN)' },
       ],
       components: {
         securitySchemes: {

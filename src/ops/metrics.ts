@@ -26,6 +26,10 @@ export interface Metrics {
   retentionDeletedRows: Counter<'table'>;
   /** Orders moved failed | expired → paid (a successful retry after a decline). */
   paymentsLateSuccess: Counter;
+  /** Bounces and complaints received (each once), and events of types errand does not act on, per provider. */
+  emailEvents: Counter<'provider' | 'kind'>;
+  /** Emails not sent because the address is suppressed (the email worker counts them). */
+  emailsSuppressed: Counter;
 }
 
 export interface MetricsSources {
@@ -129,8 +133,24 @@ export function createMetrics(sources: MetricsSources): Metrics {
     },
   });
 
+  const emailEvents = new Counter({
+    name: 'errand_email_events_total',
+    help: 'Email events received from the providers, per provider and kind (hard_bounce, soft_bounce, complaint, ignored); a repeated delivery counts once',
+    labelNames: ['provider', 'kind'] as const,
+    registers: [registry],
+  });
+  // Every series at 0 from the start, so the bounce and complaint rate rules see the first event.
+  for (const provider of ['ses', 'sendgrid', 'mailgun', 'postmark', 'resend'])
+    for (const kind of ['hard_bounce', 'soft_bounce', 'complaint', 'ignored']) emailEvents.inc({ provider, kind }, 0);
+
   return {
     registry,
+    emailEvents,
+    emailsSuppressed: new Counter({
+      name: 'errand_emails_suppressed_total',
+      help: 'Emails the worker did not send because the address is on the suppression list',
+      registers: [registry],
+    }),
     jobsCompleted: new Counter({
       name: 'errand_jobs_completed_total',
       help: 'Jobs completed by this process, per queue and job name',

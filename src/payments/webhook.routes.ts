@@ -16,7 +16,7 @@ import {
   SIGNATURE_TOLERANCE_S,
   WEBHOOK_ID_HEADER,
   WEBHOOK_TIMESTAMP_HEADER,
-} from './signature.js';
+} from '../core/webhook-signature.js';
 
 export const WEBHOOK_BODY_LIMIT = 64 * 1024;
 

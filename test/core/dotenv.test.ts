@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, environmentWithDotenv, loadConfig } from '../../src/config.js';
-import { signWebhook } from '../../src/payments/signature.js';
+import { signWebhook } from '../../src/core/webhook-signature.js';
 import { builtMainScript, childEnv, scriptArgs, spawnErrand, testEnv } from '../support/helpers.js';
 
 function tempDirWithDotenv(t: { teardown(fn: () => void): void }, content: string | undefined): string {

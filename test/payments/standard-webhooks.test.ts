@@ -1,6 +1,6 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import { createWebhookVerifier } from '../../src/payments/signature.js';
+import { createWebhookVerifier } from '../../src/core/webhook-signature.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
 import {
   createOrder,
