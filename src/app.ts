@@ -64,6 +64,7 @@ export async function buildApp(deps: Deps) {
   if (deps.config.ROLE !== 'worker') {
     await app.register(signupRoutes, {
       db: deps.db,
+      statements: deps.statements,
       redis: deps.redis,
       queues: deps.queues,
       log: deps.log,

@@ -3,7 +3,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { packageRoot } from './package-root.js';
-import { createBatcher, type BatcherOptions } from './batcher.js';
+import { createBatcher, type BatcherOptions } from '../db/batcher.js';
 import { databaseBusyError, isLockConflict } from './errors.js';
 import type { TraceContext } from './tracing.js';
 import {
@@ -151,6 +151,11 @@ export function createDb(databaseUrl: string, poolMax = 10, timeouts: PoolTimeou
 
 // The pool behind each Db from createDb, for `executePrepared` (Kysely runs every query unnamed).
 const poolsByDb = new WeakMap<Db, pg.Pool>();
+
+/** Transitional (src/db/ replaces this file): lets the statements not yet moved run prepared on a src/db pool. */
+export function registerPool(db: Db, pool: pg.Pool): void {
+  poolsByDb.set(db, pool);
+}
 const statementNames = new Map<string, string>();
 
 /** A stable name per statement text: the same SQL reuses the statement each connection already prepared. */

@@ -5,7 +5,7 @@ import type { Logger } from '../core/logger.js';
 import { jobOptionsFor, type JobName, type Payload, type QueueName, type Queues } from '../queues.js';
 import type { PublishedMarks } from './published-marks.js';
 import { activeTraceContext, inTraceContext, jobTelemetryFor, type TraceContext } from '../core/tracing.js';
-import { createBatcher } from '../core/batcher.js';
+import { createBatcher } from '../db/batcher.js';
 
 export interface OutboxRow {
   id: string;

@@ -1,7 +1,7 @@
 import { Type, type Static } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { SafeString, describeSafeStringFailure } from '../core/schemas.js';
-import { recordPaymentEvent } from './repository.js';
+import { recordPaymentEvent } from '../db/orders.js';
 import { settlePayment, type PaymentOutcome, type SettleResult, type TransitionDeps } from './transitions.js';
 
 // The literals written out: a Type.Union over `.map()` gets a plain array type, and Static<> of it is never.

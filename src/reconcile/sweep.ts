@@ -1,7 +1,7 @@
 import type { Config } from '../config.js';
 import type { Metrics } from '../ops/metrics.js';
 import { publishAfterCommit, type OutboxDeps } from '../outbox/producer.js';
-import { findPendingOrdersInWindow, recordOrdersChecked, type PendingOrder } from '../payments/repository.js';
+import { findPendingOrdersInWindow, recordOrdersChecked, type PendingOrder } from '../db/orders.js';
 import { settlePayment, type PaymentOutcome } from '../payments/transitions.js';
 import type { PaymentProvider } from './provider.js';
 

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { sql } from 'kysely';
 import { settlePayment, type PaymentReport } from '../../src/payments/transitions.js';
-import { insertOrder, recordOrdersChecked } from '../../src/payments/repository.js';
+import { insertOrder, recordOrdersChecked } from '../../src/db/orders.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
 
 // ROLE=api: no worker or relay touches the outbox while the statement is examined. The reports below are

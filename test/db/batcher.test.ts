@@ -1,5 +1,5 @@
 import t from 'tap';
-import { createBatcher } from '../../src/core/batcher.js';
+import { createBatcher } from '../../src/db/batcher.js';
 
 // Pure: no servers. `run` records each batch it is given.
 function recordingBatcher(opts: {
