@@ -42,7 +42,7 @@ app.post('/auth/signup', { bodyLimit: 16 * 1024, schema: { body: SignupBodySchem
     const link = new URL('/auth/verify-email', config.PUBLIC_BASE_URL);
     link.searchParams.set('token', token.raw);
     // The naive part: the client waits for the SMTP server.
-    await mailer.send(verificationEmail({ email, name }, link.toString()), due);
+    await mailer.send(verificationEmail(email, link.toString()), due);
   }
   return reply.code(202).send({ status: 'accepted' });
 });

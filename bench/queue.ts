@@ -225,10 +225,7 @@ async function plainBullmqThroughput(concurrency: number, smtpUrl?: string) {
   const closeTransport = onCleanup('close plain transport', () => transport?.close());
   const send = async (i: number) => {
     // errand's own template, so the message (text + HTML) is byte for byte the kind errand sends.
-    const email = verificationEmail(
-      { email: `plain${i}@example.com`, name: null },
-      `http://127.0.0.1/auth/verify-email?token=${'x'.repeat(43)}`,
-    );
+    const email = verificationEmail(`plain${i}@example.com`, `http://127.0.0.1/auth/verify-email?token=${'x'.repeat(43)}`);
     await transport?.sendMail({ from: 'bench <no-reply@localhost>', ...email });
   };
   const queue = new Queue('plain', { connection: { url: REDIS_URL }, prefix });

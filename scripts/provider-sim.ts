@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ProviderSimulator } from '../src/reconcile/simulator.js';
+import { serveSimulator } from '../src/reconcile/simulator/server.js';
 
 // The payment provider simulator as its own HTTP server, for demos and tests:
 //   npm run provider-sim -- [--port 4010] [--host 127.0.0.1]      (or PORT / HOST)
@@ -23,7 +24,7 @@ try {
 }
 
 const simulator = new ProviderSimulator();
-const running = await simulator.listen({ port, host });
+const running = await serveSimulator(simulator, { port, host });
 process.stdout.write(`${JSON.stringify({ msg: 'payment provider simulator listening', url: running.url })}\n`);
 
 const stop = () => void running.close().then(() => process.exit(0));

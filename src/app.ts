@@ -79,24 +79,33 @@ export async function buildApp(deps: Deps) {
       publishedMarks: deps.publishedMarks,
       webhookSecrets: deps.config.PAYMENT_WEBHOOK_SECRETS,
       lateSuccess: deps.metrics.paymentsLateSuccess,
+      statements: deps.statements,
     });
   }
   // Unset ADMIN_TOKEN: the admin routes do not exist (404), rather than exist unprotected.
   const adminToken = deps.config.ADMIN_TOKEN;
   if (deps.config.ROLE !== 'worker' && adminToken) {
     // Imported only here: Bull Board and the admin routes cost start-up time and memory that most replicas never use.
-    const [{ adminRoutes }, { boardRoutes }, { batchRoutes }] = await Promise.all([
+    const [{ adminRoutes }, { boardRoutes }, { jobRoutes }, { batchRoutes }] = await Promise.all([
       import('./ops/admin.routes.js'),
       import('./ops/board.js'),
+      import('./ops/jobs.routes.js'),
       import('./batch/routes.js'),
     ]);
     await app.register(adminRoutes, { config: deps.config, redis: deps.redis, queues: deps.queues, adminToken });
     await app.register(boardRoutes, { queues: deps.queues, adminToken });
-    await app.register(batchRoutes, {
+    await app.register(jobRoutes, {
       config: deps.config,
       db: deps.db,
       redis: deps.redis,
       workerRedis: deps.workerRedis,
+      queues: deps.queues,
+      adminToken,
+    });
+    await app.register(batchRoutes, {
+      config: deps.config,
+      db: deps.db,
+      redis: deps.redis,
       queues: deps.queues,
       log: deps.log,
       publishedMarks: deps.publishedMarks,

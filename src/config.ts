@@ -1,3 +1,4 @@
+import { createPublicKey } from 'node:crypto';
 import { isIP } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -22,6 +23,24 @@ const PUBLISHED_SECRETS = new Set([
   'compose-admin-token-change-me',
 ]);
 const MIN_SECRET_LENGTH = 32;
+/**
+ * Example values the providers publish in their documentation (the Standard Webhooks / Svix example secret):
+ * pasted into production they are no secret at all.
+ */
+const PUBLISHED_EMAIL_EVENT_SECRETS = new Set(['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw']);
+/**
+ * Mailgun generates its webhook signing key (32 hex characters, or `key-` + 32 hex on older accounts): 16 is
+ * half of the shortest real one, so every key Mailgun issues passes while a placeholder, a hand-typed word or a
+ * paste cut in half stops start-up. A higher bar would only risk refusing a real key of a form not seen here.
+ */
+export const MIN_MAILGUN_SIGNING_KEY_LENGTH = 16;
+/** Postmark sends the credentials errand chose: the password part is a secret like any other (128 bits of base64 ≈ 22). */
+export const MIN_POSTMARK_PASSWORD_LENGTH = 16;
+/** Resend (Svix) secrets are `whsec_` + base64 of 24 random bytes. */
+export const MIN_RESEND_SECRET_BYTES = 24;
+export const DEFAULT_SNS_CERT_HOST = '^sns\\.[a-z0-9-]+\\.amazonaws\\.com(\\.cn)?$';
+// arn:partition:sns:region:account:topic (a FIFO topic ends in .fifo); SNS topic names: letters, digits, - and _, ≤ 256.
+const SNS_TOPIC_ARN = /^arn:aws(-cn|-us-gov)?:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$/;
 
 // Every variable errand reads. Defaults are the contract's; the few extra
 // knobs (timings) exist so tests and operators can shorten them.
@@ -31,6 +50,8 @@ export const ConfigSchema = Type.Object({
   HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
   ROLE: oneOf(['api', 'worker', 'all'] as const, 'all'),
   DATABASE_URL: Type.String({ pattern: '^postgres(ql)?://', default: 'postgres://postgres@127.0.0.1:5432/errand' }),
+  // Parsed with the WHATWG parser below too: pg, nodemailer and the email links parse them later, and a value that
+  // does not parse must stop start-up here, in one line that never quotes it (it may hold a password).
   // Parsed (and checked) by parseRedisUrl below: a pattern could not say what is wrong with a host list.
   REDIS_URL: Type.String({ minLength: 1, default: 'redis://127.0.0.1:6379' }),
   QUEUE_PREFIX: Type.String({ minLength: 1, pattern: '^[^:\\s]+$', default: 'errand' }),
@@ -103,17 +124,28 @@ export const ConfigSchema = Type.Object({
   // Batch jobs run for minutes: a longer lock than the other queues, so a slow chunk never loses it.
   BATCH_LOCK_DURATION_MS: Type.Integer({ minimum: 100, default: 60000 }),
   BATCH_STALLED_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30000 }),
+  // Email events (bounces, complaints): each receiver is enabled by its provider's setting; checked in emailEventSettings().
+  EMAIL_EVENTS_SES_TOPIC_ARNS: Type.Optional(Type.String()),
+  EMAIL_EVENTS_SNS_CERT_HOST: Type.String({ minLength: 1, default: DEFAULT_SNS_CERT_HOST }),
+  EMAIL_EVENTS_SENDGRID_PUBLIC_KEY: Type.Optional(Type.String()),
+  EMAIL_EVENTS_MAILGUN_SIGNING_KEY: Type.Optional(Type.String()),
+  EMAIL_EVENTS_POSTMARK_AUTH: Type.Optional(Type.String()),
+  EMAIL_EVENTS_RESEND_SECRET: Type.Optional(Type.String()),
+  EMAIL_SOFT_BOUNCE_LIMIT: Type.Integer({ minimum: 1, maximum: 1000, default: 3 }),
+  EMAIL_SOFT_BOUNCE_WINDOW_DAYS: Type.Integer({ minimum: 1, maximum: 3650, default: 7 }),
 });
 
 type RawConfig = Static<typeof ConfigSchema>;
 export type Config = Readonly<
-  Omit<RawConfig, 'PAYMENT_WEBHOOK_SECRET' | 'LINK_SECRET'> & {
+  Omit<RawConfig, 'PAYMENT_WEBHOOK_SECRET' | 'LINK_SECRET' | 'EMAIL_EVENTS_SES_TOPIC_ARNS'> & {
     PAYMENT_WEBHOOK_SECRET: string;
     /** PAYMENT_WEBHOOK_SECRET split on whitespace, in the order given (the first one signs, in scripts). */
     PAYMENT_WEBHOOK_SECRETS: readonly string[];
     LINK_SECRET: string;
     /** REDIS_URL parsed: every Redis connection is made from this (core/redis.ts). */
     redis: RedisTopology;
+    /** The comma-separated ARNs, trimmed and checked; empty when unset (the SES receiver is then off). */
+    EMAIL_EVENTS_SES_TOPIC_ARNS: readonly string[];
   }
 >;
 
@@ -155,8 +187,9 @@ export function environmentWithDotenv(
 
 /** Validates `env` against the schema; throws a one-line ConfigError naming the bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = environmentWithDotenv()): Config {
-  // Empty strings mean "unset", as in most .env files.
-  const data = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
+  // A value of blanks only means "unset" (CONTRACT.md), as an empty one does in most .env files: defaults and
+  // production refusals then apply, instead of a secret of spaces that has nothing to check.
+  const data = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''));
   let raw: RawConfig;
   try {
     raw = envSchema<RawConfig>({ schema: ConfigSchema, data, env: false, dotenv: false });
@@ -178,6 +211,8 @@ export function loadConfig(env: Record<string, string | undefined> = environment
     throw new ConfigError(`invalid configuration: MAINTENANCE_CRON is not a valid cron pattern (${(error as Error).message})`);
   }
   trustProxySetting(raw.TRUST_PROXY);
+  checkUrls(raw);
+  const sesTopicArns = emailEventSettings(raw);
   if (raw.NODE_ENV === 'production') refuseUnsafeProduction(raw);
   const webhookSecret = raw.PAYMENT_WEBHOOK_SECRET?.trim() || undefined;
   let redis: RedisTopology;
@@ -208,7 +243,98 @@ export function loadConfig(env: Record<string, string | undefined> = environment
     PAYMENT_WEBHOOK_SECRET: webhookSecret ?? DEV_WEBHOOK_SECRET,
     PAYMENT_WEBHOOK_SECRETS: webhookSecrets,
     LINK_SECRET: raw.LINK_SECRET ?? DEV_LINK_SECRET,
+    EMAIL_EVENTS_SES_TOPIC_ARNS: sesTopicArns,
   });
+}
+
+/** Every URL variable, parsed as it will be later; the error names the variable and never quotes the value. */
+function checkUrls(raw: RawConfig): void {
+  const urls: [string, string | undefined, readonly string[]][] = [
+    ['DATABASE_URL', raw.DATABASE_URL, ['postgres:', 'postgresql:']],
+    ['SMTP_URL', raw.SMTP_URL, ['smtp:', 'smtps:']],
+    ['PUBLIC_BASE_URL', raw.PUBLIC_BASE_URL, ['http:', 'https:']],
+    ['PAYMENT_PROVIDER_URL', raw.PAYMENT_PROVIDER_URL, ['http:', 'https:']],
+    ['OTEL_EXPORTER_OTLP_ENDPOINT', raw.OTEL_EXPORTER_OTLP_ENDPOINT, ['http:', 'https:']],
+  ];
+  for (const [name, value, protocols] of urls) {
+    if (value === undefined) continue;
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      throw new ConfigError(`invalid configuration: ${name} is not a valid URL (value not shown: it may hold a password)`);
+    }
+    if (!protocols.includes(url.protocol)) {
+      throw new ConfigError(`invalid configuration: ${name} must start with ${protocols.map((p) => `${p}//`).join(' or ')}`);
+    }
+    if (url.hostname === '' && name !== 'DATABASE_URL') throw new ConfigError(`invalid configuration: ${name} has no host`);
+    // pg and nodemailer decode these: a bad %-escape would throw there, outside this check.
+    for (const part of [url.username, url.password, name === 'DATABASE_URL' ? url.pathname : '']) {
+      try {
+        decodeURIComponent(part);
+      } catch {
+        throw new ConfigError(`invalid configuration: ${name} has a malformed %-escape (value not shown: it may hold a password)`);
+      }
+    }
+  }
+}
+
+function emailEventsError(message: string): never {
+  throw new ConfigError(`invalid configuration: ${message}`);
+}
+
+/** The email-event receivers' settings, checked everywhere (a typo would fail every event); returns the SES topic ARNs. */
+function emailEventSettings(raw: RawConfig): readonly string[] {
+  const arns = (raw.EMAIL_EVENTS_SES_TOPIC_ARNS ?? '')
+    .split(',')
+    .map((arn) => arn.trim())
+    .filter(Boolean);
+  arns.forEach((arn, i) => {
+    if (!SNS_TOPIC_ARN.test(arn))
+      emailEventsError(`EMAIL_EVENTS_SES_TOPIC_ARNS entry ${i + 1} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:TOPIC)`);
+  });
+
+  let certHost: RegExp;
+  try {
+    certHost = new RegExp(raw.EMAIL_EVENTS_SNS_CERT_HOST);
+  } catch {
+    emailEventsError('EMAIL_EVENTS_SNS_CERT_HOST is not a valid regular expression');
+  }
+  // Unanchored, `amazonaws\.com` would also match amazonaws.com.attacker.example: errand would fetch its certificate.
+  if (!raw.EMAIL_EVENTS_SNS_CERT_HOST.startsWith('^') || !raw.EMAIL_EVENTS_SNS_CERT_HOST.endsWith('$') || certHost.test('')) {
+    emailEventsError('EMAIL_EVENTS_SNS_CERT_HOST must be anchored (^…$) and match only non-empty host names');
+  }
+
+  if (raw.EMAIL_EVENTS_SENDGRID_PUBLIC_KEY !== undefined) {
+    let key;
+    try {
+      key = createPublicKey({ key: Buffer.from(raw.EMAIL_EVENTS_SENDGRID_PUBLIC_KEY.trim(), 'base64'), format: 'der', type: 'spki' });
+    } catch {
+      emailEventsError('EMAIL_EVENTS_SENDGRID_PUBLIC_KEY is not a base64 DER (SPKI) public key');
+    }
+    // SendGrid signs with ECDSA over P-256.
+    if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+      emailEventsError('EMAIL_EVENTS_SENDGRID_PUBLIC_KEY must be an EC P-256 public key (ECDSA, as SendGrid signs)');
+    }
+  }
+
+  if (raw.EMAIL_EVENTS_POSTMARK_AUTH !== undefined) {
+    const colon = raw.EMAIL_EVENTS_POSTMARK_AUTH.indexOf(':');
+    if (colon < 0 || colon === raw.EMAIL_EVENTS_POSTMARK_AUTH.length - 1) {
+      emailEventsError('EMAIL_EVENTS_POSTMARK_AUTH must be user:password (a colon, then a non-empty password)');
+    }
+  }
+
+  if (raw.EMAIL_EVENTS_RESEND_SECRET !== undefined && resendSecretBytes(raw.EMAIL_EVENTS_RESEND_SECRET) === undefined) {
+    emailEventsError('EMAIL_EVENTS_RESEND_SECRET must be whsec_ followed by base64 (as Resend shows it)');
+  }
+  return Object.freeze(arns);
+}
+
+/** The key bytes of a `whsec_…` secret, or undefined when it is not one. */
+function resendSecretBytes(secret: string): number | undefined {
+  const match = /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(secret.trim());
+  return match ? Buffer.from(match[1], 'base64').length : undefined;
 }
 
 function refuse(message: string): never {
@@ -233,6 +359,29 @@ function refuseUnsafeProduction(raw: RawConfig): void {
     refuse('PUBLIC_BASE_URL must be set to an https:// URL');
   }
   if (raw.SMTP_URL === undefined) refuse('SMTP_URL is required (without it emails are only written to files)');
+  // true takes the left-most X-Forwarded-For address, which the client writes itself.
+  if (trustProxySetting(raw.TRUST_PROXY) === true) {
+    refuse("TRUST_PROXY=true lets any client pick its address; set the hop count (e.g. 1) or the proxies' addresses");
+  }
+  // The email-event secrets are optional; one that is set must hold (a blank one is unset: see loadConfig).
+  const mailgun = raw.EMAIL_EVENTS_MAILGUN_SIGNING_KEY;
+  if (mailgun !== undefined && (mailgun.trim().length < MIN_MAILGUN_SIGNING_KEY_LENGTH || PUBLISHED_EMAIL_EVENT_SECRETS.has(mailgun))) {
+    refuse(`EMAIL_EVENTS_MAILGUN_SIGNING_KEY must be at least ${MIN_MAILGUN_SIGNING_KEY_LENGTH} characters and not a published value`);
+  }
+  const postmark = raw.EMAIL_EVENTS_POSTMARK_AUTH;
+  if (postmark !== undefined) {
+    const password = postmark.slice(postmark.indexOf(':') + 1);
+    if (password.length < MIN_POSTMARK_PASSWORD_LENGTH || PUBLISHED_SECRETS.has(password) || PUBLISHED_EMAIL_EVENT_SECRETS.has(password)) {
+      refuse(`EMAIL_EVENTS_POSTMARK_AUTH needs a password of at least ${MIN_POSTMARK_PASSWORD_LENGTH} characters, not a published value`);
+    }
+  }
+  const resend = raw.EMAIL_EVENTS_RESEND_SECRET;
+  if (
+    resend !== undefined &&
+    ((resendSecretBytes(resend) ?? 0) < MIN_RESEND_SECRET_BYTES || PUBLISHED_EMAIL_EVENT_SECRETS.has(resend.trim()))
+  ) {
+    refuse(`EMAIL_EVENTS_RESEND_SECRET must decode to at least ${MIN_RESEND_SECRET_BYTES} bytes and not be a published example`);
+  }
 }
 
 /** Outside production: the development defaults in use, for one warning at start. */

@@ -6,7 +6,9 @@ import { outboxJob } from './db/outbox.js';
 import { prepareSignupUser, type SignupUser } from './db/signup-user.js';
 import { prepareStoreVerificationToken, type StoreVerificationToken } from './db/verification-tokens.js';
 import { prepareFindOrders, type Order } from './db/orders.js';
-import { EMAIL_VERIFICATION_JOB, emailQueue } from './email/jobs.js';
+import { prepareSettlePayment, type SettlePayment } from './db/settle-payment.js';
+import { createSentEmails, type SentEmails } from './db/sent-emails.js';
+import { EMAIL_VERIFICATION_JOB, ORDER_TRACKING_LINK_JOB, emailQueue } from './email/jobs.js';
 import { createLogger, type Logger } from './core/logger.js';
 import { createQueues, type Queues } from './queues.js';
 import { createRedis, type RedisClient } from './core/redis.js';
@@ -15,7 +17,7 @@ import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createPublishedMarks, type PublishedMarks } from './outbox/published-marks.js';
 import { deriveTrackingKey } from './payments/tracking.js';
 import { createHttpPaymentProvider, type PaymentProvider } from './reconcile/provider.js';
-import { ProviderSimulator } from './reconcile/simulator.js';
+import { createSimulatorClient, ProviderSimulator } from './reconcile/simulator.js';
 
 /**
  * The statements that concurrent callers share (batched, prepared once per connection), each built once here: a
@@ -25,6 +27,8 @@ export interface Statements {
   signupUser: SignupUser;
   storeVerificationToken: StoreVerificationToken;
   findOrder: (id: string) => Promise<Order | undefined>;
+  settlePayment: SettlePayment;
+  sentEmails: SentEmails;
 }
 
 export function createStatements(data: DataLayer): Statements {
@@ -32,6 +36,8 @@ export function createStatements(data: DataLayer): Statements {
     signupUser: prepareSignupUser(data, outboxJob(emailQueue, EMAIL_VERIFICATION_JOB)),
     storeVerificationToken: prepareStoreVerificationToken(data),
     findOrder: prepareFindOrders(data),
+    settlePayment: prepareSettlePayment(data, outboxJob(emailQueue, ORDER_TRACKING_LINK_JOB)),
+    sentEmails: createSentEmails(data),
   };
 }
 
@@ -93,7 +99,7 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
   const metrics = createMetrics({ db, redis, queues, log });
   const provider = config.PAYMENT_PROVIDER_URL
     ? createHttpPaymentProvider({ baseUrl: config.PAYMENT_PROVIDER_URL, timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS })
-    : new ProviderSimulator().client({ timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS });
+    : createSimulatorClient(new ProviderSimulator(), { timeoutMs: config.PAYMENT_PROVIDER_TIMEOUT_MS });
 
   return {
     config,

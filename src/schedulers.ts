@@ -1,7 +1,14 @@
 import { COMPLETED_JOBS_KEPT, FAILED_JOBS_KEPT } from './core/job-registry.js';
-import type { AnySchedulerDefinition } from './core/scheduler-sync.js';
+import type { SchedulerDefinition } from './core/scheduler-sync.js';
 import { MAINTENANCE_QUEUE, MAINTENANCE_SCHEDULER_ID, RETENTION_JOB } from './maintenance/jobs.js';
 import { PAYMENTS_RECONCILE_QUEUE, PAYMENTS_RECONCILE_SCHEDULER_ID, PAYMENTS_SWEEP_JOB } from './reconcile/jobs.js';
+import type { JobName, Payload, QueueName } from './queues.js';
+
+/** A scheduler of one queue, its job typed by the queue's declaration. */
+export type TypedSchedulerDefinition<Q extends QueueName, N extends JobName<Q> = JobName<Q>> = SchedulerDefinition<Q, N, Payload<Q, N>>;
+
+/** A scheduler of any queue (the table mixes queues). */
+export type AnySchedulerDefinition = { [Q in QueueName]: TypedSchedulerDefinition<Q> }[QueueName];
 
 /** Every job scheduler errand runs. `syncSchedulers` makes Redis match this table on each start of a worker process. */
 export const SCHEDULERS: readonly AnySchedulerDefinition[] = [

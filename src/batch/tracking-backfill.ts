@@ -1,8 +1,9 @@
 import type { Job } from 'bullmq';
 import { sql } from 'kysely';
-import type { Db } from '../core/db.js';
-import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB } from '../email/jobs.js';
-import { outboxJobId, outboxValues, publishAfterCommit, type OutboxDeps, type OutboxRow } from '../outbox/producer.js';
+import type { Db } from '../db/schema.js';
+import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB, emailQueue } from '../email/jobs.js';
+import { publishAfterCommit, type OutboxDeps } from '../outbox/producer.js';
+import { insertOutboxRows, outboxJob, outboxJobId, outboxJobIdSql, type OutboxRow } from '../db/outbox.js';
 import { TRACKING_LINKS_BACKFILL_JOB, type TrackingLinksBackfillPayload } from './jobs.js';
 import { assertCheckpointWritten, JobCancelledError, pauseBetweenChunks, runCancellable, throwIfAborted } from './chunks.js';
 import { advanceCheckpoint, batchDb, batchTrx, loadOrCreateBatchJob, setBatchJobTotal, type BatchJobState } from './repository.js';
@@ -29,6 +30,8 @@ interface PaidOrder {
   id: string;
   key_paid_at: string;
   backfilled: boolean;
+  /** orders.tracking_email_queued_at is set: the settle statement (or a backfill) queued its email. */
+  queued: boolean;
   sent: boolean;
   unpublished: boolean;
   /** Outbox ids of this order's earlier tracking jobs (none sent). */
@@ -41,7 +44,8 @@ function paidOrdersSince(db: Db, since: string, until: string, after: { paidAt: 
     SELECT o.id,
            o.paid_at::text AS key_paid_at,
            EXISTS (SELECT 1 FROM tracking_link_backfills b WHERE b.order_id = o.id) AS backfilled,
-           EXISTS (SELECT 1 FROM (${trackingJobs}) t JOIN sent_emails s ON s.job_id = 'outbox-' || t.id) AS sent,
+           o.tracking_email_queued_at IS NOT NULL AS queued,
+           EXISTS (SELECT 1 FROM (${trackingJobs}) t JOIN sent_emails s ON s.job_id = ${outboxJobIdSql(sql`t.id`)}) AS sent,
            EXISTS (SELECT 1 FROM (${trackingJobs}) t WHERE t.published_at IS NULL) AS unpublished,
            ARRAY(SELECT t.id::text FROM (${trackingJobs}) t) AS outbox_ids
       FROM orders o
@@ -62,13 +66,17 @@ async function countPaidOrdersSince(db: Db, since: string, until: string): Promi
 }
 
 /**
- * Whether an order still needs its tracking email: never sent through any of
- * its outbox jobs (sent_emails, by job id), none of those jobs still on its
- * way (unpublished, or waiting/active/delayed in BullMQ, or completed), and no
- * earlier backfill queued one.
+ * Whether an order still needs its tracking email:
+ * - never queued (tracking_email_queued_at null: set paid by hand) and no earlier backfill queued one; or
+ * - queued, but with proof that it never went out: its outbox rows are still there (retention has not pruned them),
+ *   none was sent (sent_emails, by job id), none is still on its way (unpublished, or waiting/active/delayed in
+ *   BullMQ) or completed: an SMTP misconfiguration failed it for good, say.
+ * An order queued whose outbox rows retention pruned is left alone: its email went out (or failed) more than
+ * RETENTION_DAYS ago and the records that could tell are gone; a second email is the worse mistake.
  */
 async function needsTrackingEmail(deps: OutboxDeps, order: PaidOrder): Promise<boolean> {
   if (order.backfilled || order.sent || order.unpublished) return false;
+  if (order.queued && order.outbox_ids.length === 0) return false;
   for (const outboxId of order.outbox_ids) {
     const state = await deps.queues[EMAIL_QUEUE].getJobState(outboxJobId(outboxId));
     if (LIVE_OR_DONE_STATES.has(state)) return false;
@@ -81,7 +89,8 @@ async function needsTrackingEmail(deps: OutboxDeps, order: PaidOrder): Promise<b
  * tracking email never went out (an SMTP misconfiguration failed it for good,
  * say), queue one through the outbox. A marker row per order, written with
  * the outbox row, makes that exactly once however often (or how many at once)
- * the backfill runs.
+ * the backfill runs; the order's tracking_email_queued_at, stamped with it,
+ * keeps that so after retention pruned the marker's outbox row.
  */
 export async function processTrackingLinksBackfillJob(
   deps: BackfillDeps,
@@ -133,14 +142,18 @@ export async function processTrackingLinksBackfillJob(
                 .onConflict((oc) => oc.column('order_id').doNothing())
                 .returning('order_id')
                 .execute();
-        const inserted =
-          claimed.length === 0
-            ? []
-            : await trx
-                .insertInto('outbox')
-                .values(claimed.map((c) => outboxValues(EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB, { orderId: c.order_id })))
-                .returning(['id', 'queue', 'job_name', 'payload'])
-                .execute();
+        const inserted = await insertOutboxRows(
+          trx,
+          outboxJob(emailQueue, ORDER_TRACKING_LINK_JOB),
+          claimed.map((c) => ({ orderId: c.order_id })),
+        );
+        if (claimed.length > 0) {
+          // Rows locked in id order, as the settle statement locks them: the two cannot deadlock.
+          await sql`
+            update orders set tracking_email_queued_at = now()
+            from (select id from orders where id = any(${claimed.map((c) => c.order_id)}::uuid[]) order by id for no key update) as due
+            where orders.id = due.id`.execute(trx);
+        }
         for (const row of inserted) {
           await btrx
             .updateTable('tracking_link_backfills')

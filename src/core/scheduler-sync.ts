@@ -1,19 +1,21 @@
 import type { JobSchedulerTemplateOptions, Queue } from 'bullmq';
 import type { Config } from '../config.js';
-import type { JobName, Payload, QueueName, Queues } from '../queues.js';
 import type { Logger } from './logger.js';
 
-/** One scheduler: which queue, when it is on, its pattern and the job it adds (typed by the queue's declaration). */
-export interface SchedulerDefinition<Q extends QueueName, N extends JobName<Q> = JobName<Q>> {
+/**
+ * One scheduler: which queue, when it is on, its pattern and the job it adds. Core knows no queue: the table
+ * (src/schedulers.ts) types each entry by its queue's declaration, and the queues arrive as an argument.
+ */
+export interface SchedulerDefinition<Q extends string = string, N extends string = string, P = unknown> {
   id: string;
   queue: Q;
   enabled(config: Config): boolean;
   repeat(config: Config): { pattern: string; tz: string };
-  job(config: Config): { name: N; data: Payload<Q, N>; opts?: JobSchedulerTemplateOptions };
+  job(config: Config): { name: N; data: P; opts?: JobSchedulerTemplateOptions };
 }
 
-/** A scheduler of any queue (the table mixes queues). */
-export type AnySchedulerDefinition = { [Q in QueueName]: SchedulerDefinition<Q> }[QueueName];
+/** The queues a sync writes to, by name. */
+export type SchedulerQueues = Readonly<Record<string, Queue>>;
 
 export type SchedulerSyncResult =
   | { id: string; action: 'upserted'; pattern: string; tz: string; next: number | null; repaired: boolean }
@@ -51,12 +53,7 @@ async function removeFinishedFutureJobs(queue: Queue, id: string, log: Logger): 
   }
 }
 
-async function upsertAndVerify(
-  queue: Queue,
-  definition: AnySchedulerDefinition,
-  config: Config,
-  log: Logger,
-): Promise<SchedulerSyncResult> {
+async function upsertAndVerify(queue: Queue, definition: SchedulerDefinition, config: Config, log: Logger): Promise<SchedulerSyncResult> {
   const repeat = definition.repeat(config);
   const job = definition.job(config);
   let repaired = false;
@@ -89,14 +86,15 @@ async function upsertAndVerify(
  * the scheduler id is fixed, so any number of processes leave one scheduler.
  */
 export async function syncSchedulers(
-  queues: Queues,
+  queues: SchedulerQueues,
   config: Config,
   log: Logger,
-  schedulers: readonly AnySchedulerDefinition[],
+  schedulers: readonly SchedulerDefinition[],
 ): Promise<SchedulerSyncResult[]> {
   const results: SchedulerSyncResult[] = [];
   for (const definition of schedulers) {
     const queue = queues[definition.queue];
+    if (!queue) throw new Error(`job scheduler ${definition.id} names queue ${definition.queue}, which is not among the queues given`);
     if (definition.enabled(config)) {
       const result = await upsertAndVerify(queue, definition, config, log);
       log.info({ ...result, queue: definition.queue, schedulerId: definition.id }, 'job scheduler upserted');
@@ -122,10 +120,10 @@ export interface SchedulerSync {
 
 /** `syncSchedulers` now, and again every `retryMs` until it succeeds once (Redis may be away at start). */
 export function startSchedulerSync(
-  queues: Queues,
+  queues: SchedulerQueues,
   config: Config,
   log: Logger,
-  schedulers: readonly AnySchedulerDefinition[],
+  schedulers: readonly SchedulerDefinition[],
   options: { retryMs?: number } = {},
 ): SchedulerSync {
   const retryMs = options.retryMs ?? 5000;

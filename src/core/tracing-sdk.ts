@@ -11,10 +11,28 @@ import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
 import { IORedisInstrumentation } from '@opentelemetry/instrumentation-ioredis';
 import { FastifyOtelInstrumentation } from '@fastify/otel';
 import { BullMQOtel } from 'bullmq-otel';
-import type { TraceContext, TracingHooks } from './tracing.js';
+import type { TraceContext, TracingHooks } from './tracing-hooks.js';
 
 // Probe and scrape paths would be most of the traces and say nothing.
 const UNTRACED_PATHS = new Set(['/metrics', '/healthz', '/readyz']);
+
+// Query parameters whose values never reach the tracing backend: the verification and tracking links carry their
+// secret in `?token=`. The rest is the HTTP instrumentation's own default list (replaced, not extended, by the option).
+export const REDACTED_QUERY_PARAMS = [
+  'token',
+  'sig',
+  'Signature',
+  'AWSAccessKeyId',
+  'X-Goog-Signature',
+  'X-Amz-Signature',
+  'X-Amz-Credential',
+  'X-Amz-Security-Token',
+];
+
+/** The path of a request URL: @fastify/otel records `request.url` (with its query) as `url.path`; the query is the HTTP span's, redacted. */
+export function pathOnly(url: string): string {
+  return url.split('?', 1)[0] ?? '';
+}
 
 export function startOpenTelemetry(): TracingHooks {
   // errand imports ioredis rather than requiring it: its instrumentation needs the ESM import hook too. Limited to
@@ -24,9 +42,14 @@ export function startOpenTelemetry(): TracingHooks {
     ...(process.env.OTEL_SERVICE_NAME ? {} : { serviceName: 'errand' }),
     instrumentations: [
       new HttpInstrumentation({
-        ignoreIncomingRequestHook: (req) => UNTRACED_PATHS.has((req.url ?? '').split('?', 1)[0] ?? ''),
+        ignoreIncomingRequestHook: (req) => UNTRACED_PATHS.has(pathOnly(req.url ?? '')),
+        redactedQueryParamsServer: REDACTED_QUERY_PARAMS,
+        redactedQueryParams: REDACTED_QUERY_PARAMS,
       }),
-      new FastifyOtelInstrumentation({ registerOnInitialization: true }),
+      new FastifyOtelInstrumentation({
+        registerOnInitialization: true,
+        requestHook: (span, request) => span.setAttribute('url.path', pathOnly(request.url)),
+      }),
       // Only inside a trace: the relay's polls and BullMQ's blocking reads would otherwise each be a trace of their own.
       new PgInstrumentation({ requireParentSpan: true }),
       new IORedisInstrumentation({ requireParentSpan: true }),

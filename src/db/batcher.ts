@@ -16,9 +16,10 @@ export interface BatcherOptions<I, O> {
   maxInFlight: number;
   keysOf?: (item: I) => readonly string[];
   /**
-   * When a batch of several items fails with an error this accepts, each item is run again alone (side by
-   * side, keys still held), so only the item at fault fails: for errors one item can cause for all (a deadlock
-   * with another code path, a lock wait that timed out), not for an outage that every retry would meet again.
+   * When a batch of several items fails with an error this accepts, each item is queued again to run alone
+   * (ahead of anything that came later, in its order), so only the item at fault fails: for errors one item can
+   * cause for all (a deadlock with another code path, a serialization failure), not for an outage or a statement
+   * timeout that every retry would meet again. The retries run within maxInFlight like any batch.
    */
   retryAlone?: (error: unknown) => boolean;
   /**
@@ -31,6 +32,8 @@ export interface BatcherOptions<I, O> {
 
 interface Pending<I, O> {
   item: I;
+  /** Queued again after its batch failed (retryAlone): runs as a batch of its own. */
+  alone?: boolean;
   resolve(result: O): void;
   reject(error: unknown): void;
   timer?: NodeJS.Timeout;
@@ -46,13 +49,14 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): (item: I) =>
   const keysInFlight = new Set<string>();
 
   const takeBatch = (): { batch: Pending<I, O>[]; keys: string[] } => {
-    if (!keysOf) return { batch: waiting.splice(0, maxBatch), keys: [] };
     const batch: Pending<I, O>[] = [];
     const later: Pending<I, O>[] = [];
     const taken = new Set<string>();
     for (const pending of waiting) {
-      const keys = keysOf(pending.item);
-      if (batch.length >= maxBatch || keys.some((key) => taken.has(key) || keysInFlight.has(key))) {
+      const keys = keysOf ? keysOf(pending.item) : [];
+      // An item queued to run alone takes a batch only when it would be the first; nothing joins it.
+      const full = batch.length >= maxBatch || (batch.length > 0 && (pending.alone || batch[0].alone));
+      if (full || keys.some((key) => taken.has(key) || keysInFlight.has(key))) {
         later.push(pending);
         // Nor may a later item overtake this one on a key they share.
         for (const key of keys) taken.add(key);
@@ -62,7 +66,7 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): (item: I) =>
       batch.push(pending);
     }
     waiting = later;
-    const keys = batch.flatMap((pending) => keysOf(pending.item));
+    const keys = keysOf ? batch.flatMap((pending) => keysOf(pending.item)) : [];
     for (const key of keys) keysInFlight.add(key);
     return { batch, keys };
   };
@@ -74,11 +78,9 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): (item: I) =>
     return results;
   };
 
-  const settleAlone = (pending: Pending<I, O>) =>
-    runItems([pending.item]).then(
-      ([result]) => pending.resolve(result),
-      (error: unknown) => pending.reject(error),
-    );
+  const arm = (pending: Pending<I, O>) => {
+    if (maxWait) pending.timer = setTimeout(() => giveUp(pending), maxWait.ms);
+  };
 
   const runBatch = ({ batch, keys }: { batch: Pending<I, O>[]; keys: string[] }) => {
     inFlight += 1;
@@ -87,9 +89,17 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): (item: I) =>
       .then(() => runItems(batch.map((pending) => pending.item)))
       .then(
         (results) => batch.forEach((pending, i) => pending.resolve(results[i])),
-        async (error: unknown) => {
-          if (batch.length > 1 && retryAlone?.(error)) await Promise.all(batch.map(settleAlone));
-          else batch.forEach((pending) => pending.reject(error));
+        (error: unknown) => {
+          if (batch.length > 1 && retryAlone?.(error)) {
+            // Back to the front of the queue, each to run alone: through maxInFlight like any batch, not all at once
+            // (a batch of 200 re-run side by side was 200 concurrent statements against a design of 2). Their keys
+            // are released below; being first in line, no later item sharing a key can overtake them.
+            for (const pending of batch) {
+              pending.alone = true;
+              arm(pending);
+            }
+            waiting = [...batch, ...waiting];
+          } else batch.forEach((pending) => pending.reject(error));
         },
       )
       .finally(() => {
@@ -126,7 +136,7 @@ export function createBatcher<I, O>(options: BatcherOptions<I, O>): (item: I) =>
   return (item) =>
     new Promise<O>((resolve, reject) => {
       const pending: Pending<I, O> = { item, resolve, reject };
-      if (maxWait) pending.timer = setTimeout(() => giveUp(pending), maxWait.ms);
+      arm(pending);
       waiting.push(pending);
       schedule();
     });

@@ -2,7 +2,6 @@ import pg from 'pg';
 import { Kysely, PostgresDialect } from 'kysely';
 import type { Database, Db } from './schema.js';
 import { createPreparedStatements, type PreparedStatements } from './prepared.js';
-import { registerPool } from '../core/db.js';
 
 export interface PoolTimeouts {
   /** Server side: PostgreSQL cancels a statement running longer (0 = off). */
@@ -53,7 +52,6 @@ export function createDataLayer(databaseUrl: string, options: DataLayerOptions =
   // queries was an uncaught exception. The query in flight still gets the error; pg drops the broken client.
   pool.on('connect', (client) => client.on('error', () => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-  registerPool(db, pool);
   return { db, pool, prepared: createPreparedStatements(pool, db), batching, destroy: () => db.destroy() };
 }
 

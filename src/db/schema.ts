@@ -38,6 +38,8 @@ export interface OutboxTable {
 export interface SentEmailsTable {
   job_id: string;
   sent_at: Generated<Date>;
+  /** The Message-ID the accepted message carried (migration 007; null for records written before it). */
+  message_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** The signup throttle per address with any `+tag` removed (migration 004). */
@@ -70,6 +72,11 @@ export interface OrdersTable {
   updated_at: Generated<Date>;
   /** When the reconciliation sweep last asked the provider (null: never). */
   last_checked_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  /**
+   * When a tracking email was queued for the order (migration 007): set by the settle statement that makes it paid
+   * and by the backfill, so the backfill never queues a second one once retention pruned the outbox and send records.
+   */
+  tracking_email_queued_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
 
 export interface PaymentEventsTable {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
@@ -7,6 +8,8 @@ export interface OutgoingEmail {
   subject: string;
   text: string;
   html: string;
+  /** The `Message-ID` header, `<…@…>` (emailMessageId); nodemailer makes a random one when absent. */
+  messageId?: string;
 }
 
 export interface Mailer {
@@ -49,6 +52,32 @@ export function createMailer(options: { smtpUrl?: string; from: string; mailDir:
     },
     close: () => transport.close(),
   };
+}
+
+/**
+ * The right-hand side of errand's Message-IDs: the domain of MAIL_FROM's address (`errand <no-reply@example.com>`
+ * → `example.com`), else PUBLIC_BASE_URL's host.
+ */
+export function messageIdDomain(mailFrom: string, publicBaseUrl: string): string {
+  const match = /@([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)\s*>?\s*$/.exec(mailFrom);
+  if (match) return match[1].toLowerCase();
+  try {
+    return new URL(publicBaseUrl).hostname || 'localhost';
+  } catch {
+    return 'localhost';
+  }
+}
+
+/**
+ * The Message-ID of every attempt of one email job: derived from the job id alone, so a repeat (a process killed
+ * between SMTP acceptance and the send's record) carries the same Message-ID as the first and a mailbox or a
+ * provider can recognise it. Characters a Message-ID cannot hold are written `=XX` (hex), an id too long for a
+ * header line is replaced by its SHA-256.
+ */
+export function emailMessageId(jobId: string, domain: string): string {
+  let local = jobId.replace(/[^A-Za-z0-9_-]/g, (ch) => `=${Buffer.from(ch).toString('hex')}`);
+  if (local.length > 200) local = `sha256-${createHash('sha256').update(jobId).digest('hex')}`;
+  return `<email-${local}@${domain}>`;
 }
 
 /**

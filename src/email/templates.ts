@@ -39,12 +39,15 @@ ${footer ? html`<p style="${STYLE.paragraph}">${footer}</p>\n` : ''}<p style="${
   return body.markup;
 }
 
-export function verificationEmail(to: { email: string; name: string | null }, link: string): OutgoingEmail {
-  const greeting = to.name ? `Hello ${to.name},` : 'Hello,';
-  const lines = [greeting, 'Please confirm your email address for errand. The link is valid for 24 hours.'];
+/**
+ * No name, nor anything else the requester typed, besides the address (CONTRACT.md): anyone may sign up any
+ * address, and a free-text name would carry their words (a link, "WIN MONEY") to its inbox under errand's name.
+ */
+export function verificationEmail(to: string, link: string): OutgoingEmail {
+  const lines = ['Hello,', 'Please confirm your email address for errand. The link is valid for 24 hours.'];
   const footer = 'If you did not sign up, ignore this email.';
   return {
-    to: to.email,
+    to,
     subject: 'Confirm your email address',
     text: `${lines.join('\n\n')}\n\n${link}\n\n${footer}\n`,
     html: layout('Confirm your email address', lines, { href: link, label: 'Confirm my email' }, footer),

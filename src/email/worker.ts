@@ -1,6 +1,5 @@
 import { RateLimitError, UnrecoverableError, type Job } from 'bullmq';
 import type { Config } from '../config.js';
-import type { Db } from '../core/db.js';
 import { isDatabaseUnavailable } from '../core/errors.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { JobNameOf, PayloadOf, Processors } from '../core/job-registry.js';
@@ -8,8 +7,9 @@ import { maskEmailsIn, type Logger } from '../core/logger.js';
 import { inSpan } from '../core/tracing.js';
 import type { Queues } from '../queues.js';
 import { EMAIL_QUEUE, emailQueue } from './jobs.js';
-import { classifySmtpError, type Mailer, type OutgoingEmail } from './mailer.js';
-import { createSentEmails, type SentEmails } from './sent-emails.js';
+import { setTimeout as delay } from 'node:timers/promises';
+import { classifySmtpError, emailMessageId, messageIdDomain, type Mailer, type OutgoingEmail } from './mailer.js';
+import type { SentEmails } from '../db/sent-emails.js';
 
 type EmailJobName = JobNameOf<typeof emailQueue>;
 
@@ -20,9 +20,10 @@ export type EmailComposers = { readonly [N in EmailJobName]: EmailComposer<N> };
 
 export interface EmailWorkerDeps {
   config: Config;
-  db: Db;
   log: Logger;
   mailer: Mailer;
+  /** sent_emails (src/db/sent-emails.ts), built once by createDeps. */
+  statements: { sentEmails: SentEmails };
   queues: Queues;
   metrics: Pick<Metrics, 'emailOutagePauses'>;
 }
@@ -79,21 +80,68 @@ export function createOutagePauses(deps: EmailWorkerDeps) {
 
 type OutagePauses = ReturnType<typeof createOutagePauses>;
 
+/** Backoff between attempts to record an accepted send: from RECORD_RETRY_FIRST_MS doubling up to RECORD_RETRY_MAX_MS. */
+const RECORD_RETRY_FIRST_MS = 50;
+const RECORD_RETRY_MAX_MS = 2000;
+
+// The pool is gone: the process is stopping (after the grace period), nothing can record any more.
+const POOL_CLOSED = /Cannot use a pool after calling end|driver has already been destroyed/i;
+
+/**
+ * Records an accepted send until the record commits. The SMTP server has the message: any way out of here but a
+ * committed record would let a retry of this job send it again (a verification email with a new token), so a
+ * failure (PostgreSQL away, slow, or refusing the statement for a moment) is retried with a capped backoff, never
+ * taken for an outage that puts the job back. BullMQ keeps extending the job's lock meanwhile. Only a stopping
+ * process ends it unrecorded (its pool closed after the grace period, or the process killed): that job runs again
+ * and repeats the email, with the same Message-ID.
+ */
+async function recordUntilCommitted(deps: EmailWorkerDeps, sentEmails: SentEmails, job: Job, messageId: string): Promise<void> {
+  const jobId = job.id!;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await sentEmails.record(jobId, messageId);
+      if (attempt > 1) deps.log.info({ queue: EMAIL_QUEUE, jobId, jobName: job.name, attempts: attempt }, 'send recorded after retries');
+      return;
+    } catch (error) {
+      const reason = maskEmailsIn((error as Error)?.message ?? String(error));
+      if (POOL_CLOSED.test(reason)) {
+        deps.log.error(
+          { queue: EMAIL_QUEUE, jobId, jobName: job.name, reason },
+          'stopping before an accepted send was recorded; a retry will repeat it',
+        );
+        throw error;
+      }
+      // The first failure, then one line per 20 (a long outage at the 2 s cap: one line a ~40 s).
+      if (attempt === 1 || attempt % 20 === 0) {
+        deps.log.warn(
+          { queue: EMAIL_QUEUE, jobId, jobName: job.name, attempt, reason },
+          'recording an accepted send failed; retrying until it commits',
+        );
+      }
+      await delay(Math.min(RECORD_RETRY_FIRST_MS * 2 ** Math.min(attempt - 1, 16), RECORD_RETRY_MAX_MS));
+    }
+  }
+}
+
 /** The email job processor around one composer: dedupe, compose, send, classify failures. */
 export function processEmailJob<N extends EmailJobName>(
   deps: EmailWorkerDeps,
   compose: EmailComposer<N>,
   outages: OutagePauses = createOutagePauses(deps),
-  sentEmails: SentEmails = createSentEmails(deps.db),
+  sentEmails: SentEmails = deps.statements.sentEmails,
 ) {
+  const domain = messageIdDomain(deps.config.MAIL_FROM, deps.config.PUBLIC_BASE_URL);
   const sendOnce = async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<{ sent: boolean }> => {
     const jobId = job.id!;
 
     // A job re-published by the relay, or retried after its email went out, must not send twice.
     if (await sentEmails.wasSent(jobId)) return { sent: false };
 
-    const email = await compose(data, job);
-    if (!email) return { sent: false };
+    const composed = await compose(data, job);
+    if (!composed) return { sent: false };
+    // The same on every attempt of this job: a repeat is recognisable as one.
+    const messageId = emailMessageId(jobId, domain);
+    const email: OutgoingEmail = { ...composed, messageId };
 
     try {
       // A span of its own: the SMTP round trip is most of an email job's time. No address in it.
@@ -116,7 +164,7 @@ export function processEmailJob<N extends EmailJobName>(
       if (failure.kind === 'permanent') throw new UnrecoverableError(`permanent SMTP failure: ${reason}`);
       throw new Error(`SMTP failure (will retry): ${reason}`, { cause: error });
     }
-    await sentEmails.record(jobId);
+    await recordUntilCommitted(deps, sentEmails, job, messageId);
     return { sent: true };
   };
 
@@ -126,7 +174,8 @@ export function processEmailJob<N extends EmailJobName>(
       outages.recovered();
       return result;
     } catch (error) {
-      // PostgreSQL away (reading the rows, or recording the send): an outage, not this email's fault.
+      // PostgreSQL away (reading the rows before the send): an outage, not this email's fault. After the send, the
+      // record is retried until it commits (recordUntilCommitted) and never lands here.
       if (!(error instanceof RateLimitError) && !(error instanceof UnrecoverableError) && isDatabaseUnavailable(error)) {
         return outages.pause('postgres-unreachable', error, job);
       }
@@ -138,7 +187,7 @@ export function processEmailJob<N extends EmailJobName>(
 /** The email queue's processors: every job kind goes through the same send path with its own composer. */
 export function emailProcessors(deps: EmailWorkerDeps, composers: EmailComposers): Processors<typeof emailQueue> {
   const outages = createOutagePauses(deps);
-  const sentEmails = createSentEmails(deps.db);
+  const { sentEmails } = deps.statements;
   return {
     // One pause state for the queue: every job kind runs into the same SMTP server and database.
     'email-verification': processEmailJob(deps, composers['email-verification'], outages, sentEmails),

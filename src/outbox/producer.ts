@@ -1,52 +1,23 @@
 import type { Transaction } from 'kysely';
 import type { RedisClient } from '../core/redis.js';
-import type { Database, Db } from '../core/db.js';
+import type { Database, Db } from '../db/schema.js';
+import { insertOutboxRow, outboxJob, outboxJobId, type OutboxRow } from '../db/outbox.js';
 import type { Logger } from '../core/logger.js';
-import { jobOptionsFor, type JobName, type Payload, type QueueName, type Queues } from '../queues.js';
+import { jobOptionsFor, queueDefinition, type JobName, type Payload, type QueueName, type Queues } from '../queues.js';
 import type { PublishedMarks } from './published-marks.js';
-import { activeTraceContext, inTraceContext, jobTelemetryFor, type TraceContext } from '../core/tracing.js';
+import { activeTraceContext, inTraceContext, jobTelemetryFor } from '../core/tracing.js';
 import { createBatcher } from '../db/batcher.js';
 
-export interface OutboxRow {
-  id: string;
-  queue: string;
-  job_name: string;
-  payload: unknown;
-  /** Read by the relay and republish (the request that wrote the row is long gone); absent on freshly written rows. */
-  trace_context?: TraceContext | null;
-}
+export { outboxJobId, type OutboxRow } from '../db/outbox.js';
 
-/** BullMQ job ids may not contain `:` nor be all digits; this one is stable per outbox row, so re-publishing is a no-op. */
-export function outboxJobId(outboxId: string): string {
-  return `outbox-${outboxId}`;
-}
-
-/**
- * The outbox columns of one job; typed so that only a declared queue, job name and matching payload fit.
- * `trace_context` is the active trace (null when tracing is off), so a relay publish joins the same trace.
- */
-export function outboxValues<Q extends QueueName, N extends JobName<Q>>(queue: Q, jobName: N, data: Payload<Q, N>) {
-  const traceContext = activeTraceContext();
-  return {
-    queue,
-    job_name: jobName,
-    payload: JSON.stringify(data),
-    trace_context: traceContext === null ? null : JSON.stringify(traceContext),
-  };
-}
-
-/** Records a job in the caller's transaction; it reaches Redis only after commit (`publishAfterCommit`). */
+/** Records a job in the caller's transaction (db/outbox.ts); it reaches Redis only after commit (`publishAfterCommit`). */
 export async function enqueue<Q extends QueueName, N extends JobName<Q>>(
   trx: Transaction<Database>,
   queue: Q,
   jobName: N,
   data: Payload<Q, N>,
 ): Promise<OutboxRow> {
-  return trx
-    .insertInto('outbox')
-    .values(outboxValues(queue, jobName, data))
-    .returning(['id', 'queue', 'job_name', 'payload'])
-    .executeTakeFirstOrThrow();
+  return insertOutboxRow(trx, outboxJob(queueDefinition(queue), jobName), data);
 }
 
 export interface OutboxDeps {
@@ -177,24 +148,4 @@ export async function publishAfterCommit(deps: OutboxDeps, rows: OutboxRow[]): P
     }),
   );
   if (published.length > 0) deps.publishedMarks.add(published);
-}
-
-export type EnqueueInTransaction = <Q extends QueueName, N extends JobName<Q>>(queue: Q, jobName: N, data: Payload<Q, N>) => Promise<void>;
-
-/**
- * Runs `work` in one transaction; the jobs it enqueues are committed with its
- * rows and published to Redis right after the commit.
- */
-export async function transactionWithOutbox<T>(
-  deps: OutboxDeps,
-  work: (trx: Transaction<Database>, enqueueJob: EnqueueInTransaction) => Promise<T>,
-): Promise<T> {
-  const rows: OutboxRow[] = [];
-  const result = await deps.db.transaction().execute((trx) =>
-    work(trx, async (queue, jobName, data) => {
-      rows.push(await enqueue(trx, queue, jobName, data));
-    }),
-  );
-  await publishAfterCommit(deps, rows);
-  return result;
 }

@@ -2,6 +2,7 @@ import { Type, type Static } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { SafeString, describeSafeStringFailure } from '../core/schemas.js';
 import { recordPaymentEvent } from '../db/orders.js';
+import type { Db } from '../db/schema.js';
 import { settlePayment, type PaymentOutcome, type SettleResult, type TransitionDeps } from './transitions.js';
 
 // The literals written out: a Type.Union over `.map()` gets a plain array type, and Static<> of it is never.
@@ -23,7 +24,8 @@ const EventIdSchema = SafeString({ minLength: 1, maxLength: 255 });
 /** What every event must have, whatever its type: errand records any event by id. */
 export const PaymentEventEnvelopeSchema = Type.Object({
   id: Type.Optional(EventIdSchema),
-  type: Type.String({ minLength: 1, maxLength: 255 }),
+  // Stored for an unknown type too (payment_events.type): SafeString, so a NUL is a 400, not PostgreSQL's 500.
+  type: SafeString({ minLength: 1, maxLength: 255 }),
 });
 
 /** An event errand acts on. `id` may come from the `webhook-id` header instead. */
@@ -96,7 +98,7 @@ export function processPaymentEvent(deps: TransitionDeps, id: string, event: Pay
 
 /** Records an event errand does not handle; false when its id was already recorded (a replay). */
 export function recordIgnoredPaymentEvent(
-  deps: Pick<TransitionDeps, 'db'>,
+  deps: { db: Db },
   ignored: { id: string; type: string; providerRef: string | null },
 ): Promise<boolean> {
   return recordPaymentEvent(deps.db, { eventId: ignored.id, type: ignored.type, providerRef: ignored.providerRef, orderId: null });

@@ -10,6 +10,7 @@ import type { Queues } from '../queues.js';
 import { publishAfterCommit } from '../outbox/producer.js';
 import type { PublishedMarks } from '../outbox/published-marks.js';
 import { parsePaymentEvent, PaymentEventSchema, processPaymentEvent, recordIgnoredPaymentEvent } from './events.js';
+import type { TransitionDeps } from './transitions.js';
 import {
   createWebhookVerifier,
   SIGNATURE_HEADER,
@@ -30,6 +31,7 @@ export interface WebhookRoutesOptions {
   webhookSecrets: readonly string[];
   /** errand_payments_late_success_total */
   lateSuccess: { inc(): void };
+  statements: TransitionDeps['statements'];
 }
 
 // For GET /docs/openapi.json. The body and headers are documented only: the
@@ -126,7 +128,11 @@ export const webhookRoutes: FastifyPluginAsync<WebhookRoutesOptions> = async (ap
     }
 
     const { event } = parsed;
-    const result = await processPaymentEvent({ db: deps.db, log: request.log, lateSuccess: deps.lateSuccess }, parsed.id, event);
+    const result = await processPaymentEvent(
+      { statements: deps.statements, log: request.log, lateSuccess: deps.lateSuccess },
+      parsed.id,
+      event,
+    );
     const fields = { eventId: parsed.id, eventType: event.type };
     switch (result.kind) {
       case 'duplicate':

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Type, type Static } from 'typebox';
 import { defineQueue } from '../core/job-registry.js';
-import type { Queues } from '../queues.js';
+import type { Queue } from 'bullmq';
 
 export const PAYMENTS_RECONCILE_QUEUE = 'payments-reconcile';
 export const PAYMENTS_SWEEP_JOB = 'payments-sweep';
@@ -34,7 +34,10 @@ export function oneOffSweepJobId(now = new Date()): string {
 }
 
 /** Queues one `payments-sweep` now (the script's `--enqueue`, the admin route); returns its job id. */
-export async function enqueuePaymentsSweep(queues: Queues, payload: PaymentsSweepPayload): Promise<string> {
+export async function enqueuePaymentsSweep(
+  queues: Readonly<Record<typeof PAYMENTS_RECONCILE_QUEUE, Queue>>,
+  payload: PaymentsSweepPayload,
+): Promise<string> {
   const job = await queues[PAYMENTS_RECONCILE_QUEUE].add(PAYMENTS_SWEEP_JOB, payload, { jobId: oneOffSweepJobId() });
   return job.id!;
 }

@@ -24,6 +24,7 @@ export function composeVerificationEmail(deps: {
     if (!user) return null;
     const link = publicLink(deps.config.PUBLIC_BASE_URL, 'auth/verify-email');
     link.searchParams.set('token', token.raw);
-    return verificationEmail(user, link.toString());
+    // The address only: the stored name is the requester's free text (see verificationEmail).
+    return verificationEmail(user.email, link.toString());
   };
 }

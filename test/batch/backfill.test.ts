@@ -88,3 +88,38 @@ t.test('tracking-links backfill queues each missing email once, and nothing on a
   });
   t.equal(bad.statusCode, 400);
 });
+
+t.test('an order paid and emailed 40 days ago gets no second email from a backfill after retention pruned its records', async (t) => {
+  const smtp = await startSmtpServer(t);
+  const errand = await startTestErrand(
+    t,
+    testEnv(t, { ROLE: 'all', ADMIN_TOKEN, SMTP_URL: smtp.url, PAYMENT_WEBHOOK_SECRET: WEBHOOK_SECRET }),
+  );
+  const { app, deps } = errand;
+  const order = await createOrder(app, { email: 'loyal@example.com' });
+  t.equal((await sendWebhook(app, paymentEvent(order))).statusCode, 200);
+  await smtp.waitForEmails(1);
+  await waitFor(async () => ((await deps.queues.email.getCompletedCount()) === 1 ? true : undefined), 15000, 'the email job completed');
+  const queuedAt = await deps.db
+    .selectFrom('orders')
+    .select('tracking_email_queued_at')
+    .where('id', '=', order.id)
+    .executeTakeFirstOrThrow();
+  t.ok(queuedAt.tracking_email_queued_at, 'the settle statement stamped the order');
+
+  // 40 days later: the completed job has long left Redis (kept 24 h), and every record of the send is 40 days old.
+  await deps.queues.email.clean(0, 1000, 'completed');
+  const ago = sql<Date>`now() - interval '40 days'`;
+  await deps.db.updateTable('orders').set({ paid_at: ago, tracking_email_queued_at: ago }).where('id', '=', order.id).execute();
+  await deps.db.updateTable('outbox').set({ created_at: ago, published_at: ago }).execute();
+  await deps.db.updateTable('sent_emails').set({ sent_at: ago }).execute();
+
+  const since = '2020-01-01T00:00:00Z';
+  t.same(await runBackfill(errand, since), { orders: 1, queued: 0, skipped: 1 }, 'before retention');
+  const { runRetention } = await import('../../src/maintenance/retention.js');
+  const retention = await runRetention(deps.db, deps.log, { retentionDays: 30, batchSize: 100 });
+  t.match(retention.deleted, { outbox: 1, sentEmails: 1 }, 'retention pruned the outbox row and the send record');
+  t.same(await runBackfill(errand, since), { orders: 1, queued: 0, skipped: 1 }, 'after retention');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.equal(smtp.received.length, 1, 'one email in all');
+});

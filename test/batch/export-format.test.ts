@@ -26,6 +26,9 @@ const AWKWARD = [
   '"",,\r\n""',
   '',
   '</script>/@example.com',
+  '=cmd|"/c calc"!A1@example.com',
+  '-x,y@example.com',
+  '\r+crlead@example.com',
 ];
 
 interface ReferenceRow {
@@ -136,4 +139,74 @@ t.test('export bytes equal the JavaScript formatter on awkward text; microsecond
     t.equal(Buffer.concat(sink.chunks).toString('utf8'), expected, `${format}: in-process export identical`);
     t.match(summary, { rows: n, bytes: Buffer.byteLength(expected) });
   }
+});
+
+/** RFC 4180 cells of a CSV file (quoted cells unquoted), one array per record. */
+function csvRecords(text: string): string[][] {
+  const records: string[][] = [];
+  let record: string[] = [];
+  // A cell: quoted ("" inside is one quote) or up to the next comma or CRLF.
+  const cell = /"((?:[^"]|"")*)"|([^,\r\n]*(?:\r(?!\n)[^,\r\n]*)*)/y;
+  let i = 0;
+  while (i < text.length) {
+    cell.lastIndex = i;
+    const match = cell.exec(text)!;
+    record.push(match[1] !== undefined ? match[1].replace(/""/g, '"') : match[2]);
+    i = cell.lastIndex;
+    if (text[i] === ',') {
+      i += 1;
+    } else {
+      records.push(record);
+      record = [];
+      i += 2; // CRLF
+    }
+  }
+  return records;
+}
+
+t.test('no exported CSV cell starts a formula: = + - @ tab CR get a leading quote, through the export job', async (t) => {
+  const errand = await startTestErrand(t, testEnv(t, { ROLE: 'all', ADMIN_TOKEN }));
+  const { db } = errand.deps;
+  const hostile: [email: string, providerRef: string][] = [
+    ['=HYPERLINK("http://evil.example/x","click")@example.com', '=1+1'],
+    ['+1@example.com', '+pay'],
+    ['-2+3@example.com', '-pay_ref'],
+    ['@SUM(A1:A9)@example.com', '@pay'],
+    ['\tcmd@example.com', '\tpay'],
+    ['\r=cmd@example.com', '\rpay'],
+    ['plain@example.com', 'pay_plain'],
+  ];
+  for (const [i, [email, providerRef]] of hostile.entries()) {
+    await sql`INSERT INTO orders (email, amount, currency, status, provider_ref) VALUES (${email}, ${100 + i}, 'USD', 'pending', ${providerRef})`.execute(
+      db,
+    );
+  }
+  const res = await errand.app.inject({ method: 'POST', url: '/admin/exports/orders', headers: bearer, payload: { format: 'csv' } });
+  t.equal(res.statusCode, 202);
+  const { jobId } = res.json<{ jobId: string }>();
+  await waitFor(
+    async () => {
+      const job = await errand.app.inject({ method: 'GET', url: `/admin/jobs/batch/${jobId}`, headers: bearer });
+      const { state } = job.json<{ state: string }>();
+      return state === 'completed' || state === 'failed' ? state : undefined;
+    },
+    30000,
+    `export ${jobId} done`,
+  );
+  const file = await errand.app.inject({ method: 'GET', url: `/admin/exports/${jobId}/file`, headers: bearer });
+  t.equal(file.statusCode, 200);
+  const [header, ...rows] = csvRecords(file.body);
+  t.equal(header[1], 'email');
+  t.equal(rows.length, hostile.length);
+  for (const row of rows) {
+    for (const cell of row) t.notOk(/^[=+\-@\t\r]/.test(cell), `cell ${JSON.stringify(cell)} starts no formula`);
+  }
+  const byEmail = new Map(rows.map((row) => [row[1], row[5]]));
+  for (const [email, providerRef] of hostile) {
+    const defused = (text: string) => (/^[=+\-@\t\r]/.test(text) ? `'${text}` : text);
+    t.ok(byEmail.has(defused(email)), `${JSON.stringify(email)} exported as ${JSON.stringify(defused(email))}`);
+    t.equal(byEmail.get(defused(email)), defused(providerRef), `providerRef ${JSON.stringify(providerRef)}`);
+  }
+  t.equal(csvField('-5'), "'-5", 'csvField (import error files) defuses the same way');
+  t.equal(csvField('=a,b'), `"'=a,b"`, 'and quotes after the quote is added');
 });

@@ -193,3 +193,89 @@ t.test("the database's busy error is answered as the database being unavailable 
   t.ok(isLockConflict(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' })));
   t.notOk(isLockConflict(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })));
 });
+
+t.test('retryAlone: the items of a failed batch run again within maxInFlight, not all at once', async (t) => {
+  const conflict = Object.assign(new Error('deadlock detected'), { code: '40P01' });
+  let inFlight = 0;
+  let mostInFlight = 0;
+  const aloneRuns: string[] = [];
+  const submit = createBatcher<string, string>({
+    maxBatch: 100,
+    maxInFlight: 2,
+    retryAlone: (error) => (error as { code?: string }).code === '40P01',
+    async run(items) {
+      inFlight += 1;
+      mostInFlight = Math.max(mostInFlight, inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      inFlight -= 1;
+      if (items.length > 1) throw conflict;
+      aloneRuns.push(items[0]);
+      return items.map((item) => `done ${item}`);
+    },
+  });
+  const items = Array.from({ length: 40 }, (_, i) => `i${i}`);
+  t.same(
+    await Promise.all(items.map(submit)),
+    items.map((item) => `done ${item}`),
+  );
+  t.same(aloneRuns, items, 'each item ran alone, in its order');
+  t.equal(mostInFlight, 2, 'never more than maxInFlight runs at once (the retries ran 40 side by side)');
+});
+
+t.test('retryAlone: an item retried alone keeps its place ahead of a later item with the same key', async (t) => {
+  const runs: string[][] = [];
+  const submit = createBatcher<string, string>({
+    maxBatch: 100,
+    maxInFlight: 1,
+    keysOf: (item) => [item.split(':')[0]],
+    retryAlone: () => true,
+    async run(items) {
+      runs.push(items);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      if (items.length > 1) throw new Error('conflict');
+      return items;
+    },
+  });
+  const first = ['k1:a', 'k2:b'].map(submit);
+  await new Promise((resolve) => setImmediate(resolve)); // the batch is running
+  const later = submit('k1:c');
+  await Promise.all([...first, later]);
+  t.same(runs, [['k1:a', 'k2:b'], ['k1:a'], ['k2:b'], ['k1:c']]);
+});
+
+t.test('shared statements: only a deadlock or serialization failure is retried alone, never a statement timeout', async (t) => {
+  const { createStatementBatcher, shouldRetryAlone } = await import('../../src/db/batch.js');
+  t.ok(shouldRetryAlone(Object.assign(new Error('deadlock detected'), { code: '40P01' })));
+  t.ok(shouldRetryAlone(Object.assign(new Error('could not serialize access'), { code: '40001' })));
+  t.notOk(shouldRetryAlone(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' })));
+  t.notOk(shouldRetryAlone(Object.assign(new Error('canceling statement due to lock timeout'), { code: '55P03' })));
+  t.notOk(shouldRetryAlone(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })));
+  t.notOk(shouldRetryAlone(undefined));
+
+  for (const [code, expectedRuns] of [
+    ['57014', 1],
+    ['40P01', 1 + 50],
+  ] as const) {
+    let runs = 0;
+    let inFlight = 0;
+    let mostInFlight = 0;
+    const submit = createStatementBatcher<number, number>(
+      { batching: true },
+      {
+        maxBatch: 500,
+        async run(items) {
+          runs += 1;
+          inFlight += 1;
+          mostInFlight = Math.max(mostInFlight, inFlight);
+          await new Promise((resolve) => setTimeout(resolve, 2));
+          inFlight -= 1;
+          if (items.length > 1) throw Object.assign(new Error(`failed with ${code}`), { code });
+          return items;
+        },
+      },
+    );
+    await Promise.allSettled(Array.from({ length: 50 }, (_, i) => submit(i)));
+    t.equal(runs, expectedRuns, `${code}: statements run for a failed batch of 50`);
+    t.ok(mostInFlight <= 2, `${code}: at most 2 statements at once (saw ${mostInFlight})`);
+  }
+});

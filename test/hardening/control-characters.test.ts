@@ -109,6 +109,11 @@ t.test('webhook: id and providerRef', async (t) => {
     'providerRef with NUL',
   );
   expect400(t, await sendWebhook(app, { ...good, id: `evt_\u001b[31m` }), 'event id with ESC');
+  // An unknown type is recorded as given (payment_events.type): its control characters are a 400 too, not a 500.
+  expect400(t, await sendWebhook(app, { ...good, id: eventId(), type: 'refund.created\u0000' }), 'unknown type with NUL');
+  expect400(t, await sendWebhook(app, { ...good, id: eventId(), type: 'payment.succeeded\u0000' }), 'known type + NUL');
+  expect400(t, await sendWebhook(app, { id: eventId(), type: '\u007frefund' }), 'type with DEL, no data');
+  expect400(t, await sendWebhook(app, { id: eventId(), type: 'refund\u0085' }), 'type with a C1 control');
 });
 
 t.test('admin routes: queue and job id', async (t) => {

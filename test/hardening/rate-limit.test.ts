@@ -68,6 +68,24 @@ t.test('a forged X-Forwarded-For does not reset the limit unless TRUST_PROXY', a
   t.equal(next.statusCode, 202, 'another forwarded client behind the trusted proxy is not');
 });
 
+t.test('TRUST_PROXY as a hop count: a forged left-most X-Forwarded-For does not pick the client address', async (t) => {
+  // One proxy in front appends the address it saw; whatever the client wrote before that is not believed.
+  const proxied = await buildApp({ ...deps, config: { ...deps.config, TRUST_PROXY: '1', RATE_LIMIT_MAX: 3 } });
+  t.teardown(() => proxied.close());
+  const statuses: number[] = [];
+  for (let i = 1; i <= 5; i += 1) {
+    const res = await proxied.inject({
+      method: 'POST',
+      url: '/auth/signup',
+      payload: { email: `hop-${i}@example.com` },
+      remoteAddress: '10.0.6.1',
+      headers: { 'x-forwarded-for': `203.0.113.${i}, 198.51.100.66` },
+    });
+    statuses.push(res.statusCode);
+  }
+  t.same(statuses, [202, 202, 202, 429, 429], 'five forged requests from one client: the limit of 3 holds');
+});
+
 t.test('the count is in Redis: a second app (another replica) sees it', async (t) => {
   const replica = await buildApp(deps);
   t.teardown(() => replica.close());

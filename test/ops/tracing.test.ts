@@ -1,3 +1,4 @@
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
@@ -187,6 +188,31 @@ t.test('traced errand: one signup is one trace, from the HTTP request through th
       t.ok(send, `trace ${traceId}: its own email's send`);
     }
     t.equal(new Set(receiver.spans.filter((s) => s.name === 'smtp send' && traces.includes(s.traceId)).map((s) => s.traceId)).size, 6);
+  });
+
+  t.test('verify and tracking links: no exported span carries the raw token of their URL', async (t) => {
+    const verifyToken = randomBytes(32).toString('base64url');
+    const trackingToken = randomBytes(32).toString('base64url');
+    const orderId = randomUUID();
+    const urls = [`/auth/verify-email?token=${verifyToken}`, `/orders/${orderId}/tracking?token=${trackingToken}&lang=en`];
+    for (const url of urls) {
+      const res = await fetch(`${errand.baseUrl}${url}`, { headers: { accept: 'application/json' } });
+      t.ok(res.status < 500, `${url.split('?')[0]} answered ${res.status}`);
+      await res.text();
+    }
+    // Both requests' server spans and @fastify/otel's request spans, in whatever export batch they come.
+    for (const path of ['/auth/verify-email', `/orders/${orderId}/tracking`]) {
+      await waitFor(
+        () => (receiver.spans.filter((s) => String(s.attributes['url.path']).startsWith(path)).length >= 2 ? true : undefined),
+        15000,
+        `the HTTP and Fastify spans of ${path}`,
+      );
+    }
+    const exported = JSON.stringify(receiver.spans);
+    t.notOk(exported.includes(verifyToken), 'the verification token is in no exported span');
+    t.notOk(exported.includes(trackingToken), 'the tracking token is in no exported span');
+    const server = receiver.spans.find((s) => s.kind === SERVER && s.attributes['url.path'] === `/orders/${orderId}/tracking`);
+    t.equal(server?.attributes['url.query'], 'token=REDACTED&lang=en', 'the query is kept, its token redacted');
   });
 
   t.test('a row published by the relay seconds later still continues the trace it was written in', async (t) => {

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { createServer } from 'node:http';
 import { createHttpPaymentProvider } from '../../src/reconcile/provider.js';
-import { ProviderSimulator } from '../../src/reconcile/simulator.js';
+import { createSimulatorClient, ProviderSimulator } from '../../src/reconcile/simulator.js';
 import { freePort } from '../support/helpers.js';
 import { startSimulator } from '../support/reconcile.js';
 
@@ -106,7 +106,7 @@ t.test('the control API sets payments, failures and config, and refuses bad inpu
 
 t.test('the in-memory client classifies like the HTTP client', async (t) => {
   const memory = new ProviderSimulator();
-  const client = memory.client({ timeoutMs: 200 });
+  const client = createSimulatorClient(memory, { timeoutMs: 200 });
   t.same(await plain(client.getPayment('pay_m')), { kind: 'unknown' });
   memory.setPayment('pay_m', { status: 'pending', amount: 3, currency: 'USD' });
   t.same(await plain(client.getPayment('pay_m')), { kind: 'found', status: 'pending', amount: 3, currency: 'USD' });

@@ -37,12 +37,16 @@ t.test('kill the primary holding the queues mid-flight: every email once', async
   };
 
   // First half, then kill the primary once emails are on the wire, then the second half during the failover.
+  // Two emails go out, the rest are held at the SMTP server until the kill: under load, 150 ms replies alone
+  // could all be answered before a probe saw one in flight (seen: 'timed out waiting for emails in flight').
+  const releaseReplies = smtp.holdRepliesAfter(2);
   await Promise.all(addresses.slice(0, SIGNUPS / 2).map(signup));
   await waitFor(() => (smtp.received.length >= 2 && smtp.inFlight > 0) || undefined, 20000, 'emails in flight');
   const inFlightAtKill = smtp.inFlight;
   const activeAtKill = await deps.queues[EMAIL_QUEUE].getActiveCount();
   await victim.kill();
   const killTime = Date.now();
+  releaseReplies();
   t.ok(
     inFlightAtKill > 0 && activeAtKill > 0,
     `jobs in flight when the primary died (${inFlightAtKill} at the SMTP server, ${activeAtKill} active)`,

@@ -4,7 +4,7 @@ import { Cluster } from 'ioredis';
 import { EMAIL_QUEUE, PAYMENTS_RECONCILE_QUEUE, QUEUE_NAMES } from '../../src/queues.js';
 import { syncSchedulers } from '../../src/core/scheduler-sync.js';
 import { SCHEDULERS } from '../../src/schedulers.js';
-import { startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+import { startSmtpServer, startTestErrand, testEnv, waitFor, within } from '../support/helpers.js';
 import { createOrder, paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
 import { startSimulator } from '../support/reconcile.js';
 import { probeRedis, startRedisCluster } from '../support/redis-topologies.js';
@@ -70,7 +70,7 @@ t.test('scheduler sync from two processes leaves one scheduler', async (t) => {
   t.equal(schedulers.length, 1, 'one scheduler');
   t.equal(schedulers[0].key, 'payments-reconcile');
   t.equal(await deps.queues[PAYMENTS_RECONCILE_QUEUE].getDelayedCount(), 1, 'one next run waiting');
-  await second.close();
+  await within(second.close(), 30000, 'the second errand to close');
 });
 
 t.test('an admin sweep settles an order the provider reports paid', async (t) => {
@@ -98,6 +98,9 @@ t.test('the admin failed list reads failed jobs from the cluster', async (t) => 
   const failed = await waitFor(
     async () => {
       const res = await app.inject({ method: 'GET', url: `/admin/queues/${EMAIL_QUEUE}/failed`, headers: bearer });
+      // A 500 (a Redis command past the producer's 2 s commandTimeout on a loaded machine) is an answer to poll
+      // again, not a page without `jobs` to crash on; the page's contents are checked below.
+      if (res.statusCode !== 200) return undefined;
       const { jobs } = res.json<{ jobs: { name: string; reason: string }[] }>();
       return jobs.length > 0 ? jobs : undefined;
     },
@@ -152,7 +155,7 @@ t.test('the noeviction check asks every primary', async (t) => {
     errand.logs.lines().some((line) => /maxmemory-policy/.test(String(line.msg))),
     'no warning while every primary is noeviction',
   );
-  await other.close();
+  await within(other.close(), 30000, 'the api errand to close');
 });
 
 t.test('nothing was written outside the tagged slot', async (t) => {
@@ -171,12 +174,16 @@ t.test('nothing was written outside the tagged slot', async (t) => {
 t.test('after a whole-cluster outage the relay publishes what was accepted meanwhile', async (t) => {
   // Every node dies at once (no persistence: the cluster comes back empty, as after losing its memory).
   await Promise.all(cluster.nodes.map((node) => node.kill()));
-  await waitFor(
-    async () => ((await app.inject({ method: 'GET', url: '/readyz' })).json().checks.redis === 'unreachable' ? true : undefined),
+  // The answer that names redis (PostgreSQL's 1 s probe may miss once on a loaded machine: polled, not asserted away).
+  const ready = await waitFor(
+    async () => {
+      const answer = await app.inject({ method: 'GET', url: '/readyz' });
+      const { checks } = answer.json<{ checks: { postgres: string; redis: string } }>();
+      return checks.redis === 'unreachable' && checks.postgres === 'ok' ? answer : undefined;
+    },
     15000,
-    'readyz reports redis unreachable',
+    'readyz reports redis unreachable, postgres ok',
   );
-  const ready = await app.inject({ method: 'GET', url: '/readyz' });
   t.equal(ready.statusCode, 503);
   t.same(ready.json().checks, { postgres: 'ok', redis: 'unreachable' }, 'the check is named, no error text');
 

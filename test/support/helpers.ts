@@ -1,6 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { connect, createServer, type Socket } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -52,11 +52,16 @@ export function uniqueName(prefix: string): string {
 
 /** A SQL statement run synchronously against the `postgres` database; throws with psql's stderr. */
 function psqlSync(statement: string): void {
+  // Synchronous: the bound is execFileSync's own (a CREATE DATABASE waiting on a lock would otherwise hold the file).
+  const timeoutMs = 60000;
   try {
     execFileSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', `${BASE_DATABASE_URL}/postgres`, '-c', statement], {
       stdio: ['ignore', 'ignore', 'pipe'],
+      timeout: timeoutMs,
     });
   } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ETIMEDOUT')
+      throw new Error(`timed out after ${duration(timeoutMs)} waiting for psql: ${statement}`, { cause: error });
     const stderr = String((error as { stderr?: Buffer }).stderr ?? '').trim();
     throw new Error(stderr || (error as Error).message, { cause: error });
   }
@@ -173,6 +178,11 @@ export interface TestSmtp {
   respondWith(responder: SmtpResponder | undefined): void;
   /** Holds each message this long before answering (a slow server). */
   delayReplies(ms: number): void;
+  /**
+   * Answers the first `count` messages as usual and holds every later one until the returned release() is called:
+   * emails stay in flight for as long as a test needs (a failover test kills Redis under them), whatever the load.
+   */
+  holdRepliesAfter(count: number): () => void;
   /** Messages whose data has arrived but which are not answered yet. */
   readonly inFlight: number;
   /** The most messages ever in flight at once. */
@@ -185,6 +195,7 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
   let responder: SmtpResponder | undefined;
   const received: ReceivedEmail[] = [];
   const state = { attempts: 0, delayMs: 0, inFlight: 0, maxInFlight: 0 };
+  let hold: { after: number; released: Promise<void> } | undefined;
   const server = new SMTPServer({
     authOptional: true,
     // Its bundled certificate has expired: no STARTTLS.
@@ -201,11 +212,13 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
         () =>
           void (async () => {
             state.attempts += 1;
+            const attempt = state.attempts;
             state.inFlight += 1;
             state.maxInFlight = Math.max(state.maxInFlight, state.inFlight);
             // Unref'd: a reply held for a process the test already killed must not keep the test file alive
             // (process.test.ts holds one for 60 s: a minute of idle wait per run).
             if (state.delayMs > 0) await delay(state.delayMs, undefined, { ref: false });
+            if (hold && attempt > hold.after) await hold.released;
             state.inFlight -= 1;
             const to = session.envelope.rcptTo.map((a) => a.address);
             const refusal = responder?.(to);
@@ -244,6 +257,14 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
     delayReplies(ms) {
       state.delayMs = ms;
     },
+    holdRepliesAfter(count) {
+      let release = () => {};
+      hold = { after: count, released: new Promise<void>((resolve) => (release = resolve)) };
+      return () => {
+        hold = undefined;
+        release();
+      };
+    },
     get inFlight() {
       return state.inFlight;
     },
@@ -255,12 +276,46 @@ export async function startSmtpServer(t: T): Promise<TestSmtp> {
   };
 }
 
+/** `ms` as a person reads it in a timeout message: "800 ms", "20 s". */
+function duration(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${Number((ms / 1000).toFixed(1))} s`;
+}
+
+/**
+ * Settles as `work` does, or rejects once `ms` have passed with "timed out after <ms> waiting for <what>": a
+ * wait on something that may never answer (a promise of a library, a teardown) fails in seconds, saying what it
+ * waited for, instead of holding its test file until the runner's per-file timeout.
+ */
+export async function within<R>(work: Promise<R> | (() => Promise<R>), ms: number, what: string): Promise<R> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${duration(ms)} waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([typeof work === 'function' ? work() : work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Polls `probe` until it returns something other than undefined or false, for at most `timeoutMs` in all: a probe
+ * that does not answer by then (a request or a Redis command that hangs) counts against the same deadline, so
+ * waitFor always ends within about `timeoutMs`, with "timed out after <timeoutMs> waiting for <what>".
+ */
 export async function waitFor<T>(probe: () => T | undefined | Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
   const deadline = Date.now() + timeoutMs;
+  const timedOut = (detail = '') => new Error(`timed out after ${duration(timeoutMs)} waiting for ${what}${detail}`);
+  const late = Symbol('late');
   for (;;) {
-    const value = await probe();
+    let timer: NodeJS.Timeout | undefined;
+    const value = await Promise.race([
+      (async () => probe())(),
+      new Promise<typeof late>((resolve) => (timer = setTimeout(resolve, Math.max(deadline - Date.now(), 1), late))),
+    ]).finally(() => clearTimeout(timer));
+    if (value === late) throw timedOut(' (its last check had not answered by then)');
     if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() >= deadline) throw timedOut();
     await sleep(25);
   }
 }
@@ -302,6 +357,8 @@ export function captureLogs(): { stream: Writable; lines: () => Record<string, u
   const stream = new Writable({
     write(chunk, _encoding, callback) {
       for (const line of String(chunk).split('\n')) if (line) raw.push(line);
+      // TEST_ERRAND_LOG_FILE=/tmp/x.log: every in-process errand's log lines also go there (to read a failure's why).
+      if (process.env.TEST_ERRAND_LOG_FILE) appendFileSync(process.env.TEST_ERRAND_LOG_FILE, String(chunk));
       callback();
     },
   });
@@ -340,8 +397,10 @@ export interface TestErrand extends Errand {
 export async function startTestErrand(t: T, env: Record<string, string | undefined>): Promise<TestErrand> {
   const config = loadConfig(env);
   const logs = captureLogs();
-  const errand = await startErrand(config, { logDestination: logs.stream });
-  t.teardown(() => errand.close());
+  const errand = await within(startErrand(config, { logDestination: logs.stream }), 60000, 'errand to start (startErrand)');
+  // close() is bounded in itself (workers get SHUTDOWN_GRACE_MS); should a part of it never settle, say so here
+  // rather than leave the file to the runner's per-file timeout.
+  t.teardown(() => within(errand.close(), 30000, 'errand.close() at teardown'));
   return { ...errand, config, logs };
 }
 

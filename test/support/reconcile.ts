@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import type { Db, OrderStatus } from '../../src/db/schema.js';
-import { ProviderSimulator, type RunningSimulator } from '../../src/reconcile/simulator.js';
+import { ProviderSimulator } from '../../src/reconcile/simulator.js';
+import { serveSimulator, type RunningSimulator } from '../../src/reconcile/simulator/server.js';
 import type { T } from './helpers.js';
 
 /** The provider simulator as a real HTTP server on a free port, closed at teardown. */
 export async function startSimulator(t: T): Promise<{ sim: ProviderSimulator; server: RunningSimulator; url: string }> {
   const sim = new ProviderSimulator();
-  const server = await sim.listen({ port: 0 });
+  const server = await serveSimulator(sim, { port: 0 });
   t.teardown(() => server.close());
   return { sim, server, url: server.url };
 }

@@ -157,11 +157,22 @@ export async function startRedisCluster(
     ]),
   );
   await Promise.all(nodes.map((node) => node.start()));
+  // redis-cli waits for the nodes to agree ('Waiting for the cluster to join') without a bound of its own.
   await run(
     'redis-cli',
     ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicasPerPrimary), '--cluster-yes'],
     { timeout: 60000 },
-  );
+  ).catch((error: { killed?: boolean; stdout?: string }) => {
+    if (!error.killed) throw error;
+    const tail = String(error.stdout ?? '')
+      .trim()
+      .split('\n')
+      .slice(-3)
+      .join(' | ');
+    throw new Error(`timed out after 60 s waiting for redis-cli --cluster create on ${ports.join(', ')}; stdout: ${tail}`, {
+      cause: error,
+    });
+  });
 
   const liveNodes = () => nodes.filter((node) => node.running);
   const cluster: RedisClusterNodes = {

@@ -1,8 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { Type, type Static } from 'typebox';
-import { ProviderPaymentStatusSchema, type PaymentProvider } from '../provider.js';
-import { createSimulatorClient } from './client.js';
-import { serveSimulator, type RunningSimulator } from './server.js';
+import { ProviderPaymentStatusSchema } from '../provider.js';
 
 export const SIM_FAILURES = [429, 500, 503, 'timeout'] as const;
 export type SimFailure = (typeof SIM_FAILURES)[number];
@@ -126,15 +124,5 @@ export class ProviderSimulator {
     } finally {
       this.inFlightNow -= 1;
     }
-  }
-
-  /** Shorthand for createSimulatorClient(this, options) (simulator/client.ts). */
-  client(options: { timeoutMs: number }): PaymentProvider {
-    return createSimulatorClient(this, options);
-  }
-
-  /** Shorthand for serveSimulator(this, options) (simulator/server.ts). */
-  listen(options: { port?: number; host?: string } = {}): Promise<RunningSimulator> {
-    return serveSimulator(this, options);
   }
 }

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { sql } from 'kysely';
 import { createDataLayer } from '../../src/db/pool.js';
-import { createSentEmails } from '../../src/email/sent-emails.js';
+import { createSentEmails } from '../../src/db/sent-emails.js';
 import { insertOrder, prepareFindOrders } from '../../src/db/orders.js';
 import { prepareStoreVerificationToken } from '../../src/db/verification-tokens.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
@@ -14,7 +14,7 @@ t.test('the email worker statements are named prepared statements: parsed and pl
   const singleData = createDataLayer(errand.config.DATABASE_URL, { poolMax: 1 });
   const single = singleData.db;
   t.teardown(() => singleData.destroy());
-  const sentEmails = createSentEmails(single);
+  const sentEmails = createSentEmails(singleData);
   const storeToken = prepareStoreVerificationToken(singleData);
   const findOrder = prepareFindOrders(singleData);
 
@@ -31,7 +31,7 @@ t.test('the email worker statements are named prepared statements: parsed and pl
     t.equal(recipient?.email, 'prepared@example.com', `round ${round}: the token is stored for its user`);
     const order = orders[round - 1];
     t.equal((await findOrder(order.id))?.email, order.email, `round ${round}: its own order is read`);
-    await sentEmails.record(`job-${round}`);
+    await sentEmails.record(`job-${round}`, `<email-job-${round}@localhost>`);
     t.equal(await sentEmails.wasSent(`job-${round}`), true, `round ${round}: recorded`);
   }
   // Several jobs at once share one run of the same statement.
@@ -68,10 +68,9 @@ t.test('the email worker statements are named prepared statements: parsed and pl
 
 t.test('a migration that changes a returned column while errand runs: the statement is prepared again, not failed', async (t) => {
   const singleData = createDataLayer(errand.config.DATABASE_URL, { poolMax: 1 });
-  const single = singleData.db;
   t.teardown(() => singleData.destroy());
-  const sentEmails = createSentEmails(single);
-  await sentEmails.record('before-migration');
+  const sentEmails = createSentEmails(singleData);
+  await sentEmails.record('before-migration', '<email-before-migration@localhost>');
   t.equal(await sentEmails.wasSent('before-migration'), true, 'prepared on this connection, returning text');
   // What a deploy's migration may do while the old process still serves: the check now returns varchar.
   await sql`alter table sent_emails alter column job_id type varchar(300)`.execute(errand.deps.db);
