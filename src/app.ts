@@ -69,6 +69,7 @@ export async function buildApp(deps: Deps) {
       queues: deps.queues,
       log: deps.log,
       publishedMarks: deps.publishedMarks,
+      publisher: deps.publisher,
     });
     await app.register(orderRoutes, { db: deps.db, trackingKey: deps.trackingKey });
     await app.register(webhookRoutes, {
@@ -77,6 +78,7 @@ export async function buildApp(deps: Deps) {
       queues: deps.queues,
       log: deps.log,
       publishedMarks: deps.publishedMarks,
+      publisher: deps.publisher,
       webhookSecrets: deps.config.PAYMENT_WEBHOOK_SECRETS,
       lateSuccess: deps.metrics.paymentsLateSuccess,
       statements: deps.statements,
@@ -109,6 +111,7 @@ export async function buildApp(deps: Deps) {
       queues: deps.queues,
       log: deps.log,
       publishedMarks: deps.publishedMarks,
+      publisher: deps.publisher,
       adminToken,
     });
   }

@@ -15,6 +15,7 @@ import { createRedis, type RedisClient } from './core/redis.js';
 import { createMailer, type Mailer } from './email/mailer.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createPublishedMarks, type PublishedMarks } from './outbox/published-marks.js';
+import { createPublisher, type Publisher } from './outbox/producer.js';
 import { deriveTrackingKey } from './payments/tracking.js';
 import { createHttpPaymentProvider, type PaymentProvider } from './reconcile/provider.js';
 import { createSimulatorClient, ProviderSimulator } from './reconcile/simulator.js';
@@ -60,6 +61,8 @@ export interface Deps {
   mailer: Mailer;
   /** Batches the outbox's `published_at` marks across requests (flushed by close). */
   publishedMarks: PublishedMarks;
+  /** Publish-after-commit's shared Redis writes (one addBulk per queue per event-loop turn). */
+  publisher: Publisher;
   /** Prometheus registry and errand's metrics (served at /metrics). */
   metrics: Metrics;
   /** The payment provider's read API (the built-in simulator when PAYMENT_PROVIDER_URL is unset). */
@@ -112,6 +115,7 @@ export function createDeps(config: Config, options: { logDestination?: Destinati
     queues,
     mailer,
     publishedMarks,
+    publisher: createPublisher(queues),
     metrics,
     provider,
     trackingKey: deriveTrackingKey(config.LINK_SECRET),

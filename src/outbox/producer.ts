@@ -26,6 +26,8 @@ export interface OutboxDeps {
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;
+  /** Shares Redis writes among concurrent publishers (createPublisher), built once by createDeps. */
+  publisher: Publisher;
 }
 
 /**
@@ -70,8 +72,8 @@ export function groupByQueue(rows: readonly OutboxRow[]): Map<string, OutboxRow[
 // Most rows one publish batch takes (one pipeline per queue).
 const PUBLISH_BATCH_MAX = 500;
 
-type PublishRow = (row: OutboxRow) => Promise<void>;
-const publishers = new WeakMap<Queues, PublishRow>();
+/** Publishes one freshly committed row; rows of one event-loop turn share one `addBulk` per queue. */
+export type Publisher = (row: OutboxRow) => Promise<void>;
 const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
 
 /**
@@ -81,9 +83,7 @@ const asError = (err: unknown): Error => (err instanceof Error ? err : new Error
  * `addBulk` is retried row by row; a row that still fails stays unpublished for the relay. Each job carries the
  * trace of the request that published it (captured before the batch, which runs in another request's context).
  */
-function publisherFor(queues: Queues): PublishRow {
-  let publish = publishers.get(queues);
-  if (publish) return publish;
+export function createPublisher(queues: Queues): Publisher {
   const batched = createBatcher<OutboxRow, Error | undefined>({
     maxBatch: PUBLISH_BATCH_MAX,
     maxInFlight: 2,
@@ -119,12 +119,10 @@ function publisherFor(queues: Queues): PublishRow {
       return rows.map((row) => failures.get(row));
     },
   });
-  publish = async (row) => {
+  return async (row) => {
     const failure = await batched(row);
     if (failure !== undefined) throw failure;
   };
-  publishers.set(queues, publish);
-  return publish;
 }
 
 /**
@@ -133,7 +131,7 @@ function publisherFor(queues: Queues): PublishRow {
  * are marked within ~20 ms, in one UPDATE shared with concurrent callers.
  */
 export async function publishAfterCommit(deps: OutboxDeps, rows: OutboxRow[]): Promise<void> {
-  const publish = publisherFor(deps.queues);
+  const publish = deps.publisher;
   const published: string[] = [];
   await Promise.all(
     rows.map(async (row) => {

@@ -7,7 +7,7 @@ import { sendError } from '../core/errors.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import type { Logger } from '../core/logger.js';
 import type { Queues } from '../queues.js';
-import { publishAfterCommit } from '../outbox/producer.js';
+import { publishAfterCommit, type Publisher } from '../outbox/producer.js';
 import type { PublishedMarks } from '../outbox/published-marks.js';
 import { parsePaymentEvent, PaymentEventSchema, processPaymentEvent, recordIgnoredPaymentEvent } from './events.js';
 import type { TransitionDeps } from './transitions.js';
@@ -27,6 +27,7 @@ export interface WebhookRoutesOptions {
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;
+  publisher: Publisher;
   /** Every secret that may sign (several during a rotation), from config. */
   webhookSecrets: readonly string[];
   /** errand_payments_late_success_total */

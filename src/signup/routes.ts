@@ -14,7 +14,7 @@ import { sendPage } from '../pages/layout.js';
 import { prefersHtml } from '../pages/negotiation.js';
 import { confirmEmailPage, emailVerifiedPage, verificationLinkProblemPage } from '../pages/verify-email.js';
 import type { Queues } from '../queues.js';
-import { publishAfterCommit } from '../outbox/producer.js';
+import { publishAfterCommit, type Publisher } from '../outbox/producer.js';
 import type { PublishedMarks } from '../outbox/published-marks.js';
 import { signupThrottleKey } from './throttle.js';
 import { hashToken } from './tokens.js';
@@ -88,6 +88,7 @@ export interface SignupRoutesOptions {
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;
+  publisher: Publisher;
 }
 
 export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fastify, deps) => {
