@@ -3,7 +3,8 @@
 // the RSS before the job, then the download of the finished file (MB/s). Smoke run: BENCH_EXPORT_ORDERS=5000.
 import { performance } from 'node:perf_hooks';
 import { sql } from 'kysely';
-import { createDb, prepareDatabase } from '../src/core/db.js';
+import { createDb } from '../src/db/pool.js';
+import { prepareDatabase } from '../src/db/migrations.js';
 import {
   errandEnv,
   freePort,

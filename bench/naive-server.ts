@@ -5,18 +5,21 @@
 import Fastify from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { loadConfig } from '../src/config.js';
-import { createDb } from '../src/core/db.js';
+import { createDataLayer } from '../src/db/pool.js';
+import { createStatements } from '../src/deps.js';
 import { createLogger } from '../src/core/logger.js';
 import { createMailer } from '../src/email/mailer.js';
 import { verificationEmail } from '../src/email/templates.js';
-import { insertVerificationToken, prepareSignupUser } from '../src/signup/repository.js';
+import { insertVerificationToken } from '../src/db/verification-tokens.js';
+import { signupThrottleKey } from '../src/signup/throttle.js';
 import { SignupBodySchema } from '../src/signup/routes.js';
 import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from '../src/signup/tokens.js';
 
 const config = loadConfig(process.env);
 if (!config.SMTP_URL) throw new Error('naive-server needs SMTP_URL');
-const db = createDb(config.DATABASE_URL, config.PG_POOL_MAX);
-const signupUser = prepareSignupUser(db);
+const data = createDataLayer(config.DATABASE_URL, { poolMax: config.PG_POOL_MAX });
+const { db } = data;
+const { signupUser } = createStatements(data);
 const mailer = createMailer({ smtpUrl: config.SMTP_URL, from: config.MAIL_FROM, mailDir: config.MAIL_DIR });
 
 const app = Fastify({
@@ -31,7 +34,7 @@ app.post('/auth/signup', { bodyLimit: 16 * 1024, schema: { body: SignupBodySchem
   const name = request.body.name ?? null;
   const token = mintVerificationToken();
   // The outbox row it also writes is never published here: only the naive send below happens.
-  const row = await signupUser({ email, name });
+  const row = await signupUser({ email, name, throttleKey: signupThrottleKey(email) });
   const due = row ? (row.payload as { userId: string }).userId : null;
   if (due !== null)
     await insertVerificationToken(db, { userId: due, hash: token.hash, expiresAt: new Date(Date.now() + VERIFICATION_TOKEN_TTL_MS) });
@@ -47,7 +50,7 @@ app.post('/auth/signup', { bodyLimit: 16 * 1024, schema: { body: SignupBodySchem
 const stop = async () => {
   await app.close();
   mailer.close();
-  await db.destroy();
+  await data.destroy();
 };
 process.once('SIGTERM', () => void stop());
 process.once('SIGINT', () => void stop());

@@ -10,7 +10,8 @@ import { Queue, Worker } from 'bullmq';
 import nodemailer from 'nodemailer';
 import { sql } from 'kysely';
 import { loadConfig } from '../src/config.js';
-import { prepareDatabase, type Db } from '../src/core/db.js';
+import { prepareDatabase } from '../src/db/migrations.js';
+import type { Db } from '../src/db/schema.js';
 import { createDeps } from '../src/deps.js';
 import { startErrand } from '../src/errand.js';
 import { EMAIL_QUEUE } from '../src/queues.js';
@@ -20,7 +21,7 @@ import { composeVerificationEmail } from '../src/signup/verification-email.js';
 import { verificationEmail } from '../src/email/templates.js';
 import { outboxJobId, publishAfterCommit } from '../src/outbox/producer.js';
 import { startOutboxRelay } from '../src/outbox/relay.js';
-import { prepareSignupUser } from '../src/signup/repository.js';
+import { signupThrottleKey } from '../src/signup/throttle.js';
 import {
   errandEnv,
   freePort,
@@ -40,6 +41,9 @@ import {
   startSmtpSink,
   uniqueEmail,
 } from './lib.js';
+
+/** A signup as the route hands it to the statement. */
+const signupOf = (email: string, name: string | null) => ({ email, name, throttleKey: signupThrottleKey(email) });
 
 const BACKLOG = Number(process.env.BENCH_RELAY_ROWS ?? 20_000);
 const PICKUPS = Number(process.env.BENCH_PICKUPS ?? 200);
@@ -130,11 +134,11 @@ async function pickupLatency(smtpUrl: string) {
   const completed = new Set<string>();
   worker.on('active', (job) => activeAt.set(job.id!, performance.now()));
   worker.on('completed', (job) => completed.add(job.id!));
-  const signupUser = prepareSignupUser(errand.deps.db);
+  const { signupUser } = errand.deps.statements;
   const latencies: number[] = [];
   progress(`pickup: ${PICKUPS} signups one at a time, idle worker`);
   for (let i = 0; i < PICKUPS; i++) {
-    const row = (await signupUser({ email: uniqueEmail(), name: null }))!;
+    const row = (await signupUser(signupOf(uniqueEmail(), null)))!;
     const committedAt = performance.now(); // the statement is its own transaction: it has committed
     await publishAfterCommit(errand.deps, [row]);
     const jobId = outboxJobId(row.id);

@@ -2,9 +2,9 @@
 // (the same statement + publish without HTTP) and a naive baseline (SMTP in the request).
 import { loadConfig } from '../src/config.js';
 import { createDeps, type Deps } from '../src/deps.js';
-import { prepareDatabase } from '../src/core/db.js';
+import { prepareDatabase } from '../src/db/migrations.js';
 import { publishAfterCommit } from '../src/outbox/producer.js';
-import { prepareSignupUser } from '../src/signup/repository.js';
+import { signupThrottleKey } from '../src/signup/throttle.js';
 import {
   closedLoop,
   errandEnv,
@@ -35,9 +35,10 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
 /** The route's work without HTTP: the same statement, then the same publish. */
 function signupVia(deps: Deps) {
-  const signupUser = prepareSignupUser(deps.db);
+  const { signupUser } = deps.statements;
   return async () => {
-    const row = await signupUser({ email: uniqueEmail(), name: 'Bench' });
+    const email = uniqueEmail();
+    const row = await signupUser({ email, name: 'Bench', throttleKey: signupThrottleKey(email) });
     if (row) await publishAfterCommit(deps, [row]);
   };
 }

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { loadConfig } from '../src/config.js';
 import { createDeps } from '../src/deps.js';
-import { prepareDatabase } from '../src/core/db.js';
+import { prepareDatabase } from '../src/db/migrations.js';
 import { runPaymentsSweep, type SweepSummary } from '../src/reconcile/sweep.js';
 import {
   errandEnv,

@@ -4,7 +4,8 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
 import { sql } from 'kysely';
-import { createDb, type Db } from '../src/core/db.js';
+import { createDb } from '../src/db/pool.js';
+import type { Db } from '../src/db/schema.js';
 import { ORDER_TRACKING_LINK_JOB } from '../src/email/jobs.js';
 import {
   errandEnv,

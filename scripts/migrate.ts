@@ -1,5 +1,5 @@
 import { ConfigError, loadConfig } from '../src/config.js';
-import { prepareDatabase } from '../src/core/db.js';
+import { prepareDatabase } from '../src/db/migrations.js';
 import { createMigrationTerminal } from './terminal-progress.js';
 
 // Creates the database if missing, applies pending migrations, exits 0; any failure exits 1.

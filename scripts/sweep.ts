@@ -1,7 +1,7 @@
 import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from '../src/config.js';
 import { createDeps, type Deps } from '../src/deps.js';
-import { prepareDatabase } from '../src/core/db.js';
+import { prepareDatabase } from '../src/db/migrations.js';
 import { unlessAborted } from '../src/core/abort.js';
 import { enqueuePaymentsSweep } from '../src/reconcile/jobs.js';
 import { runPaymentsSweep } from '../src/reconcile/sweep.js';

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import cliProgress from 'cli-progress';
-import type { MigrationEvent } from '../src/core/db.js';
+import type { MigrationEvent } from '../src/db/migrations.js';
 import type { SweepProgress } from '../src/reconcile/sweep.js';
 
 // Progress is for a person watching: it goes to stderr, and only when stderr

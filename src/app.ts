@@ -74,10 +74,12 @@ export async function buildApp(deps: Deps, options: AppOptions = {}) {
   if (deps.config.ROLE !== 'worker') {
     await app.register(signupRoutes, {
       db: deps.db,
+      statements: deps.statements,
       redis: deps.redis,
       queues: deps.queues,
       log: deps.log,
       publishedMarks: deps.publishedMarks,
+      publisher: deps.publisher,
     });
     await app.register(orderRoutes, { db: deps.db, trackingKey: deps.trackingKey });
     await app.register(webhookRoutes, {
@@ -86,8 +88,10 @@ export async function buildApp(deps: Deps, options: AppOptions = {}) {
       queues: deps.queues,
       log: deps.log,
       publishedMarks: deps.publishedMarks,
+      publisher: deps.publisher,
       webhookSecrets: deps.config.PAYMENT_WEBHOOK_SECRETS,
       lateSuccess: deps.metrics.paymentsLateSuccess,
+      statements: deps.statements,
     });
     await app.register(emailEventsRoutes, {
       db: deps.db,
@@ -123,6 +127,7 @@ export async function buildApp(deps: Deps, options: AppOptions = {}) {
       queues: deps.queues,
       log: deps.log,
       publishedMarks: deps.publishedMarks,
+      publisher: deps.publisher,
       adminToken,
     });
     await app.register(suppressionRoutes, { db: deps.db, adminToken });

@@ -114,6 +114,8 @@ export const ConfigSchema = Type.Object({
   WORKER_STALLED_INTERVAL_MS: Type.Integer({ minimum: 100, default: 30000 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10000 }),
   PG_POOL_MAX: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
+  // off: each caller's row of a shared statement (signup, settle, the email worker's) runs alone, for debugging (src/db/batch.ts).
+  DB_BATCHING: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
   BATCH_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 64, default: 1 }),
   IMPORT_MAX_BYTES: Type.Integer({ minimum: 1, maximum: 1024 * 1024 * 1024, default: 52428800 }),
   // Rows per batch chunk: each chunk is one transaction with its checkpoint, and one progress report.

@@ -4,7 +4,7 @@ import { QueueEvents, type Worker } from 'bullmq';
 import { developmentDefaultsInUse, type Config } from './config.js';
 import { createDeps, type Deps } from './deps.js';
 import { buildApp, type App, type AppOptions } from './app.js';
-import { prepareDatabase } from './core/db.js';
+import { prepareDatabase } from './db/migrations.js';
 import { createQueueWorker, type Processors } from './core/job-registry.js';
 import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
 import { describeRedisTopology, waitUntilConnected, warnUnlessNoEviction } from './core/redis.js';

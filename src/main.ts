@@ -23,7 +23,7 @@ try {
 // Tracing first: its instrumentations must be in place before errand imports fastify, pg and ioredis.
 const tracing = await startTracing(config.OTEL_EXPORTER_OTLP_ENDPOINT).catch(failStart);
 // Migrations run while the rest of errand loads: network waits overlap module compilation (start-up time).
-const { prepareDatabase } = await import('./core/db.js');
+const { prepareDatabase } = await import('./db/migrations.js');
 const databasePrepared = prepareDatabase(config.DATABASE_URL);
 databasePrepared.catch(() => {}); // startErrand awaits it and fails start-up on its error
 const { startErrand } = await import('./errand.js');

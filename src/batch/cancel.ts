@@ -1,9 +1,9 @@
 import { QueueEventsProducer, UnrecoverableError, type QueueEvents, type QueueEventsListener, type Worker } from 'bullmq';
 import type { RedisClient } from '../core/redis.js';
 import type { Logger } from '../core/logger.js';
-import type { Db } from '../core/db.js';
+import type { Db } from '../db/schema.js';
 import type { JobProcessor, Processors, QueueDefinition } from '../core/job-registry.js';
-import { cancelledJobsChecker } from '../outbox/cancelled.js';
+import { cancelledJobsChecker } from '../db/cancelled-jobs.js';
 import { CANCELLED_REASON } from './jobs.js';
 
 /** A custom event on the queue's own events stream: every worker process already reads that stream. */

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { Value } from 'typebox/value';
-import { EXPORT_FORMATS, ORDER_STATUSES, OrdersExportPayloadSchema, type OrdersExportPayload } from './jobs.js';
+import { ORDER_STATUSES } from '../db/schema.js';
+import { EXPORT_FORMATS, OrdersExportPayloadSchema, type OrdersExportPayload } from './jobs.js';
 
 // The argument parser of `npm run export` (scripts/export.ts), kept here so it can be tested in process.
 

@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox';
+import { OrderStatusSchema } from '../db/schema.js';
 import { defineQueue } from '../core/job-registry.js';
 
 export const BATCH_QUEUE = 'batch';
@@ -35,14 +36,13 @@ export function chunkRowsFor(kind: 'export' | 'other', configured: number | unde
   return configured ?? (kind === 'export' ? DEFAULT_EXPORT_CHUNK_ROWS : DEFAULT_CHUNK_ROWS);
 }
 
-export const ORDER_STATUSES = ['pending', 'paid', 'failed', 'expired'] as const;
 export const EXPORT_FORMATS = ['csv', 'ndjson'] as const;
 
 export const OrdersExportPayloadSchema = Type.Object(
   {
     from: Type.Optional(Type.String({ format: 'date-time' })),
     to: Type.Optional(Type.String({ format: 'date-time' })),
-    status: Type.Optional(Type.Union([Type.Literal('pending'), Type.Literal('paid'), Type.Literal('failed'), Type.Literal('expired')])),
+    status: Type.Optional(OrderStatusSchema),
     format: Type.Union([Type.Literal('csv'), Type.Literal('ndjson')]),
   },
   { additionalProperties: false },

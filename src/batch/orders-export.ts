@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import type { Job } from 'bullmq';
 import { sql, type RawBuilder } from 'kysely';
-import type { Db, OrderStatus } from '../core/db.js';
+import type { Db, OrderStatus } from '../db/schema.js';
 import { ORDERS_EXPORT_JOB, type OrdersExportPayload } from './jobs.js';
 import { checkpointRefusedError, JobCancelledError, pauseBetweenChunks, runCancellable, throwIfAborted } from './chunks.js';
 import { batchDb, checkpointRefusal, loadOrCreateBatchJob, setBatchJobTotal, type BatchJobState } from './repository.js';

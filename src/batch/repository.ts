@@ -1,5 +1,5 @@
 import { sql, type ColumnType, type Generated, type Kysely, type Transaction } from 'kysely';
-import type { Database, Db } from '../core/db.js';
+import type { Database, Db } from '../db/schema.js';
 
 export interface BatchJobsTable {
   job_id: string;

@@ -1,8 +1,9 @@
 import type { Job } from 'bullmq';
 import { sql } from 'kysely';
-import type { Db } from '../core/db.js';
-import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB } from '../email/jobs.js';
-import { outboxJobId, outboxValues, publishAfterCommit, type OutboxDeps, type OutboxRow } from '../outbox/producer.js';
+import type { Db } from '../db/schema.js';
+import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB, emailQueue } from '../email/jobs.js';
+import { publishAfterCommit, type OutboxDeps } from '../outbox/producer.js';
+import { insertOutboxRows, outboxJob, outboxJobId, outboxJobIdSql, type OutboxRow } from '../db/outbox.js';
 import { TRACKING_LINKS_BACKFILL_JOB, type TrackingLinksBackfillPayload } from './jobs.js';
 import { assertCheckpointWritten, JobCancelledError, pauseBetweenChunks, runCancellable, throwIfAborted } from './chunks.js';
 import { advanceCheckpoint, batchDb, batchTrx, loadOrCreateBatchJob, setBatchJobTotal, type BatchJobState } from './repository.js';
@@ -44,7 +45,7 @@ function paidOrdersSince(db: Db, since: string, until: string, after: { paidAt: 
            o.paid_at::text AS key_paid_at,
            EXISTS (SELECT 1 FROM tracking_link_backfills b WHERE b.order_id = o.id) AS backfilled,
            o.tracking_email_queued_at IS NOT NULL AS queued,
-           EXISTS (SELECT 1 FROM (${trackingJobs}) t JOIN sent_emails s ON s.job_id = 'outbox-' || t.id) AS sent,
+           EXISTS (SELECT 1 FROM (${trackingJobs}) t JOIN sent_emails s ON s.job_id = ${outboxJobIdSql(sql`t.id`)}) AS sent,
            EXISTS (SELECT 1 FROM (${trackingJobs}) t WHERE t.published_at IS NULL) AS unpublished,
            ARRAY(SELECT t.id::text FROM (${trackingJobs}) t) AS outbox_ids
       FROM orders o
@@ -141,14 +142,11 @@ export async function processTrackingLinksBackfillJob(
                 .onConflict((oc) => oc.column('order_id').doNothing())
                 .returning('order_id')
                 .execute();
-        const inserted =
-          claimed.length === 0
-            ? []
-            : await trx
-                .insertInto('outbox')
-                .values(claimed.map((c) => outboxValues(EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB, { orderId: c.order_id })))
-                .returning(['id', 'queue', 'job_name', 'payload'])
-                .execute();
+        const inserted = await insertOutboxRows(
+          trx,
+          outboxJob(emailQueue, ORDER_TRACKING_LINK_JOB),
+          claimed.map((c) => ({ orderId: c.order_id })),
+        );
         if (claimed.length > 0) {
           // Rows locked in id order, as the settle statement locks them: the two cannot deadlock.
           await sql`

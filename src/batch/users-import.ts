@@ -3,8 +3,9 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import { parse, type Options as CsvParseOptions } from 'csv-parse';
 import AjvModule from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
-import { enqueue, outboxJobId, outboxValues, publishAfterCommit, type OutboxDeps, type OutboxRow } from '../outbox/producer.js';
+import { EMAIL_VERIFICATION_JOB, emailQueue } from '../email/jobs.js';
+import { enqueue, publishAfterCommit, type OutboxDeps } from '../outbox/producer.js';
+import { insertOutboxRows, outboxJob, outboxJobId, type OutboxRow } from '../db/outbox.js';
 import { SignupBodySchema } from '../signup/routes.js';
 import { BATCH_QUEUE, USERS_IMPORT_JOB, type UsersImportPayload } from './jobs.js';
 import { assertCheckpointWritten, JobCancelledError, pauseBetweenChunks, runCancellable, throwIfAborted } from './chunks.js';
@@ -363,14 +364,13 @@ async function commitImportChunk(
             .onConflict((oc) => oc.column('email').doNothing())
             .returning('id')
             .execute();
-    const outboxRows =
-      chunk.payload.sendVerification && created.length > 0
-        ? await trx
-            .insertInto('outbox')
-            .values(created.map((user) => outboxValues(EMAIL_QUEUE, EMAIL_VERIFICATION_JOB, { userId: user.id })))
-            .returning(['id', 'queue', 'job_name', 'payload'])
-            .execute()
-        : [];
+    const outboxRows = chunk.payload.sendVerification
+      ? await insertOutboxRows(
+          trx,
+          outboxJob(emailQueue, EMAIL_VERIFICATION_JOB),
+          created.map((user) => ({ userId: user.id })),
+        )
+      : [];
     if (errors.length > 0) {
       await btrx
         .insertInto('batch_import_errors')

@@ -3,7 +3,7 @@ import { pathOnly } from './logger.js';
 import type { FastifyError, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import { Type } from 'typebox';
 
-// A request that waited as long as the pool's connection timeout for a shared statement to start (createBatcher).
+// A request that waited as long as the pool's connection timeout for a shared statement to start (the statement batcher, src/db).
 const DATABASE_BUSY = 'ERRAND_DATABASE_BUSY';
 
 /** What a caller of a shared statement gets when none could start in time: handled as the database being unavailable. */
@@ -40,7 +40,7 @@ const LOCK_CONFLICT_CODES = new Set(['40P01', '40001', '55P03', '57014']);
 
 /**
  * A statement that failed on what other transactions held (a deadlock, a lock or statement timeout): run alone,
- * without the rows other callers' items added to a shared statement, it can succeed. createBatcher's retryAlone.
+ * without the rows other callers' items added to a shared statement, it can succeed: the statement batcher retries it alone.
  */
 export function isLockConflict(error: unknown): boolean {
   const { code } = (error ?? {}) as { code?: string };

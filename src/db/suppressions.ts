@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely';
-import { compileOnce, type Db } from '../core/db.js';
+import type { Db } from './schema.js';
 
 /** What a provider's event means for errand; `ignored` is every other event type (never stored). */
 export type EmailEventKind = 'hard_bounce' | 'soft_bounce' | 'complaint' | 'ignored';
@@ -156,22 +156,14 @@ export async function recordEmailEvents(
   });
 }
 
-const findStatements = new WeakMap<Db, (params: { email: string }) => Promise<{ reason: SuppressionReason }[]>>();
-
 /**
  * The check before a send: `{reason}` when the address (any case) is suppressed, else null. One primary-key
  * lookup, prepared once per connection.
  */
 export async function findSuppression(db: Db, email: string): Promise<{ reason: SuppressionReason } | null> {
-  let statement = findStatements.get(db);
-  if (!statement) {
-    statement = compileOnce<{ email: string }, { reason: SuppressionReason }>(db, ['email'], (db, p) =>
-      tables(db).selectFrom('suppressions').select('reason').where('email', '=', p.email),
-    );
-    findStatements.set(db, statement);
-  }
-  const rows = await statement({ email: normaliseEmail(email) });
-  return rows[0] ? { reason: rows[0].reason } : null;
+  // One primary-key lookup per email job (the worker's limiter holds it to a few a second: not worth a prepared plan).
+  const row = await tables(db).selectFrom('suppressions').select('reason').where('email', '=', normaliseEmail(email)).executeTakeFirst();
+  return row ? { reason: row.reason } : null;
 }
 
 export interface SuppressionItem {

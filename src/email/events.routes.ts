@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { Type } from 'typebox';
 import type { Counter } from 'prom-client';
-import type { Db } from '../core/db.js';
+import type { Db } from '../db/schema.js';
 import { noteOutcome } from '../core/access-log.js';
 import { sendError } from '../core/errors.js';
 import { maskEmail } from '../core/logger.js';

@@ -1,6 +1,6 @@
 import { RateLimitError, UnrecoverableError, type Job } from 'bullmq';
 import type { Config } from '../config.js';
-import type { Db } from '../core/db.js';
+import type { Db } from '../db/schema.js';
 import { isDatabaseUnavailable } from '../core/errors.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { JobNameOf, PayloadOf, Processors } from '../core/job-registry.js';
@@ -11,7 +11,7 @@ import type { Queues } from '../queues.js';
 import { EMAIL_QUEUE, emailQueue } from './jobs.js';
 import { setTimeout as delay } from 'node:timers/promises';
 import { classifySmtpError, emailMessageId, messageIdDomain, type Mailer, type OutgoingEmail } from './mailer.js';
-import { createSentEmails, type SentEmails } from './sent-emails.js';
+import type { SentEmails } from '../db/sent-emails.js';
 
 type EmailJobName = JobNameOf<typeof emailQueue>;
 
@@ -25,9 +25,12 @@ export type EmailComposers = { readonly [N in EmailJobName]: EmailComposer<N> };
 
 export interface EmailWorkerDeps {
   config: Config;
-  db: Db;
   log: Logger;
   mailer: Mailer;
+  /** sent_emails (src/db/sent-emails.ts), built once by createDeps. */
+  statements: { sentEmails: SentEmails };
+  /** For the suppression list (src/db/suppressions.ts). */
+  db: Db;
   queues: Queues;
   metrics: Pick<Metrics, 'emailOutagePauses' | 'emailsSuppressed'>;
 }
@@ -132,7 +135,7 @@ export function processEmailJob<N extends EmailJobName>(
   deps: EmailWorkerDeps,
   compose: EmailComposer<N>,
   outages: OutagePauses = createOutagePauses(deps),
-  sentEmails: SentEmails = createSentEmails(deps.db),
+  sentEmails: SentEmails = deps.statements.sentEmails,
 ) {
   const domain = messageIdDomain(deps.config.MAIL_FROM, deps.config.PUBLIC_BASE_URL);
   const sendOnce = async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<EmailJobResult> => {
@@ -201,7 +204,7 @@ export function processEmailJob<N extends EmailJobName>(
 /** The email queue's processors: every job kind goes through the same send path with its own composer. */
 export function emailProcessors(deps: EmailWorkerDeps, composers: EmailComposers): Processors<typeof emailQueue> {
   const outages = createOutagePauses(deps);
-  const sentEmails = createSentEmails(deps.db);
+  const { sentEmails } = deps.statements;
   return {
     // One pause state for the queue: every job kind runs into the same SMTP server and database.
     'email-verification': processEmailJob(deps, composers['email-verification'], outages, sentEmails),

@@ -1,6 +1,6 @@
 import { sql, type RawBuilder } from 'kysely';
 import { deleteExpiredBatchData } from '../batch/repository.js';
-import type { Database, Db } from '../core/db.js';
+import type { Database, Db } from '../db/schema.js';
 import type { Logger } from '../core/logger.js';
 
 /**

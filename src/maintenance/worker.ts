@@ -1,4 +1,4 @@
-import type { Db } from '../core/db.js';
+import type { Db } from '../db/schema.js';
 import type { Processors } from '../core/job-registry.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../ops/metrics.js';

@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify';
 import { sql } from 'kysely';
 import { Type } from 'typebox';
-import type { Db } from '../core/db.js';
+import type { Db } from '../db/schema.js';
 import { unlessAborted } from '../core/abort.js';
 import { checkRedisReady, type RedisClient } from '../core/redis.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';

@@ -3,7 +3,7 @@ import type { Job, Worker } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 import type { RedisClient } from '../core/redis.js';
 import { sql } from 'kysely';
-import type { Db } from '../core/db.js';
+import type { Db } from '../db/schema.js';
 import { describeRoutes } from '../core/route-docs.js';
 import type { Logger } from '../core/logger.js';
 import { QUEUE_NAMES, type QueueName, type Queues } from '../queues.js';

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { Db } from '../core/db.js';
+import type { Db } from '../db/schema.js';
 import { sendError } from '../core/errors.js';
 import { SafeString } from '../core/schemas.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';

@@ -1,54 +1,25 @@
 import type { Transaction } from 'kysely';
 import type { RedisClient } from '../core/redis.js';
-import type { Database, Db } from '../core/db.js';
+import type { Database, Db } from '../db/schema.js';
+import { insertOutboxRow, outboxJob, outboxJobId, type OutboxRow } from '../db/outbox.js';
 import type { Logger } from '../core/logger.js';
-import { jobOptionsFor, type JobName, type Payload, type QueueName, type Queues } from '../queues.js';
+import { jobOptionsFor, queueDefinition, type JobName, type Payload, type QueueName, type Queues } from '../queues.js';
 import type { PublishedMarks } from './published-marks.js';
-import { activeTraceContext, inTraceContext, jobTelemetryFor, type TraceContext } from '../core/tracing.js';
-import { createBatcher } from '../core/batcher.js';
+import { activeTraceContext, inTraceContext, jobTelemetryFor } from '../core/tracing.js';
+import { createBatcher } from '../db/batcher.js';
 import type { Config } from '../config.js';
 import { UnknownQueueError } from './row-fault.js';
 
-export interface OutboxRow {
-  id: string;
-  queue: string;
-  job_name: string;
-  payload: unknown;
-  /** Read by the relay and republish (the request that wrote the row is long gone); absent on freshly written rows. */
-  trace_context?: TraceContext | null;
-}
+export { outboxJobId, type OutboxRow } from '../db/outbox.js';
 
-/** BullMQ job ids may not contain `:` nor be all digits; this one is stable per outbox row, so re-publishing is a no-op. */
-export function outboxJobId(outboxId: string): string {
-  return `outbox-${outboxId}`;
-}
-
-/**
- * The outbox columns of one job; typed so that only a declared queue, job name and matching payload fit.
- * `trace_context` is the active trace (null when tracing is off), so a relay publish joins the same trace.
- */
-export function outboxValues<Q extends QueueName, N extends JobName<Q>>(queue: Q, jobName: N, data: Payload<Q, N>) {
-  const traceContext = activeTraceContext();
-  return {
-    queue,
-    job_name: jobName,
-    payload: JSON.stringify(data),
-    trace_context: traceContext === null ? null : JSON.stringify(traceContext),
-  };
-}
-
-/** Records a job in the caller's transaction; it reaches Redis only after commit (`publishAfterCommit`). */
+/** Records a job in the caller's transaction (db/outbox.ts); it reaches Redis only after commit (`publishAfterCommit`). */
 export async function enqueue<Q extends QueueName, N extends JobName<Q>>(
   trx: Transaction<Database>,
   queue: Q,
   jobName: N,
   data: Payload<Q, N>,
 ): Promise<OutboxRow> {
-  return trx
-    .insertInto('outbox')
-    .values(outboxValues(queue, jobName, data))
-    .returning(['id', 'queue', 'job_name', 'payload'])
-    .executeTakeFirstOrThrow();
+  return insertOutboxRow(trx, outboxJob(queueDefinition(queue), jobName), data);
 }
 
 export interface OutboxDeps {
@@ -57,6 +28,8 @@ export interface OutboxDeps {
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;
+  /** Shares Redis writes among concurrent publishers (createPublisher), built once by createDeps. */
+  publisher: Publisher;
   /** Read for OUTBOX_PUBLISH_DEADLINE_MS (absent: DEFAULT_PUBLISH_DEADLINE_MS). */
   config?: Partial<Pick<Config, 'OUTBOX_PUBLISH_DEADLINE_MS'>>;
 }
@@ -106,8 +79,8 @@ export function groupByQueue(rows: readonly OutboxRow[]): Map<string, OutboxRow[
 // Most rows one publish batch takes (one pipeline per queue).
 const PUBLISH_BATCH_MAX = 500;
 
-type PublishRow = (row: OutboxRow) => Promise<void>;
-const publishers = new WeakMap<Queues, PublishRow>();
+/** Publishes one freshly committed row; rows of one event-loop turn share one `addBulk` per queue. */
+export type Publisher = (row: OutboxRow) => Promise<void>;
 const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
 
 /**
@@ -119,9 +92,7 @@ const asError = (err: unknown): Error => (err instanceof Error ? err : new Error
  * given up at once, so a Redis that is slow to answer cannot pile up rows here. Each job carries the trace of the
  * request that published it (captured before the batch, which runs in another request's context).
  */
-function publisherFor(queues: Queues, deadlineMs: number): PublishRow {
-  let publish = publishers.get(queues);
-  if (publish) return publish;
+export function createPublisher(queues: Queues, deadlineMs: number = DEFAULT_PUBLISH_DEADLINE_MS): Publisher {
   const batched = createBatcher<OutboxRow, Error | undefined>({
     maxBatch: PUBLISH_BATCH_MAX,
     maxInFlight: 2,
@@ -141,12 +112,10 @@ function publisherFor(queues: Queues, deadlineMs: number): PublishRow {
       return rows.map((row) => failures.get(row));
     },
   });
-  publish = async (row) => {
+  return async (row) => {
     const failure = await batched(row);
     if (failure !== undefined) throw failure;
   };
-  publishers.set(queues, publish);
-  return publish;
 }
 
 /**
@@ -158,14 +127,13 @@ function publisherFor(queues: Queues, deadlineMs: number): PublishRow {
 export async function publishAfterCommit(deps: OutboxDeps, rows: OutboxRow[]): Promise<void> {
   if (rows.length === 0) return;
   const deadlineMs = deps.config?.OUTBOX_PUBLISH_DEADLINE_MS ?? DEFAULT_PUBLISH_DEADLINE_MS;
-  const publish = publisherFor(deps.queues, deadlineMs);
   const pending = new Set(rows);
   const all = Promise.all(
     rows.map(async (row) => {
       try {
         // Before the first connect BullMQ would wait for Redis; fail at once instead.
         if (deps.redis.status !== 'ready') throw new Error(`redis not connected (${deps.redis.status})`);
-        await publish(row.trace_context === undefined ? { ...row, trace_context: activeTraceContext() } : row);
+        await deps.publisher(row.trace_context === undefined ? { ...row, trace_context: activeTraceContext() } : row);
         deps.publishedMarks.add([row.id]);
       } catch (err) {
         deps.log.warn({ outboxId: row.id, queue: row.queue, jobName: row.job_name, err }, 'outbox publish deferred to relay');
@@ -187,24 +155,4 @@ export async function publishAfterCommit(deps: OutboxDeps, rows: OutboxRow[]): P
       'outbox publish not confirmed within the deadline; answering, the relay publishes it if Redis does not',
     );
   }
-}
-
-export type EnqueueInTransaction = <Q extends QueueName, N extends JobName<Q>>(queue: Q, jobName: N, data: Payload<Q, N>) => Promise<void>;
-
-/**
- * Runs `work` in one transaction; the jobs it enqueues are committed with its
- * rows and published to Redis right after the commit.
- */
-export async function transactionWithOutbox<T>(
-  deps: OutboxDeps,
-  work: (trx: Transaction<Database>, enqueueJob: EnqueueInTransaction) => Promise<T>,
-): Promise<T> {
-  const rows: OutboxRow[] = [];
-  const result = await deps.db.transaction().execute((trx) =>
-    work(trx, async (queue, jobName, data) => {
-      rows.push(await enqueue(trx, queue, jobName, data));
-    }),
-  );
-  await publishAfterCommit(deps, rows);
-  return result;
 }

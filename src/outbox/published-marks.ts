@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Db } from '../core/db.js';
+import type { Db } from '../db/schema.js';
 import type { Logger } from '../core/logger.js';
 
 // Marking rows published is bookkeeping for the relay, not part of the guarantee: batching the UPDATE across

@@ -4,7 +4,7 @@ import type { Metrics } from '../ops/metrics.js';
 import { addRow, groupByQueue, jobForRow, queueForRow, type OutboxDeps, type OutboxRow } from './producer.js';
 import { republishRecentRows } from './republish.js';
 import { isRowFault } from './row-fault.js';
-import { notCancelled } from './cancelled.js';
+import { notCancelled } from '../db/cancelled-jobs.js';
 
 export interface RelayDeps extends OutboxDeps {
   metrics: Pick<Metrics, 'outboxRowsSkipped'>;

@@ -1,4 +1,4 @@
-import { notCancelled } from './cancelled.js';
+import { notCancelled } from '../db/cancelled-jobs.js';
 import { groupByQueue, jobForRow, queueForRow, type OutboxDeps, type OutboxRow } from './producer.js';
 
 /**

@@ -1,10 +1,11 @@
 import { html } from '../core/html.js';
 import { formatMinorUnits } from '../core/money.js';
 import type { Page } from './layout.js';
+import type { OrderStatus } from '../db/schema.js';
 
 export interface TrackedOrder {
   id: string;
-  status: 'pending' | 'paid' | 'failed' | 'expired';
+  status: OrderStatus;
   amount: number;
   currency: string;
   paidAt: Date | null;

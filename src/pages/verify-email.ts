@@ -1,5 +1,5 @@
 import { html } from '../core/html.js';
-import type { VerificationTokenState } from '../signup/repository.js';
+import type { VerificationTokenState } from '../db/verification-tokens.js';
 import type { Page } from './layout.js';
 
 /**

@@ -1,7 +1,8 @@
 import { Type, type Static } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { SafeString, describeSafeStringFailure } from '../core/schemas.js';
-import { recordPaymentEvent } from './repository.js';
+import { recordPaymentEvent } from '../db/orders.js';
+import type { Db } from '../db/schema.js';
 import { settlePayment, type PaymentOutcome, type SettleResult, type TransitionDeps } from './transitions.js';
 
 // The literals written out: a Type.Union over `.map()` gets a plain array type, and Static<> of it is never.
@@ -97,7 +98,7 @@ export function processPaymentEvent(deps: TransitionDeps, id: string, event: Pay
 
 /** Records an event errand does not handle; false when its id was already recorded (a replay). */
 export function recordIgnoredPaymentEvent(
-  deps: Pick<TransitionDeps, 'db'>,
+  deps: { db: Db },
   ignored: { id: string; type: string; providerRef: string | null },
 ): Promise<boolean> {
   return recordPaymentEvent(deps.db, { eventId: ignored.id, type: ignored.type, providerRef: ignored.providerRef, orderId: null });

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { Db } from '../core/db.js';
+import { OrderStatusSchema, type Db } from '../db/schema.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { SafeString } from '../core/schemas.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
@@ -10,7 +10,7 @@ import { maskEmail } from '../core/logger.js';
 import { sendPage } from '../pages/layout.js';
 import { prefersHtml } from '../pages/negotiation.js';
 import { orderNotFoundPage, orderTrackingPage } from '../pages/tracking.js';
-import { findOrderById, insertOrder } from './repository.js';
+import { findOrderById, insertOrder } from '../db/orders.js';
 import { isUuid, isValidTrackingToken } from './tracking.js';
 
 export const CreateOrderBodySchema = Type.Object(
@@ -22,8 +22,6 @@ export const CreateOrderBodySchema = Type.Object(
   },
   { additionalProperties: false, examples: [{ email: 'ada@example.com', amount: 1999, currency: 'USD' }] },
 );
-
-const OrderStatusSchema = Type.Union([Type.Literal('pending'), Type.Literal('paid'), Type.Literal('failed'), Type.Literal('expired')]);
 
 const OrderCreatedSchema = Type.Object({
   id: Type.String(),

@@ -1,14 +1,17 @@
 import type { Config } from '../config.js';
-import type { Db } from '../core/db.js';
+import type { Order } from '../db/orders.js';
 import type { EmailComposer } from '../email/worker.js';
 import { orderTrackingEmail, publicLink } from '../email/templates.js';
-import { prepareFindOrders } from './repository.js';
 import { trackingToken } from './tracking.js';
 
 /** The tracking link is computed at send time from the order id; the token is never stored, queued or logged. */
-export function composeOrderTrackingEmail(deps: { db: Db; config: Config; trackingKey: Buffer }): EmailComposer<'order-tracking-link'> {
+export function composeOrderTrackingEmail(deps: {
+  statements: { findOrder: (id: string) => Promise<Order | undefined> };
+  config: Config;
+  trackingKey: Buffer;
+}): EmailComposer<'order-tracking-link'> {
   const { trackingKey } = deps;
-  const findOrder = prepareFindOrders(deps.db);
+  const { findOrder } = deps.statements;
   return async (data) => {
     const order = await findOrder(data.orderId);
     // Only paid orders get the email (paid is final, so this never flips back).

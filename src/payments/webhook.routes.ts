@@ -1,15 +1,16 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { Type } from 'typebox';
 import type { RedisClient } from '../core/redis.js';
-import type { Db } from '../core/db.js';
+import type { Db } from '../db/schema.js';
 import { noteOutcome } from '../core/access-log.js';
 import { sendError } from '../core/errors.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
 import type { Logger } from '../core/logger.js';
 import type { Queues } from '../queues.js';
-import { publishAfterCommit } from '../outbox/producer.js';
+import { publishAfterCommit, type Publisher } from '../outbox/producer.js';
 import type { PublishedMarks } from '../outbox/published-marks.js';
 import { parsePaymentEvent, PaymentEventSchema, processPaymentEvent, recordIgnoredPaymentEvent } from './events.js';
+import type { TransitionDeps } from './transitions.js';
 import {
   createWebhookVerifier,
   SIGNATURE_HEADER,
@@ -26,10 +27,12 @@ export interface WebhookRoutesOptions {
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;
+  publisher: Publisher;
   /** Every secret that may sign (several during a rotation), from config. */
   webhookSecrets: readonly string[];
   /** errand_payments_late_success_total */
   lateSuccess: { inc(): void };
+  statements: TransitionDeps['statements'];
 }
 
 // For GET /docs/openapi.json. The body and headers are documented only: the
@@ -126,7 +129,11 @@ export const webhookRoutes: FastifyPluginAsync<WebhookRoutesOptions> = async (ap
     }
 
     const { event } = parsed;
-    const result = await processPaymentEvent({ db: deps.db, log: request.log, lateSuccess: deps.lateSuccess }, parsed.id, event);
+    const result = await processPaymentEvent(
+      { statements: deps.statements, log: request.log, lateSuccess: deps.lateSuccess },
+      parsed.id,
+      event,
+    );
     const fields = { eventId: parsed.id, eventType: event.type };
     switch (result.kind) {
       case 'duplicate':

@@ -1,8 +1,8 @@
 import type { Config } from '../config.js';
 import type { Metrics } from '../ops/metrics.js';
 import { publishAfterCommit, type OutboxDeps } from '../outbox/producer.js';
-import { findPendingOrdersInWindow, recordOrdersChecked, type PendingOrder } from '../payments/repository.js';
-import { settlePayment, type PaymentOutcome } from '../payments/transitions.js';
+import { findPendingOrdersInWindow, recordOrdersChecked, type PendingOrder } from '../db/orders.js';
+import { settlePayment, type PaymentOutcome, type TransitionDeps } from '../payments/transitions.js';
 import type { PaymentProvider } from './provider.js';
 
 export interface SweepOptions {
@@ -31,6 +31,7 @@ export interface SweepDeps extends OutboxDeps {
   config: Pick<Config, 'PAYMENTS_RECONCILE_CONCURRENCY'> & Partial<Pick<Config, 'OUTBOX_PUBLISH_DEADLINE_MS'>>;
   provider: PaymentProvider;
   metrics: Pick<Metrics, 'paymentsLateSuccess'>;
+  statements: TransitionDeps['statements'];
 }
 
 export interface SweepHooks {
@@ -105,7 +106,7 @@ export async function runPaymentsSweep(options: SweepOptions, deps: SweepDeps, h
     const outcome: PaymentOutcome = lookup.status;
     if (dryRun) return COUNTER_FOR_OUTCOME[outcome];
     const settlement = await settlePayment(
-      { db: deps.db, log, lateSuccess: deps.metrics.paymentsLateSuccess },
+      { statements: deps.statements, log, lateSuccess: deps.metrics.paymentsLateSuccess },
       { providerRef: order.providerRef, outcome, amount: order.amount, currency: order.currency },
     );
     // Amounts were checked above; the statement checks again against the row it locked (and finds it, unless deleted).

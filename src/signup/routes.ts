@@ -2,7 +2,9 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { RedisClient } from '../core/redis.js';
-import type { Db } from '../core/db.js';
+import type { Db } from '../db/schema.js';
+import type { SignupUser } from '../db/signup-user.js';
+import { consumeVerificationToken, findVerificationToken } from '../db/verification-tokens.js';
 import { ErrorResponseSchema, sendError } from '../core/errors.js';
 import { SafeString } from '../core/schemas.js';
 import { describeRoutes, type RouteDoc } from '../core/route-docs.js';
@@ -12,9 +14,9 @@ import { sendPage } from '../pages/layout.js';
 import { prefersHtml } from '../pages/negotiation.js';
 import { confirmEmailPage, emailVerifiedPage, verificationLinkProblemPage } from '../pages/verify-email.js';
 import type { Queues } from '../queues.js';
-import { publishAfterCommit } from '../outbox/producer.js';
+import { publishAfterCommit, type Publisher } from '../outbox/producer.js';
 import type { PublishedMarks } from '../outbox/published-marks.js';
-import { consumeVerificationToken, findVerificationToken, prepareSignupUser } from './repository.js';
+import { signupThrottleKey } from './throttle.js';
 import { hashToken } from './tokens.js';
 
 export const SignupBodySchema = Type.Object(
@@ -81,16 +83,18 @@ const SIGNUP_ROUTE_DOCS: Record<string, RouteDoc> = {
 
 export interface SignupRoutesOptions {
   db: Db;
+  statements: { signupUser: SignupUser };
   redis: RedisClient;
   queues: Queues;
   log: Logger;
   publishedMarks: PublishedMarks;
+  publisher: Publisher;
 }
 
 export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   app.addHook('onRoute', describeRoutes(SIGNUP_ROUTE_DOCS));
-  const signupUser = prepareSignupUser(deps.db);
+  const { signupUser } = deps.statements;
 
   app.post(
     '/auth/signup',
@@ -102,7 +106,7 @@ export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fast
     },
     async (request, reply) => {
       const email = request.body.email.trim().toLowerCase();
-      const outboxRow = await signupUser({ email, name: request.body.name?.trim() || null });
+      const outboxRow = await signupUser({ email, name: request.body.name?.trim() || null, throttleKey: signupThrottleKey(email) });
       if (outboxRow) await publishAfterCommit({ ...deps, log: request.log }, [outboxRow]);
       noteOutcome(request, 'signup accepted', { recipient: maskEmail(email), emailQueued: outboxRow !== undefined });
       // Same answer whether the address is new, unverified or verified: no account enumeration.

@@ -1,16 +1,18 @@
 import type { Config } from '../config.js';
-import type { Db } from '../core/db.js';
+import type { StoreVerificationToken } from '../db/verification-tokens.js';
 import type { EmailComposer } from '../email/worker.js';
 import { publicLink, verificationEmail } from '../email/templates.js';
-import { prepareStoreVerificationToken } from './repository.js';
 import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from './tokens.js';
 
 /**
  * Minted at send time, so the raw token exists only inside the email: never in
  * Redis, the outbox or a log. A retry mints a new one; older ones stay valid.
  */
-export function composeVerificationEmail(deps: { db: Db; config: Config }): EmailComposer<'email-verification'> {
-  const storeToken = prepareStoreVerificationToken(deps.db);
+export function composeVerificationEmail(deps: {
+  statements: { storeVerificationToken: StoreVerificationToken };
+  config: Config;
+}): EmailComposer<'email-verification'> {
+  const storeToken = deps.statements.storeVerificationToken;
   return async (data) => {
     const token = mintVerificationToken();
     // Stored only for an existing, unverified user, in the statement that reads the address.

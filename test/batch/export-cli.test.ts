@@ -2,7 +2,8 @@ import t from 'tap';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createDb, prepareDatabase } from '../../src/core/db.js';
+import { createDb } from '../../src/db/pool.js';
+import { prepareDatabase } from '../../src/db/migrations.js';
 import { ExportUsageError, parseExportArgs } from '../../src/batch/export-cli.js';
 import { freshDatabaseUrl, runScript } from '../support/helpers.js';
 

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { Writable } from 'node:stream';
 import { sql } from 'kysely';
-import type { Db } from '../../src/core/db.js';
+import type { Db } from '../../src/db/schema.js';
 import { csvField, writeOrdersExport } from '../../src/batch/orders-export.js';
 import { startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { createDb } from '../../src/core/db.js';
+import { createDb } from '../../src/db/pool.js';
 import {
   decodeCursor,
   deleteSuppression,

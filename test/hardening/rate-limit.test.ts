@@ -1,6 +1,6 @@
 import t from 'tap';
 import { buildApp } from '../../src/app.js';
-import { signupThrottleKey } from '../../src/signup/repository.js';
+import { signupThrottleKey } from '../../src/signup/throttle.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
 import { WEBHOOK_SECRET, eventId, sendWebhook } from '../support/payments.js';
 

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { sql, type Kysely } from 'kysely';
-import type { Database } from '../../src/core/db.js';
+import type { Database } from '../../src/db/schema.js';
 import { createLogger } from '../../src/core/logger.js';
 import { createPublishedMarks } from '../../src/outbox/published-marks.js';
 import { relayOutboxBatch } from '../../src/outbox/relay.js';

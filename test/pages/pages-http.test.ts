@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { insertVerificationToken } from '../../src/signup/repository.js';
+import { insertVerificationToken } from '../../src/db/verification-tokens.js';
 import { hashToken, mintVerificationToken } from '../../src/signup/tokens.js';
 import { trackingToken } from '../../src/payments/tracking.js';
 import { PAGE_CONTENT_SECURITY_POLICY } from '../../src/pages/layout.js';

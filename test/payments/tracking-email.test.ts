@@ -1,15 +1,19 @@
 import t from 'tap';
 import { sql } from 'kysely';
 import { composeOrderTrackingEmail } from '../../src/payments/tracking-email.js';
-import { insertOrder } from '../../src/payments/repository.js';
+import { insertOrder, prepareFindOrders } from '../../src/db/orders.js';
 import { countingDb, startTestErrand, testEnv } from '../support/helpers.js';
 
 // The composer alone (ROLE=api: no worker runs it on its own): what a tracking-link email job reads before sending.
 const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api' }));
 const { db } = errand.deps;
 // The composer's own pool, counting the order reads it sends.
-const { db: composerDb, counter: reads } = countingDb(t, errand.config.DATABASE_URL, /from "orders"/i);
-const compose = composeOrderTrackingEmail({ db: composerDb, config: errand.config, trackingKey: errand.deps.trackingKey });
+const { data: composerData, counter: reads } = countingDb(t, errand.config.DATABASE_URL, /from "orders"/i);
+const compose = composeOrderTrackingEmail({
+  statements: { findOrder: prepareFindOrders(composerData) },
+  config: errand.config,
+  trackingKey: errand.deps.trackingKey,
+});
 const job = {} as Parameters<typeof compose>[1];
 const newOrder = async (email: string, status: 'pending' | 'paid') => {
   const order = await insertOrder(db, { email, amount: 1999, currency: 'EUR', providerRef: `ref-${email}` });

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { createHmac } from 'node:crypto';
-import { createDb } from '../../src/core/db.js';
+import { createDb } from '../../src/db/pool.js';
 import { createOrder, eventId, paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
 import { freshDatabaseUrl, startTcpProxy, startTestErrand, testEnv } from '../support/helpers.js';
 

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { Redis } from 'ioredis';
-import { createDb, migrateToLatest } from '../../src/core/db.js';
+import { createDb } from '../../src/db/pool.js';
+import { migrateToLatest } from '../../src/db/migrations.js';
 import { createLogger } from '../../src/core/logger.js';
 import { createQueues, PAYMENTS_RECONCILE_QUEUE } from '../../src/queues.js';
 import { loadConfig } from '../../src/config.js';

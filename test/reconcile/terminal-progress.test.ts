@@ -3,7 +3,8 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createDb, migrateToLatest } from '../../src/core/db.js';
+import { createDb } from '../../src/db/pool.js';
+import { migrateToLatest } from '../../src/db/migrations.js';
 import { REPO_ROOT, childEnv, freshDatabaseUrl, runScript, scriptArgs, testEnv } from '../support/helpers.js';
 import { insertOrders, startSimulator } from '../support/reconcile.js';
 

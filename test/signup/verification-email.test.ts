@@ -6,7 +6,7 @@ import { startTestErrand, testEnv } from '../support/helpers.js';
 // The composer alone (ROLE=api: no worker runs it on its own): what the email job reads and stores before sending.
 const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api' }));
 const { db } = errand.deps;
-const compose = composeVerificationEmail({ db, config: errand.config });
+const compose = composeVerificationEmail({ statements: errand.deps.statements, config: errand.config });
 const job = {} as Parameters<typeof compose>[1];
 const tokensOf = async (userId: string) =>
   Number(

@@ -8,7 +8,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { Kysely, PostgresDialect } from 'kysely';
-import type { Database } from '../../src/core/db.js';
+import type { Database } from '../../src/db/schema.js';
+import type { DataLayer } from '../../src/db/pool.js';
+import { createPreparedStatements } from '../../src/db/prepared.js';
 import { Redis } from 'ioredis';
 import { SMTPServer } from 'smtp-server';
 import { simpleParser } from 'mailparser';
@@ -708,7 +710,7 @@ export function runScript(
 }
 
 /** A Kysely of its own on `url` that counts the statements it sends whose SQL matches `counted` (`counter.matches`). */
-export function countingDb(t: T, url: string, counted: RegExp): { db: Kysely<Database>; counter: { matches: number } } {
+export function countingDb(t: T, url: string, counted: RegExp): { db: Kysely<Database>; data: DataLayer; counter: { matches: number } } {
   const counter = { matches: 0 };
   const pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 3000 });
   // The database is dropped WITH (FORCE) at teardown, which may come before this pool's end: an idle client then
@@ -720,6 +722,13 @@ export function countingDb(t: T, url: string, counted: RegExp): { db: Kysely<Dat
       if (counted.test(event.query.sql)) counter.matches += 1;
     },
   });
+  // Prepared statements (src/db/prepared.ts) go through pool.query, not Kysely: counted there.
+  const query = pool.query.bind(pool) as (config: { text: string }) => Promise<unknown>;
+  (pool as unknown as { query: typeof query }).query = (config) => {
+    if (counted.test(config.text)) counter.matches += 1;
+    return query(config);
+  };
   t.teardown(() => db.destroy());
-  return { db, counter };
+  const data: DataLayer = { db, pool, prepared: createPreparedStatements(pool, db), batching: true, destroy: () => db.destroy() };
+  return { db, data, counter };
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Db, OrderStatus } from '../../src/core/db.js';
+import type { Db, OrderStatus } from '../../src/db/schema.js';
 import { ProviderSimulator } from '../../src/reconcile/simulator.js';
 import { serveSimulator, type RunningSimulator } from '../../src/reconcile/simulator/server.js';
 import type { T } from './helpers.js';

@@ -1,9 +1,9 @@
 import t from 'tap';
 import { sql } from 'kysely';
-import { createDb } from '../../src/core/db.js';
-import { createSentEmails } from '../../src/email/sent-emails.js';
-import { insertOrder, prepareFindOrders } from '../../src/payments/repository.js';
-import { prepareStoreVerificationToken } from '../../src/signup/repository.js';
+import { createDataLayer } from '../../src/db/pool.js';
+import { createSentEmails } from '../../src/db/sent-emails.js';
+import { insertOrder, prepareFindOrders } from '../../src/db/orders.js';
+import { prepareStoreVerificationToken } from '../../src/db/verification-tokens.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
 
 // The statements an email job runs besides its send (ROLE=api: no worker runs jobs beside the test).
@@ -11,11 +11,12 @@ const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api' }));
 
 t.test('the email worker statements are named prepared statements: parsed and planned once per connection', async (t) => {
   // One connection, so the session that ran the statements is the one asked about its prepared statements.
-  const single = createDb(errand.config.DATABASE_URL, 1);
-  t.teardown(() => single.destroy());
-  const sentEmails = createSentEmails(single);
-  const storeToken = prepareStoreVerificationToken(single);
-  const findOrder = prepareFindOrders(single);
+  const singleData = createDataLayer(errand.config.DATABASE_URL, { poolMax: 1 });
+  const single = singleData.db;
+  t.teardown(() => singleData.destroy());
+  const sentEmails = createSentEmails(singleData);
+  const storeToken = prepareStoreVerificationToken(singleData);
+  const findOrder = prepareFindOrders(singleData);
 
   const user = await single.insertInto('users').values({ email: 'prepared@example.com' }).returning('id').executeTakeFirstOrThrow();
   const orders = await Promise.all(
@@ -66,9 +67,9 @@ t.test('the email worker statements are named prepared statements: parsed and pl
 });
 
 t.test('a migration that changes a returned column while errand runs: the statement is prepared again, not failed', async (t) => {
-  const single = createDb(errand.config.DATABASE_URL, 1);
-  t.teardown(() => single.destroy());
-  const sentEmails = createSentEmails(single);
+  const singleData = createDataLayer(errand.config.DATABASE_URL, { poolMax: 1 });
+  t.teardown(() => singleData.destroy());
+  const sentEmails = createSentEmails(singleData);
   await sentEmails.record('before-migration', '<email-before-migration@localhost>');
   t.equal(await sentEmails.wasSent('before-migration'), true, 'prepared on this connection, returning text');
   // What a deploy's migration may do while the old process still serves: the check now returns varchar.

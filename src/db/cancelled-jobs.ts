@@ -1,8 +1,8 @@
 import { sql } from 'kysely';
-import type { Db } from '../core/db.js';
-import { createBatcher } from '../core/batcher.js';
+import type { Db } from './schema.js';
+import { createBatcher } from './batcher.js';
 
-// The cancellation columns of migration 009 are reached through `sql` here (the table types live in core/db.ts).
+// The cancellation columns of migration 009 (outbox.cancelled_at, cancelled_jobs) are reached through `sql`.
 
 /** A WHERE condition on `outbox`: the row's job was not cancelled (POST /admin/jobs/:queue/:id/cancel). */
 export const notCancelled = sql<boolean>`outbox.cancelled_at is null`;

@@ -1,5 +1,7 @@
 import { sql } from 'kysely';
-import { compileOnce, createStatementBatcher, type Db, type OrderStatus } from '../core/db.js';
+import { createStatementBatcher } from './batch.js';
+import type { DataLayer } from './pool.js';
+import type { Db, OrderStatus } from './schema.js';
 
 export interface Order {
   id: string;
@@ -53,18 +55,18 @@ export async function findOrderById(db: Db, id: string): Promise<Order | undefin
 
 /**
  * findOrderById for many concurrent callers (the tracking-link email jobs of one worker): the ids of one event-loop
- * turn share one statement. Each `id` must be a uuid, as for findOrderById: one that is not would fail the whole
- * statement (the job payload is checked for it before any job runs).
+ * turn share one statement (a read: no lock order). Each `id` must be a uuid, as for findOrderById: one that is not
+ * would fail the whole statement (the job payload is checked for it before any job runs).
  */
-export function prepareFindOrders(db: Db): (id: string) => Promise<Order | undefined> {
+export function prepareFindOrders(data: DataLayer): (id: string) => Promise<Order | undefined> {
   // Compiled once, a named prepared statement: a worker runs it for every tracking-link email.
-  const selectOrders = compileOnce(db, ['ids'], (db, params: { ids: string[] }) =>
+  const selectOrders = data.prepared.compile(['ids'], (params: { ids: string[] }, db) =>
     db
       .selectFrom('orders')
       .select(ORDER_COLUMNS)
       .where(sql<boolean>`id = any(${params.ids}::uuid[])`),
   );
-  return createStatementBatcher<string, Order | undefined>({
+  return createStatementBatcher<string, Order | undefined>(data, {
     maxBatch: 500,
     async run(ids) {
       const rows = await selectOrders({ ids });
@@ -81,7 +83,7 @@ export function prepareFindOrders(db: Db): (id: string) => Promise<Order | undef
 /**
  * Records a webhook event id that changes no order (an event type errand does
  * not handle); false when it was already recorded. Handled events are recorded
- * by the settle statement in transitions.ts.
+ * by the settle statement (settle-payment.ts).
  */
 export async function recordPaymentEvent(
   db: Db,

@@ -1,13 +1,22 @@
 import t from 'tap';
 import { sql } from 'kysely';
-import { prepareSignupUser } from '../../src/signup/repository.js';
-import { createDb } from '../../src/core/db.js';
+import { createDataLayer, type DataLayer } from '../../src/db/pool.js';
+import { outboxJob } from '../../src/db/outbox.js';
+import { prepareSignupUser as prepareSignupStatement } from '../../src/db/signup-user.js';
+import { EMAIL_VERIFICATION_JOB, emailQueue } from '../../src/email/jobs.js';
+import { signupThrottleKey } from '../../src/signup/throttle.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
+
+// The statement as the signup route calls it: the verification job, and the throttle key of each address.
+const prepareSignupUser = (data: DataLayer) => {
+  const signup = prepareSignupStatement(data, outboxJob(emailQueue, EMAIL_VERIFICATION_JOB));
+  return (user: { email: string; name: string | null }) => signup({ ...user, throttleKey: signupThrottleKey(user.email) });
+};
 
 // ROLE=api: no worker or relay touches the outbox while the statement is examined.
 const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api' }));
 const { db } = errand.deps;
-const signupUser = prepareSignupUser(db);
+const signupUser = prepareSignupUser(errand.deps.data);
 
 t.test('compiled once, each call binds its own values', async (t) => {
   const a = await signupUser({ email: 'a@example.com', name: 'Ann' });
@@ -72,9 +81,10 @@ t.test('a verified address, or one emailed under 60 s ago, gets no row; past 60 
 
 t.test('a named prepared statement: PostgreSQL parses and plans it once per connection', async (t) => {
   // One connection, so the session that ran the signup is the one asked about its prepared statements.
-  const single = createDb(errand.config.DATABASE_URL, 1);
-  t.teardown(() => single.destroy());
-  const signupOnSingle = prepareSignupUser(single);
+  const singleData = createDataLayer(errand.config.DATABASE_URL, { poolMax: 1 });
+  const single = singleData.db;
+  t.teardown(() => singleData.destroy());
+  const signupOnSingle = prepareSignupUser(singleData);
   await signupOnSingle({ email: 'prepared-1@example.com', name: null });
   await signupOnSingle({ email: 'prepared-2@example.com', name: null });
   const { rows } = await sql<{ name: string; statement: string }>`select name, statement from pg_prepared_statements`.execute(single);

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { sql } from 'kysely';
 import { settlePayment, type PaymentReport } from '../../src/payments/transitions.js';
-import { insertOrder, recordOrdersChecked } from '../../src/payments/repository.js';
+import { insertOrder, recordOrdersChecked } from '../../src/db/orders.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
 
 // ROLE=api: no worker or relay touches the outbox while the statement is examined. The reports below are
@@ -9,7 +9,7 @@ import { startTestErrand, testEnv } from '../support/helpers.js';
 const errand = await startTestErrand(t, testEnv(t, { ROLE: 'api' }));
 const { db } = errand.deps;
 let lateSuccesses = 0;
-const deps = { db, log: errand.deps.log, lateSuccess: { inc: () => (lateSuccesses += 1) } };
+const deps = { statements: errand.deps.statements, log: errand.deps.log, lateSuccess: { inc: () => (lateSuccesses += 1) } };
 let n = 0;
 const order = (email: string) =>
   insertOrder(db, { email, amount: 1500, currency: 'EUR', providerRef: `pay_settle_${(n += 1)}_${Date.now()}` });

@@ -1,12 +1,13 @@
 import { sql } from 'kysely';
-import { compileOnce, createStatementBatcher, type Db } from '../core/db.js';
+import { createStatementBatcher } from './batch.js';
+import type { DataLayer } from './pool.js';
 
 /** Most job ids one statement takes (a worker runs at most EMAIL_CONCURRENCY jobs at once). */
 const SENT_EMAILS_BATCH_MAX = 500;
 
 /**
  * `sent_emails`, the record that stops a second send of one job: checked before composing, written after the
- * SMTP server accepted the message. Concurrent jobs of one worker share the statements (createStatementBatcher): with
+ * SMTP server accepted the message. Concurrent jobs of one worker share the statements (DB_BATCHING): with
  * EMAIL_CONCURRENCY 50 that is a few statements and commits for many emails instead of two per email. Each job
  * still waits for its own row to be committed before it completes.
  */
@@ -16,20 +17,22 @@ export interface SentEmails {
   record(jobId: string, messageId: string): Promise<void>;
 }
 
-export function createSentEmails(db: Db): SentEmails {
+export function createSentEmails(data: DataLayer): SentEmails {
   // Compiled once and run as named prepared statements: a worker runs them for every email it sends.
-  const selectSent = compileOnce(db, ['jobIds'], (db, params: { jobIds: string[] }) =>
+  const selectSent = data.prepared.compile(['jobIds'], (params: { jobIds: string[] }, db) =>
     db
       .selectFrom('sent_emails')
       .select('job_id')
       .where(sql<boolean>`job_id = any(${params.jobIds}::text[])`),
   );
-  const insertSent = compileOnce(db, ['jobIds', 'messageIds'], (db, params: { jobIds: string[]; messageIds: string[] }) => ({
-    compile: () =>
+  // Inserts only, with no row of another caller to wait for (a conflicting job id is skipped): no lock order to keep.
+  const insertSent = data.prepared.compile(
+    ['jobIds', 'messageIds'],
+    (params: { jobIds: string[]; messageIds: string[] }) =>
       sql`insert into sent_emails (job_id, message_id) select * from unnest(${params.jobIds}::text[], ${params.messageIds}::text[])
-          on conflict (job_id) do nothing`.compile(db),
-  }));
-  const wasSent = createStatementBatcher<string, boolean>({
+          on conflict (job_id) do nothing`,
+  );
+  const wasSent = createStatementBatcher<string, boolean>(data, {
     maxBatch: SENT_EMAILS_BATCH_MAX,
     async run(jobIds) {
       const rows = await selectSent({ jobIds });
@@ -37,7 +40,7 @@ export function createSentEmails(db: Db): SentEmails {
       return jobIds.map((jobId) => sent.has(jobId));
     },
   });
-  const insert = createStatementBatcher<{ jobId: string; messageId: string }, undefined>({
+  const insert = createStatementBatcher<{ jobId: string; messageId: string }, undefined>(data, {
     maxBatch: SENT_EMAILS_BATCH_MAX,
     // One row per job id and statement (a retry of the same job could otherwise meet its own earlier call).
     keysOf: ({ jobId }) => [jobId],

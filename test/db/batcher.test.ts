@@ -1,5 +1,5 @@
 import t from 'tap';
-import { createBatcher } from '../../src/core/batcher.js';
+import { createBatcher } from '../../src/db/batcher.js';
 
 // Pure: no servers. `run` records each batch it is given.
 function recordingBatcher(opts: {
@@ -244,7 +244,7 @@ t.test('retryAlone: an item retried alone keeps its place ahead of a later item 
 });
 
 t.test('shared statements: only a deadlock or serialization failure is retried alone, never a statement timeout', async (t) => {
-  const { createStatementBatcher, shouldRetryAlone } = await import('../../src/core/db.js');
+  const { createStatementBatcher, shouldRetryAlone } = await import('../../src/db/batch.js');
   t.ok(shouldRetryAlone(Object.assign(new Error('deadlock detected'), { code: '40P01' })));
   t.ok(shouldRetryAlone(Object.assign(new Error('could not serialize access'), { code: '40001' })));
   t.notOk(shouldRetryAlone(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' })));
@@ -259,18 +259,21 @@ t.test('shared statements: only a deadlock or serialization failure is retried a
     let runs = 0;
     let inFlight = 0;
     let mostInFlight = 0;
-    const submit = createStatementBatcher<number, number>({
-      maxBatch: 500,
-      async run(items) {
-        runs += 1;
-        inFlight += 1;
-        mostInFlight = Math.max(mostInFlight, inFlight);
-        await new Promise((resolve) => setTimeout(resolve, 2));
-        inFlight -= 1;
-        if (items.length > 1) throw Object.assign(new Error(`failed with ${code}`), { code });
-        return items;
+    const submit = createStatementBatcher<number, number>(
+      { batching: true },
+      {
+        maxBatch: 500,
+        async run(items) {
+          runs += 1;
+          inFlight += 1;
+          mostInFlight = Math.max(mostInFlight, inFlight);
+          await new Promise((resolve) => setTimeout(resolve, 2));
+          inFlight -= 1;
+          if (items.length > 1) throw Object.assign(new Error(`failed with ${code}`), { code });
+          return items;
+        },
       },
-    });
+    );
     await Promise.allSettled(Array.from({ length: 50 }, (_, i) => submit(i)));
     t.equal(runs, expectedRuns, `${code}: statements run for a failed batch of 50`);
     t.ok(mostInFlight <= 2, `${code}: at most 2 statements at once (saw ${mostInFlight})`);
