@@ -7,8 +7,9 @@ import { EMAIL_QUEUE, EMAIL_VERIFICATION_JOB } from '../email/jobs.js';
 import { enqueue, outboxJobId, outboxValues, publishAfterCommit, type OutboxDeps, type OutboxRow } from '../outbox/producer.js';
 import { SignupBodySchema } from '../signup/routes.js';
 import { BATCH_QUEUE, USERS_IMPORT_JOB, type UsersImportPayload } from './jobs.js';
-import { assertCheckpointWritten, JobCancelledError, pauseBetweenChunks, runCancellable, throwIfAborted } from './chunks.js';
+import { assertCheckpointWritten, JobCancelledError, runCancellable, runCheckpointed } from './chunks.js';
 import { advanceCheckpoint, batchDb, batchTrx, findBatchJob, insertBatchJob, insertChunk, readChunks } from './repository.js';
+import { firstValidationError, hasControlCharacter } from '../core/schemas.js';
 
 // ajv and ajv-formats are CommonJS: their default export sits one level down under nodenext.
 const Ajv = AjvModule.default;
@@ -86,21 +87,17 @@ const ajv = new Ajv({ coerceTypes: false, removeAdditional: false, useDefaults: 
 addFormats(ajv);
 const checkSignupBody = ajv.compile(SignupBodySchema);
 
-// The contract's rule for every field: no NUL or other control character, tab aside.
-// eslint-disable-next-line no-control-regex
-const CONTROL_CHARACTER = /[\u0000-\u0008\u000a-\u001f\u007f]/;
-
 export type RowVerdict = { ok: true; email: string; name: string | null } | { ok: false; reason: string };
 
 /** One import row judged as a signup body would be, then normalised as signup does (trimmed, lower-cased email; empty name → none). */
 export function validateImportRow(fields: { email: string; name?: string }): RowVerdict {
   for (const [field, value] of Object.entries(fields)) {
-    if (value !== undefined && CONTROL_CHARACTER.test(value)) return { ok: false, reason: `${field} contains a control character` };
+    if (value !== undefined && hasControlCharacter(value)) return { ok: false, reason: `${field} contains a control character` };
   }
   const body = fields.name === undefined ? { email: fields.email } : { email: fields.email, name: fields.name };
   if (!checkSignupBody(body)) {
-    const [first] = checkSignupBody.errors ?? [];
-    return { ok: false, reason: `${first?.instancePath.replace(/^\//, '') || 'row'} ${first?.message ?? 'is invalid'}` };
+    const path = (instancePath: string) => instancePath.replace(/^\//, '');
+    return { ok: false, reason: firstValidationError(checkSignupBody.errors ?? [], { root: 'row', path }) };
   }
   return { ok: true, email: fields.email.trim().toLowerCase(), name: fields.name?.trim() || null };
 }
@@ -255,39 +252,23 @@ export async function processUsersImportJob(
     if (state.finished) return { rows: state.rowsDone, ...tally };
 
     let { chunksDone, rowsDone } = state;
-    const total = state.total;
-    await job.updateProgress({ done: rowsDone, total });
 
     const parser = parse(CSV_OPTIONS);
     const source = Readable.from(readChunks(bdb, 'batch_import_chunks', jobId));
     source.on('error', (error) => parser.destroy(error));
     source.pipe(parser);
+    const records = (parser as AsyncIterable<ParsedRecord>)[Symbol.asyncIterator]();
 
     let columns: ImportColumns | undefined;
     let seen = 0;
-    let batch: NumberedRecord[] = [];
     const lineOf = createLineCounter();
-    const commit = async (final: boolean) => {
-      throwIfAborted(signal);
-      const outboxRows = await commitImportChunk(deps, {
-        jobId,
-        payload,
-        batch,
-        columns: columns!,
-        expectedChunks: chunksDone,
-        rowsBefore: rowsDone,
-        tally,
-        final,
-      });
-      chunksDone += 1;
-      rowsDone += batch.length;
-      batch = [];
-      await publishAfterCommit(deps, outboxRows);
-      await job.updateProgress({ done: rowsDone, total });
-      if (!final) await pauseBetweenChunks(deps.chunkPauseMs, signal);
-    };
-    try {
-      for await (const parsed of parser as AsyncIterable<ParsedRecord>) {
+    /** The next chunkRows records not yet covered by the checkpoint; final at the end of the upload. */
+    const nextBatch = async (): Promise<{ batch: NumberedRecord[]; final: boolean }> => {
+      const batch: NumberedRecord[] = [];
+      for (;;) {
+        const next = await records.next();
+        if (next.done) return { batch, final: true };
+        const parsed = next.value;
         const line = lineOf(parsed);
         if (columns === undefined) {
           columns = importColumns(parsed.record);
@@ -298,14 +279,38 @@ export async function processUsersImportJob(
         seen += 1;
         if (seen <= rowsDone) continue;
         batch.push({ ...parsed, line });
-        if (batch.length >= deps.chunkRows) await commit(false);
+        if (batch.length >= deps.chunkRows) return { batch, final: false };
       }
+    };
+    try {
+      await runCheckpointed(job, signal, {
+        done: rowsDone,
+        total: state.total,
+        pauseMs: deps.chunkPauseMs,
+        commitNextChunk: async () => {
+          const { batch, final } = await nextBatch();
+          if (!columns) throw new UnrecoverableError('stored upload is empty');
+          const outboxRows = await commitImportChunk(deps, {
+            jobId,
+            payload,
+            batch,
+            columns,
+            expectedChunks: chunksDone,
+            rowsBefore: rowsDone,
+            tally,
+            final,
+          });
+          chunksDone += 1;
+          rowsDone += batch.length;
+          return { done: rowsDone, final, outboxRows };
+        },
+        afterCommit: (chunk) => publishAfterCommit(deps, chunk.outboxRows),
+      });
     } finally {
       // Leaving early (cancel, error) must not leave the chunk reader paused on its next query.
       source.destroy();
+      await records.return?.();
     }
-    if (!columns) throw new UnrecoverableError('stored upload is empty');
-    await commit(true);
     return { rows: rowsDone, ...tally };
   });
 }

@@ -177,4 +177,15 @@ t.test('users import', async (t) => {
       t.equal(validateImportRow({ email }).ok, res.statusCode === 202, `${JSON.stringify(email)}: signup ${res.statusCode}`);
     }
   });
+
+  t.test('one control-character rule: a C1 control is named as one, in either field', async (t) => {
+    for (const [fields, field] of [
+      [{ email: 'a\u0085b@example.com' }, 'email'],
+      [{ email: 'a@example.com', name: 'A\u009bB' }, 'name'],
+    ] as const) {
+      t.same(validateImportRow(fields), { ok: false, reason: `${field} contains a control character` });
+      const res = await app.inject({ method: 'POST', url: '/auth/signup', payload: fields });
+      t.match(res.json().message, `body/${field} must not contain control characters`, 'signup refuses it by the same rule');
+    }
+  });
 });
