@@ -10,7 +10,7 @@ import { createLogger } from '../src/core/logger.js';
 import { createMailer } from '../src/email/mailer.js';
 import { verificationEmail } from '../src/email/templates.js';
 import { insertVerificationToken, prepareSignupUser } from '../src/signup/repository.js';
-import { SignupBodySchema } from '../src/signup/routes.js';
+import { SignupBodySchema } from '../src/signup/schemas.js';
 import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from '../src/signup/tokens.js';
 
 const config = loadConfig(process.env);

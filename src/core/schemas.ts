@@ -1,4 +1,12 @@
 import { Type, type TStringOptions } from 'typebox';
+import { Format } from 'typebox/format';
+import ajvFormats from 'ajv-formats';
+
+// One `email` rule for both validators: TypeBox (job payloads, import rows) checks the format as Fastify's Ajv does
+// (ajv-formats, full mode, which @fastify/ajv-compiler adds), so a row and a request accept the same addresses.
+// ajv-formats is CommonJS: its default export sits one level down under nodenext.
+const ajvEmail = ajvFormats.default.get('email', 'full') as RegExp;
+Format.Set('email', (value) => ajvEmail.test(value));
 
 // The one control-character rule: C0 controls but tab, DEL and the C1 controls. A NUL would reach PostgreSQL
 // (error 22021, a 500), the rest have no business in an address, an id or a name. Ajv and TypeBox both compile

@@ -16,16 +16,7 @@ import { publishAfterCommit } from '../outbox/producer.js';
 import type { PublishedMarks } from '../outbox/published-marks.js';
 import { consumeVerificationToken, findVerificationToken, prepareSignupUser } from './repository.js';
 import { hashToken } from './tokens.js';
-
-export const SignupBodySchema = Type.Object(
-  {
-    email: SafeString({ format: 'email', maxLength: 254 }),
-    // An empty name is a valid string (the contract's 400s are bad email, unknown fields, wrong types); stored as no name.
-    // Pasted into email bodies: one line, no control characters.
-    name: Type.Optional(SafeString({ maxLength: 200, singleLine: true })),
-  },
-  { additionalProperties: false, examples: [{ email: 'ada@example.com', name: 'Ada' }] },
-);
+import { SignupBodySchema } from './schemas.js';
 
 // No control characters: SafeString (a NUL would reach PostgreSQL).
 const VerificationTokenSchema = SafeString({ minLength: 1, maxLength: 512 });

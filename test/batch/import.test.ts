@@ -172,6 +172,10 @@ t.test('users import', async (t) => {
       'a"b@example.com',
       `${'l'.repeat(250)}@e.co`,
       'tab\t@example.com',
+      // TypeBox's own email format accepts these two, Fastify's Ajv (ajv-formats) does not: one rule for both.
+      '"quoted"@example.com',
+      'a@[127.0.0.1]',
+      'a..b@example.com',
     ]) {
       const res = await app.inject({ method: 'POST', url: '/auth/signup', payload: { email } });
       t.equal(validateImportRow({ email }).ok, res.statusCode === 202, `${JSON.stringify(email)}: signup ${res.statusCode}`);
