@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import formbody from '@fastify/formbody';
 import { Type } from 'typebox';
 import type { RedisClient } from '../core/redis.js';
 import type { Db } from '../core/db.js';
@@ -104,17 +105,6 @@ export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fast
   await app.register(verifyEmailRoutes, { db: deps.db });
 };
 
-/** A form body as an object; a repeated field becomes an array, so the schema refuses it instead of one value winning. */
-function parseFormBody(body: string): Record<string, string | string[]> {
-  const fields = new Map<string, string | string[]>();
-  for (const [name, value] of new URLSearchParams(body)) {
-    const seen = fields.get(name);
-    fields.set(name, seen === undefined ? value : [seen, value].flat());
-  }
-  // fromEntries defines own properties: a field named __proto__ is just an unknown field.
-  return Object.fromEntries(fields);
-}
-
 function isFormPost(contentType: string | undefined): boolean {
   const [mediaType = ''] = (contentType ?? '').split(';');
   return mediaType.trim().toLowerCase() === FORM_CONTENT_TYPE;
@@ -128,7 +118,9 @@ function isFormPost(contentType: string | undefined): boolean {
 const verifyEmailRoutes: FastifyPluginAsync<{ db: Db }> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   // Registered in this plugin only: every other route, /auth/signup included, keeps refusing form bodies (415).
-  app.addContentTypeParser(FORM_CONTENT_TYPE, { parseAs: 'string' }, (_request, body, done) => done(null, parseFormBody(body as string)));
+  // fast-querystring makes a repeated field an array (the schema refuses it instead of one value winning) and
+  // returns an object without prototype (a field named __proto__ is just an unknown field).
+  await fastify.register(formbody);
 
   app.get(
     '/auth/verify-email',
