@@ -12,7 +12,7 @@ import { createMailer } from '../src/email/mailer.js';
 import { verificationEmail } from '../src/email/templates.js';
 import { insertVerificationToken } from '../src/db/verification-tokens.js';
 import { signupThrottleKey } from '../src/signup/throttle.js';
-import { SignupBodySchema } from '../src/signup/routes.js';
+import { SignupBodySchema } from '../src/signup/schemas.js';
 import { mintVerificationToken, VERIFICATION_TOKEN_TTL_MS } from '../src/signup/tokens.js';
 
 const config = loadConfig(process.env);

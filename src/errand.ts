@@ -10,10 +10,9 @@ import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
 import { describeRedisTopology, waitUntilConnected, warnUnlessNoEviction } from './core/redis.js';
 import { startSchedulerSync, type SchedulerSync } from './core/scheduler-sync.js';
 import { emailProcessors } from './email/worker.js';
+import { createEmailComposers } from './email/composers.js';
 import { startOutboxRelay, type OutboxRelay } from './outbox/relay.js';
 import { instrumentWorker } from './ops/metrics.js';
-import { composeVerificationEmail } from './signup/verification-email.js';
-import { composeOrderTrackingEmail } from './payments/tracking-email.js';
 import { paymentsReconcileProcessors } from './reconcile/worker.js';
 import { maintenanceProcessors } from './maintenance/worker.js';
 import { batchProcessors } from './batch/worker.js';
@@ -70,10 +69,7 @@ export async function startErrand(config: Config, options: StartOptions = {}): P
   if (runsWorkers) {
     // Keyed by queue name: a queue without its processors (or a job without its handler) does not compile.
     const processors: WorkerProcessors = {
-      email: emailProcessors(deps, {
-        'email-verification': composeVerificationEmail(deps),
-        'order-tracking-link': composeOrderTrackingEmail(deps),
-      }),
+      email: emailProcessors(deps, createEmailComposers(deps)),
       'payments-reconcile': paymentsReconcileProcessors(deps),
       maintenance: maintenanceProcessors(deps),
       batch: batchProcessors(deps),

@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { UnrecoverableError } from 'bullmq';
+import { UnrecoverableError, type Job } from 'bullmq';
 import { CANCELLED_REASON } from './jobs.js';
 import { discardBatchOutput, type BatchDb, type CheckpointOutcome } from './repository.js';
 
@@ -64,4 +64,39 @@ export async function runCancellable<T>(db: BatchDb, jobId: string, body: () => 
 export interface BatchProgress {
   done: number;
   total: number | null;
+}
+
+/** One chunk of a batch job, committed: the rows done after it, and whether it was the last. */
+export interface CommittedChunk {
+  done: number;
+  final: boolean;
+}
+
+/**
+ * The resume-and-checkpoint loop of every batch job: report where the job stands, then per chunk check the
+ * AbortSignal, read the chunk and write its result with the checkpoint in one transaction (`commitNextChunk`, the
+ * job's own statements), run what follows the commit (publishing the chunk's outbox rows), report progress, and
+ * pause (BATCH_CHUNK_PAUSE_MS) until the last chunk. Returns the last chunk.
+ */
+export async function runCheckpointed<C extends CommittedChunk>(
+  job: Pick<Job, 'updateProgress'>,
+  signal: AbortSignal | undefined,
+  loop: {
+    /** Rows done before this run (the stored checkpoint). */
+    done: number;
+    total: number | null;
+    pauseMs: number;
+    commitNextChunk: () => Promise<C>;
+    afterCommit?: (chunk: C) => Promise<void>;
+  },
+): Promise<C> {
+  await job.updateProgress({ done: loop.done, total: loop.total } satisfies BatchProgress);
+  for (;;) {
+    throwIfAborted(signal);
+    const chunk = await loop.commitNextChunk();
+    await loop.afterCommit?.(chunk);
+    await job.updateProgress({ done: chunk.done, total: loop.total } satisfies BatchProgress);
+    if (chunk.final) return chunk;
+    await pauseBetweenChunks(loop.pauseMs, signal);
+  }
 }

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { Value } from 'typebox/value';
 import { ORDER_STATUSES } from '../db/schema.js';
 import { EXPORT_FORMATS, OrdersExportPayloadSchema, type OrdersExportPayload } from './jobs.js';
+import { firstValidationError } from '../core/schemas.js';
 
 // The argument parser of `npm run export` (scripts/export.ts), kept here so it can be tested in process.
 
@@ -62,9 +63,8 @@ export function parseExportArgs(argv: string[]): ExportArgs {
       throw new ExportUsageError(`${option} must be one of ${allowed.join(', ')}`);
   }
   if (!Value.Check(OrdersExportPayloadSchema, params)) {
-    const [first] = Value.Errors(OrdersExportPayloadSchema, params);
-    const option = first?.instancePath.replace(/^\//, '--') || 'arguments';
-    throw new ExportUsageError(`${option} ${first?.message ?? 'is invalid'}`);
+    const path = (instancePath: string) => instancePath.replace(/^\//, '--');
+    throw new ExportUsageError(firstValidationError(Value.Errors(OrdersExportPayloadSchema, params), { root: 'arguments', path }));
   }
   if (params.from && params.to && Date.parse(params.from) >= Date.parse(params.to))
     throw new ExportUsageError('--from must be before --to');

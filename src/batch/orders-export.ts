@@ -4,7 +4,7 @@ import type { Job } from 'bullmq';
 import { sql, type RawBuilder } from 'kysely';
 import type { Db, OrderStatus } from '../db/schema.js';
 import { ORDERS_EXPORT_JOB, type OrdersExportPayload } from './jobs.js';
-import { checkpointRefusedError, JobCancelledError, pauseBetweenChunks, runCancellable, throwIfAborted } from './chunks.js';
+import { checkpointRefusedError, JobCancelledError, runCancellable, runCheckpointed } from './chunks.js';
 import { batchDb, checkpointRefusal, loadOrCreateBatchJob, setBatchJobTotal, type BatchJobState } from './repository.js';
 
 export type ExportFormat = OrdersExportPayload['format'];
@@ -262,19 +262,20 @@ export async function processOrdersExportJob(
     const filter = filterFromParams(state.params);
     const total = state.total;
     let { chunksDone } = state;
-    await job.updateProgress({ done: state.rowsDone, total });
-
     let after: ExportKey | null = state.cursor ? { createdAt: state.cursor.createdAt, id: state.cursor.id } : null;
-    for (;;) {
-      throwIfAborted(signal);
-      const checkpoint = await storeNextChunk(deps.db, filter, { jobId, chunksDone, after, chunkRows: deps.chunkRows });
-      if (!checkpoint) throw checkpointRefusedError(await checkpointRefusal(bdb, jobId), jobId);
-      chunksDone += 1;
-      after = checkpoint.cursor;
-      await job.updateProgress({ done: checkpoint.rowsDone, total });
-      if (checkpoint.finished) return { rows: checkpoint.rowsDone, bytes: checkpoint.bytesDone, format: filter.format };
-      await pauseBetweenChunks(deps.chunkPauseMs, signal);
-    }
+    const last = await runCheckpointed(job, signal, {
+      done: state.rowsDone,
+      total,
+      pauseMs: deps.chunkPauseMs,
+      commitNextChunk: async () => {
+        const checkpoint = await storeNextChunk(deps.db, filter, { jobId, chunksDone, after, chunkRows: deps.chunkRows });
+        if (!checkpoint) throw checkpointRefusedError(await checkpointRefusal(bdb, jobId), jobId);
+        chunksDone += 1;
+        after = checkpoint.cursor;
+        return { ...checkpoint, done: checkpoint.rowsDone, final: checkpoint.finished };
+      },
+    });
+    return { rows: last.rowsDone, bytes: last.bytesDone, format: filter.format };
   });
 }
 

@@ -12,7 +12,7 @@ import type { Payload } from '../queues.js';
 import { BATCH_QUEUE, ORDERS_EXPORT_JOB, TRACKING_LINKS_BACKFILL_JOB, USERS_IMPORT_JOB, type BatchJobName } from './jobs.js';
 import { csvField, EXPORT_CONTENT_TYPES, type ExportFormat } from './orders-export.js';
 import { batchDb, batchTrx, findBatchJob, insertBatchJob, readChunks, readImportErrors } from './repository.js';
-import { storeUsersImport, UploadRejectedError } from './users-import.js';
+import { storeUsersImport, UploadRejectedError } from './import-upload.js';
 
 export interface BatchRoutesOptions extends OutboxDeps {
   config: Config;

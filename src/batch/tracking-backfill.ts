@@ -5,7 +5,7 @@ import { EMAIL_QUEUE, ORDER_TRACKING_LINK_JOB, emailQueue } from '../email/jobs.
 import { publishAfterCommit, type OutboxDeps } from '../outbox/producer.js';
 import { insertOutboxRows, outboxJob, outboxJobId, outboxJobIdSql, type OutboxRow } from '../db/outbox.js';
 import { TRACKING_LINKS_BACKFILL_JOB, type TrackingLinksBackfillPayload } from './jobs.js';
-import { assertCheckpointWritten, JobCancelledError, pauseBetweenChunks, runCancellable, throwIfAborted } from './chunks.js';
+import { assertCheckpointWritten, JobCancelledError, runCancellable, runCheckpointed } from './chunks.js';
 import { advanceCheckpoint, batchDb, batchTrx, loadOrCreateBatchJob, setBatchJobTotal, type BatchJobState } from './repository.js';
 import { databaseNow } from './orders-export.js';
 
@@ -119,69 +119,69 @@ export async function processTrackingLinksBackfillJob(
     let after = state.cursor ? { paidAt: state.cursor.paidAt, id: state.cursor.id } : null;
     let { chunksDone, rowsDone } = state;
     let queued = state.counts.queued ?? 0;
-    await job.updateProgress({ done: rowsDone, total: state.total });
+    await runCheckpointed(job, signal, {
+      done: rowsDone,
+      total: state.total,
+      pauseMs: deps.chunkPauseMs,
+      commitNextChunk: async () => {
+        const { rows } = await paidOrdersSince(deps.db, payload.since, until, after, deps.chunkRows);
+        const due: string[] = [];
+        for (const order of rows) if (await needsTrackingEmail(deps, order)) due.push(order.id);
+        const last = rows[rows.length - 1];
+        const nextAfter = last ? { paidAt: last.key_paid_at, id: last.id } : after;
+        const final = rows.length < deps.chunkRows;
 
-    for (;;) {
-      throwIfAborted(signal);
-      const { rows } = await paidOrdersSince(deps.db, payload.since, until, after, deps.chunkRows);
-      const due: string[] = [];
-      for (const order of rows) if (await needsTrackingEmail(deps, order)) due.push(order.id);
-      const last = rows[rows.length - 1];
-      const nextAfter = last ? { paidAt: last.key_paid_at, id: last.id } : after;
-      const final = rows.length < deps.chunkRows;
-
-      const outboxRows: OutboxRow[] = await deps.db.transaction().execute(async (trx) => {
-        const btrx = batchTrx(trx);
-        // Claim first: a concurrent backfill that claimed an order meanwhile wins it, and this one queues nothing for it.
-        const claimed =
-          due.length === 0
-            ? []
-            : await btrx
-                .insertInto('tracking_link_backfills')
-                .values(due.map((orderId) => ({ order_id: orderId, outbox_id: '0', job_id: jobId })))
-                .onConflict((oc) => oc.column('order_id').doNothing())
-                .returning('order_id')
-                .execute();
-        const inserted = await insertOutboxRows(
-          trx,
-          outboxJob(emailQueue, ORDER_TRACKING_LINK_JOB),
-          claimed.map((c) => ({ orderId: c.order_id })),
-        );
-        if (claimed.length > 0) {
-          // Rows locked in id order, as the settle statement locks them: the two cannot deadlock.
-          await sql`
+        const outboxRows: OutboxRow[] = await deps.db.transaction().execute(async (trx) => {
+          const btrx = batchTrx(trx);
+          // Claim first: a concurrent backfill that claimed an order meanwhile wins it, and this one queues nothing for it.
+          const claimed =
+            due.length === 0
+              ? []
+              : await btrx
+                  .insertInto('tracking_link_backfills')
+                  .values(due.map((orderId) => ({ order_id: orderId, outbox_id: '0', job_id: jobId })))
+                  .onConflict((oc) => oc.column('order_id').doNothing())
+                  .returning('order_id')
+                  .execute();
+          const inserted = await insertOutboxRows(
+            trx,
+            outboxJob(emailQueue, ORDER_TRACKING_LINK_JOB),
+            claimed.map((c) => ({ orderId: c.order_id })),
+          );
+          if (claimed.length > 0) {
+            // Rows locked in id order, as the settle statement locks them: the two cannot deadlock.
+            await sql`
             update orders set tracking_email_queued_at = now()
             from (select id from orders where id = any(${claimed.map((c) => c.order_id)}::uuid[]) order by id for no key update) as due
             where orders.id = due.id`.execute(trx);
-        }
-        for (const row of inserted) {
-          await btrx
-            .updateTable('tracking_link_backfills')
-            .set({ outbox_id: row.id })
-            .where('order_id', '=', (row.payload as { orderId: string }).orderId)
-            .execute();
-        }
-        const outcome = await advanceCheckpoint(btrx, {
-          jobId,
-          expectedChunks: chunksDone,
-          cursor: nextAfter,
-          rows: rowsDone + rows.length,
-          bytes: 0,
-          counts: { queued: queued + inserted.length },
-          finished: final,
+          }
+          for (const row of inserted) {
+            await btrx
+              .updateTable('tracking_link_backfills')
+              .set({ outbox_id: row.id })
+              .where('order_id', '=', (row.payload as { orderId: string }).orderId)
+              .execute();
+          }
+          const outcome = await advanceCheckpoint(btrx, {
+            jobId,
+            expectedChunks: chunksDone,
+            cursor: nextAfter,
+            rows: rowsDone + rows.length,
+            bytes: 0,
+            counts: { queued: queued + inserted.length },
+            finished: final,
+          });
+          assertCheckpointWritten(outcome, jobId);
+          return inserted;
         });
-        assertCheckpointWritten(outcome, jobId);
-        return inserted;
-      });
-      chunksDone += 1;
-      rowsDone += rows.length;
-      queued += outboxRows.length;
-      after = nextAfter;
-      await publishAfterCommit(deps, outboxRows);
-      await job.updateProgress({ done: rowsDone, total: state.total });
-      if (final) break;
-      await pauseBetweenChunks(deps.chunkPauseMs, signal);
-    }
+        chunksDone += 1;
+        rowsDone += rows.length;
+        queued += outboxRows.length;
+        after = nextAfter;
+        return { done: rowsDone, final, outboxRows };
+      },
+      afterCommit: (chunk) => publishAfterCommit(deps, chunk.outboxRows),
+    });
     deps.log.info({ jobId, orders: rowsDone, queued }, 'tracking links backfill finished');
     return { orders: rowsDone, queued, skipped: rowsDone - queued };
   });

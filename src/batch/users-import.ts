@@ -1,38 +1,18 @@
 import { Readable } from 'node:stream';
 import { UnrecoverableError, type Job } from 'bullmq';
-import { parse, type Options as CsvParseOptions } from 'csv-parse';
-import AjvModule from 'ajv';
-import addFormatsModule from 'ajv-formats';
+import { parse } from 'csv-parse';
+import { Compile } from 'typebox/compile';
 import { EMAIL_VERIFICATION_JOB, emailQueue } from '../email/jobs.js';
-import { enqueue, publishAfterCommit, type OutboxDeps } from '../outbox/producer.js';
-import { insertOutboxRows, outboxJob, outboxJobId, type OutboxRow } from '../db/outbox.js';
-import { SignupBodySchema } from '../signup/routes.js';
-import { BATCH_QUEUE, USERS_IMPORT_JOB, type UsersImportPayload } from './jobs.js';
-import { assertCheckpointWritten, JobCancelledError, pauseBetweenChunks, runCancellable, throwIfAborted } from './chunks.js';
-import { advanceCheckpoint, batchDb, batchTrx, findBatchJob, insertBatchJob, insertChunk, readChunks } from './repository.js';
+import { publishAfterCommit, type OutboxDeps } from '../outbox/producer.js';
+import { insertOutboxRows, outboxJob, type OutboxRow } from '../db/outbox.js';
+import { SignupBodySchema } from '../signup/schemas.js';
+import { USERS_IMPORT_JOB, type UsersImportPayload } from './jobs.js';
+import { assertCheckpointWritten, JobCancelledError, runCancellable, runCheckpointed } from './chunks.js';
+import { CSV_OPTIONS, importColumns, type ImportColumns, type ParsedRecord } from './import-csv.js';
+import { advanceCheckpoint, batchDb, batchTrx, findBatchJob, readChunks } from './repository.js';
+import { firstValidationError, hasControlCharacter } from '../core/schemas.js';
 
-// ajv and ajv-formats are CommonJS: their default export sits one level down under nodenext.
-const Ajv = AjvModule.default;
-const addFormats = addFormatsModule.default;
-
-/** Upload bytes per stored chunk: big enough for few rows, small enough that the job reads one at a time. */
-const UPLOAD_CHUNK_BYTES = 1024 * 1024;
-
-/** One parser configuration for the upload check and the job, so both see the same records and line numbers. */
-const CSV_OPTIONS: CsvParseOptions = {
-  bom: true,
-  info: true,
-  skip_empty_lines: true,
-  // A row with the wrong number of fields is a bad row (reported), not a bad file.
-  relax_column_count: true,
-  // Files from spreadsheets and from scripts mix CRLF and LF.
-  record_delimiter: ['\r\n', '\n'],
-};
-
-interface ParsedRecord {
-  record: string[];
-  info: { empty_lines: number };
-}
+// The users-import job: judges and creates the rows of an upload stored by import-upload.ts.
 
 /**
  * The file line each record starts on (the header is line 1). Counted here
@@ -56,162 +36,23 @@ function createLineCounter() {
 
 type NumberedRecord = ParsedRecord & { line: number };
 
-export interface ImportColumns {
-  count: number;
-  email: number;
-  name: number | undefined;
-}
-
-/** Header `email,name` in any order and case, extra columns ignored; undefined without an email column. */
-export function importColumns(header: string[]): ImportColumns | undefined {
-  const names = header.map((h) => h.trim().toLowerCase());
-  const email = names.indexOf('email');
-  if (email === -1) return undefined;
-  const name = names.indexOf('name');
-  return { count: names.length, email, name: name === -1 ? undefined : name };
-}
-
-/** A rejected upload: nothing of it is kept. */
-export class UploadRejectedError extends Error {
-  constructor(
-    readonly statusCode: 400 | 413,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'UploadRejectedError';
-  }
-}
-
-// The signup route's own schema, compiled with the options Fastify's Ajv runs with (app.ts): the same accepted addresses.
-const ajv = new Ajv({ coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false });
-addFormats(ajv);
-const checkSignupBody = ajv.compile(SignupBodySchema);
-
-// The contract's rule for every field: no NUL or other control character, tab aside.
-// eslint-disable-next-line no-control-regex
-const CONTROL_CHARACTER = /[\u0000-\u0008\u000a-\u001f\u007f]/;
+// The signup route's own schema, compiled by TypeBox (as job payloads are): its `email` format is the one Fastify's Ajv
+// checks (core/schemas.ts), so an import accepts the addresses signup accepts.
+const checkSignupBody = Compile(SignupBodySchema);
 
 export type RowVerdict = { ok: true; email: string; name: string | null } | { ok: false; reason: string };
 
 /** One import row judged as a signup body would be, then normalised as signup does (trimmed, lower-cased email; empty name → none). */
 export function validateImportRow(fields: { email: string; name?: string }): RowVerdict {
   for (const [field, value] of Object.entries(fields)) {
-    if (value !== undefined && CONTROL_CHARACTER.test(value)) return { ok: false, reason: `${field} contains a control character` };
+    if (value !== undefined && hasControlCharacter(value)) return { ok: false, reason: `${field} contains a control character` };
   }
   const body = fields.name === undefined ? { email: fields.email } : { email: fields.email, name: fields.name };
-  if (!checkSignupBody(body)) {
-    const [first] = checkSignupBody.errors ?? [];
-    return { ok: false, reason: `${first?.instancePath.replace(/^\//, '') || 'row'} ${first?.message ?? 'is invalid'}` };
+  if (!checkSignupBody.Check(body)) {
+    const path = (instancePath: string) => instancePath.replace(/^\//, '');
+    return { ok: false, reason: firstValidationError(checkSignupBody.Errors(body), { root: 'row', path }) };
   }
   return { ok: true, email: fields.email.trim().toLowerCase(), name: fields.name?.trim() || null };
-}
-
-/** Counts the data records of an upload as it streams by, and rejects what is not CSV with an email column. */
-function createUploadCheck() {
-  const parser = parse(CSV_OPTIONS);
-  let header: string[] | undefined;
-  let records = 0;
-  let failure: Error | undefined;
-  parser.on('data', (parsed: ParsedRecord) => {
-    if (header === undefined) header = parsed.record;
-    else records += 1;
-  });
-  parser.on('error', (error) => (failure ??= error));
-  const ended = new Promise<void>((resolve) => {
-    parser.on('end', resolve);
-    parser.on('error', () => resolve());
-  });
-  const rejectIfFailed = () => {
-    if (failure) throw new UploadRejectedError(400, `body is not valid CSV: ${failure.message}`);
-    if (header !== undefined && importColumns(header) === undefined) throw new UploadRejectedError(400, 'CSV header has no email column');
-  };
-  return {
-    write(piece: Buffer) {
-      rejectIfFailed();
-      parser.write(piece);
-    },
-    async end(): Promise<number> {
-      parser.end();
-      await ended;
-      rejectIfFailed();
-      if (header === undefined) throw new UploadRejectedError(400, 'CSV body is empty: expected a header row with an email column');
-      return records;
-    },
-  };
-}
-
-/**
- * The next piece of a request body, undefined at its end. Read by hand, not
- * with for-await: leaving that loop destroys the request (and its socket),
- * and a rejected upload must still get its 413 or 400 answer.
- */
-async function nextPiece(stream: Readable): Promise<Buffer | string | undefined> {
-  for (;;) {
-    const piece = stream.read() as Buffer | string | null;
-    if (piece !== null) return piece;
-    if (stream.readableEnded) return undefined;
-    await new Promise<void>((resolve, reject) => {
-      const done = () => {
-        stream.off('readable', done).off('end', done).off('error', failed);
-        resolve();
-      };
-      const failed = (error: Error) => {
-        stream.off('readable', done).off('end', done).off('error', failed);
-        reject(error);
-      };
-      stream.on('readable', done).on('end', done).on('error', failed);
-    });
-  }
-}
-
-/**
- * Stores an upload and its `users-import` job in one transaction (the job
- * through the outbox): before the caller answers 202 the bytes are in
- * PostgreSQL, and a body over `maxBytes`, not CSV, or without an email column
- * rolls everything back.
- */
-export async function storeUsersImport(
-  deps: OutboxDeps,
-  body: Readable,
-  options: { maxBytes: number; sendVerification: boolean },
-): Promise<{ jobId: string; rows: number }> {
-  let outboxRow: OutboxRow | undefined;
-  const stored = await deps.db.transaction().execute(async (trx) => {
-    const payload: UsersImportPayload = { sendVerification: options.sendVerification };
-    outboxRow = await enqueue(trx, BATCH_QUEUE, USERS_IMPORT_JOB, payload);
-    const jobId = outboxJobId(outboxRow.id);
-    const btrx = batchTrx(trx);
-    await insertBatchJob(btrx, { jobId, kind: USERS_IMPORT_JOB, params: payload });
-    const check = createUploadCheck();
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
-    let received = 0;
-    let seq = 0;
-    const flush = async () => {
-      if (pendingBytes === 0) return;
-      await insertChunk(btrx, 'batch_import_chunks', { jobId, seq, data: Buffer.concat(pending, pendingBytes) });
-      seq += 1;
-      pending = [];
-      pendingBytes = 0;
-    };
-    for (;;) {
-      const raw = await nextPiece(body);
-      if (raw === undefined) break;
-      const piece = typeof raw === 'string' ? Buffer.from(raw) : raw;
-      received += piece.length;
-      if (received > options.maxBytes) throw new UploadRejectedError(413, `import body is larger than ${options.maxBytes} bytes`);
-      check.write(piece);
-      pending.push(piece);
-      pendingBytes += piece.length;
-      if (pendingBytes >= UPLOAD_CHUNK_BYTES) await flush();
-    }
-    const rows = await check.end();
-    await flush();
-    await batchTrx(trx).updateTable('batch_jobs').set({ total: rows }).where('job_id', '=', jobId).execute();
-    return { jobId, rows };
-  });
-  await publishAfterCommit(deps, outboxRow ? [outboxRow] : []);
-  return stored;
 }
 
 export interface ImportSummary {
@@ -256,39 +97,23 @@ export async function processUsersImportJob(
     if (state.finished) return { rows: state.rowsDone, ...tally };
 
     let { chunksDone, rowsDone } = state;
-    const total = state.total;
-    await job.updateProgress({ done: rowsDone, total });
 
     const parser = parse(CSV_OPTIONS);
     const source = Readable.from(readChunks(bdb, 'batch_import_chunks', jobId));
     source.on('error', (error) => parser.destroy(error));
     source.pipe(parser);
+    const records = (parser as AsyncIterable<ParsedRecord>)[Symbol.asyncIterator]();
 
     let columns: ImportColumns | undefined;
     let seen = 0;
-    let batch: NumberedRecord[] = [];
     const lineOf = createLineCounter();
-    const commit = async (final: boolean) => {
-      throwIfAborted(signal);
-      const outboxRows = await commitImportChunk(deps, {
-        jobId,
-        payload,
-        batch,
-        columns: columns!,
-        expectedChunks: chunksDone,
-        rowsBefore: rowsDone,
-        tally,
-        final,
-      });
-      chunksDone += 1;
-      rowsDone += batch.length;
-      batch = [];
-      await publishAfterCommit(deps, outboxRows);
-      await job.updateProgress({ done: rowsDone, total });
-      if (!final) await pauseBetweenChunks(deps.chunkPauseMs, signal);
-    };
-    try {
-      for await (const parsed of parser as AsyncIterable<ParsedRecord>) {
+    /** The next chunkRows records not yet covered by the checkpoint; final at the end of the upload. */
+    const nextBatch = async (): Promise<{ batch: NumberedRecord[]; final: boolean }> => {
+      const batch: NumberedRecord[] = [];
+      for (;;) {
+        const next = await records.next();
+        if (next.done) return { batch, final: true };
+        const parsed = next.value;
         const line = lineOf(parsed);
         if (columns === undefined) {
           columns = importColumns(parsed.record);
@@ -299,14 +124,38 @@ export async function processUsersImportJob(
         seen += 1;
         if (seen <= rowsDone) continue;
         batch.push({ ...parsed, line });
-        if (batch.length >= deps.chunkRows) await commit(false);
+        if (batch.length >= deps.chunkRows) return { batch, final: false };
       }
+    };
+    try {
+      await runCheckpointed(job, signal, {
+        done: rowsDone,
+        total: state.total,
+        pauseMs: deps.chunkPauseMs,
+        commitNextChunk: async () => {
+          const { batch, final } = await nextBatch();
+          if (!columns) throw new UnrecoverableError('stored upload is empty');
+          const outboxRows = await commitImportChunk(deps, {
+            jobId,
+            payload,
+            batch,
+            columns,
+            expectedChunks: chunksDone,
+            rowsBefore: rowsDone,
+            tally,
+            final,
+          });
+          chunksDone += 1;
+          rowsDone += batch.length;
+          return { done: rowsDone, final, outboxRows };
+        },
+        afterCommit: (chunk) => publishAfterCommit(deps, chunk.outboxRows),
+      });
     } finally {
       // Leaving early (cancel, error) must not leave the chunk reader paused on its next query.
       source.destroy();
+      await records.return?.();
     }
-    if (!columns) throw new UnrecoverableError('stored upload is empty');
-    await commit(true);
     return { rows: rowsDone, ...tally };
   });
 }

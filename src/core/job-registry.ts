@@ -4,6 +4,7 @@ import { Compile } from 'typebox/compile';
 import type { Config } from '../config.js';
 import type { RedisClient } from './redis.js';
 import { queueTelemetry } from './tracing.js';
+import { firstValidationError } from './schemas.js';
 
 export const COMPLETED_JOBS_KEPT = { age: 24 * 3600, count: 1000 } as const;
 export const FAILED_JOBS_KEPT = { age: 7 * 24 * 3600, count: 10000 } as const;
@@ -58,8 +59,7 @@ export function checkPayload<Q extends QueueDefinition>(definition: Q, jobName: 
   let validator = payloadValidators.get(declaration.payload);
   if (!validator) payloadValidators.set(declaration.payload, (validator = Compile(declaration.payload)));
   if (!validator.Check(data)) {
-    const [first] = validator.Errors(data);
-    throw new UnrecoverableError(`invalid ${jobName} payload: ${first?.instancePath || 'data'} ${first?.message ?? 'is invalid'}`);
+    throw new UnrecoverableError(`invalid ${jobName} payload: ${firstValidationError(validator.Errors(data), { root: 'data' })}`);
   }
 }
 

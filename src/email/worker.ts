@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/schema.js';
 import { isDatabaseUnavailable } from '../core/errors.js';
 import type { Metrics } from '../ops/metrics.js';
-import type { JobNameOf, PayloadOf, Processors } from '../core/job-registry.js';
+import type { JobNameOf, PayloadOf, Processors, QueueDefinition } from '../core/job-registry.js';
 import { maskEmail, maskEmailsIn, type Logger } from '../core/logger.js';
 import { findSuppression, type SuppressionReason } from '../db/suppressions.js';
 import { inSpan } from '../core/tracing.js';
@@ -13,15 +13,19 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { classifySmtpError, emailMessageId, messageIdDomain, type Mailer, type OutgoingEmail } from './mailer.js';
 import type { SentEmails } from '../db/sent-emails.js';
 
-type EmailJobName = JobNameOf<typeof emailQueue>;
+/** The email queue's job registry (`emailQueue` in jobs.ts; a test may extend it with an email type of its own). */
+export type EmailQueueDefinition = QueueDefinition<typeof EMAIL_QUEUE>;
 
 /** A job's result: sent, skipped (already sent, nothing to send) or suppressed (the address bounced or complained). */
 export type EmailJobResult = { sent: boolean; suppressed?: true; reason?: SuppressionReason };
 
 /** Reads fresh rows for a job and returns the email to send, or null when there is nothing to send any more. */
-export type EmailComposer<N extends EmailJobName> = (data: PayloadOf<typeof emailQueue, N>, job: Job) => Promise<OutgoingEmail | null>;
-/** One composer per email job name: a new email job without its composer does not compile. */
-export type EmailComposers = { readonly [N in EmailJobName]: EmailComposer<N> };
+export type EmailComposer<N extends JobNameOf<Q>, Q extends EmailQueueDefinition = typeof emailQueue> = (
+  data: PayloadOf<Q, N>,
+  job: Job,
+) => Promise<OutgoingEmail | null>;
+/** One composer per email job name of the registry: a new email job without its composer does not compile. */
+export type EmailComposers<Q extends EmailQueueDefinition = typeof emailQueue> = { readonly [N in JobNameOf<Q>]: EmailComposer<N, Q> };
 
 export interface EmailWorkerDeps {
   config: Config;
@@ -131,14 +135,14 @@ async function recordUntilCommitted(deps: EmailWorkerDeps, sentEmails: SentEmail
 }
 
 /** The email job processor around one composer: dedupe, compose, send, classify failures. */
-export function processEmailJob<N extends EmailJobName>(
+export function processEmailJob<Data>(
   deps: EmailWorkerDeps,
-  compose: EmailComposer<N>,
+  compose: (data: Data, job: Job) => Promise<OutgoingEmail | null>,
   outages: OutagePauses = createOutagePauses(deps),
   sentEmails: SentEmails = deps.statements.sentEmails,
 ) {
   const domain = messageIdDomain(deps.config.MAIL_FROM, deps.config.PUBLIC_BASE_URL);
-  const sendOnce = async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<EmailJobResult> => {
+  const sendOnce = async (data: Data, job: Job): Promise<EmailJobResult> => {
     const jobId = job.id!;
 
     // A job re-published by the relay, or retried after its email went out, must not send twice.
@@ -185,7 +189,7 @@ export function processEmailJob<N extends EmailJobName>(
     return { sent: true };
   };
 
-  return async (data: PayloadOf<typeof emailQueue, N>, job: Job): Promise<EmailJobResult> => {
+  return async (data: Data, job: Job): Promise<EmailJobResult> => {
     try {
       const result = await sendOnce(data, job);
       outages.recovered();
@@ -201,13 +205,22 @@ export function processEmailJob<N extends EmailJobName>(
   };
 }
 
-/** The email queue's processors: every job kind goes through the same send path with its own composer. */
-export function emailProcessors(deps: EmailWorkerDeps, composers: EmailComposers): Processors<typeof emailQueue> {
+/**
+ * The email queue's processors, one per job name of the registry, each the same send path around its own composer.
+ * No job name is spelled here: a new email type is its template, its composer (composers.ts) and its registry line
+ * (jobs.ts). `definition` is the registry (emailQueue unless a test extends it).
+ */
+export function emailProcessors<Q extends EmailQueueDefinition = typeof emailQueue>(
+  deps: EmailWorkerDeps,
+  composers: NoInfer<EmailComposers<Q>>,
+  definition: Q = emailQueue as EmailQueueDefinition as Q,
+): Processors<Q> {
+  // One pause state for the queue: every job kind runs into the same SMTP server and database.
   const outages = createOutagePauses(deps);
   const { sentEmails } = deps.statements;
-  return {
-    // One pause state for the queue: every job kind runs into the same SMTP server and database.
-    'email-verification': processEmailJob(deps, composers['email-verification'], outages, sentEmails),
-    'order-tracking-link': processEmailJob(deps, composers['order-tracking-link'], outages, sentEmails),
-  };
+  const processors: Record<string, unknown> = {};
+  for (const name of Object.keys(definition.jobs) as JobNameOf<Q>[]) {
+    processors[name] = processEmailJob(deps, composers[name] as EmailComposer<typeof name, Q>, outages, sentEmails);
+  }
+  return processors as Processors<Q>;
 }

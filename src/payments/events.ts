@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { Compile } from 'typebox/compile';
-import { SafeString, describeSafeStringFailure } from '../core/schemas.js';
+import { SafeString, firstValidationError, type SchemaError } from '../core/schemas.js';
 import { recordPaymentEvent } from '../db/orders.js';
 import type { Db } from '../db/schema.js';
 import { settlePayment, type PaymentOutcome, type SettleResult, type TransitionDeps } from './transitions.js';
@@ -54,14 +54,8 @@ const eventId = Compile(EventIdSchema);
 const optionalProviderRef = Compile(OptionalProviderRefSchema);
 const handledEvent = Compile(PaymentEventSchema);
 
-function firstError(
-  validator: { Errors(value: unknown): Array<{ instancePath: string; message: string; keyword?: string; params?: unknown }> },
-  body: unknown,
-): string {
-  const [first] = validator.Errors(body);
-  const safe =
-    first?.keyword === 'pattern' ? describeSafeStringFailure((first.params as { pattern?: unknown } | undefined)?.pattern) : undefined;
-  return `${first?.instancePath || 'body'} ${safe ?? first?.message ?? 'is invalid'}`;
+function firstError(validator: { Errors(value: unknown): Iterable<SchemaError> }, body: unknown): string {
+  return firstValidationError(validator.Errors(body));
 }
 
 /**

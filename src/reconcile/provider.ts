@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { Value } from 'typebox/value';
+import { firstValidationError } from '../core/schemas.js';
 
 // Spelled out: a union built with `.map()` is an array type, and its Static<> would be `never`.
 export const ProviderPaymentStatusSchema = Type.Union([
@@ -69,8 +70,10 @@ export function createHttpPaymentProvider(options: { baseUrl: string; timeoutMs:
       if (response.status === 429 || response.status >= 500) return { kind: 'transient', reason: `http ${response.status}` };
       if (response.status !== 200) return { kind: 'invalid', reason: `unexpected http ${response.status}` };
       if (!Value.Check(ProviderPaymentSchema, body)) {
-        const [first] = Value.Errors(ProviderPaymentSchema, body);
-        return { kind: 'invalid', reason: `provider body ${first?.instancePath || ''} ${first?.message ?? 'is invalid'}`.trim() };
+        return {
+          kind: 'invalid',
+          reason: `provider body ${firstValidationError(Value.Errors(ProviderPaymentSchema, body), { root: '' })}`.trim(),
+        };
       }
       if (body.providerRef !== providerRef) return { kind: 'invalid', reason: 'provider answered for another reference' };
       return { kind: 'found', status: body.status, amount: body.amount, currency: body.currency };

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import formbody from '@fastify/formbody';
 import { Type } from 'typebox';
 import type { RedisClient } from '../core/redis.js';
 import type { Db } from '../db/schema.js';
@@ -18,16 +19,7 @@ import { publishAfterCommit, type Publisher } from '../outbox/producer.js';
 import type { PublishedMarks } from '../outbox/published-marks.js';
 import { signupThrottleKey } from './throttle.js';
 import { hashToken } from './tokens.js';
-
-export const SignupBodySchema = Type.Object(
-  {
-    email: SafeString({ format: 'email', maxLength: 254 }),
-    // An empty name is a valid string (the contract's 400s are bad email, unknown fields, wrong types); stored as no name.
-    // Pasted into email bodies: one line, no control characters.
-    name: Type.Optional(SafeString({ maxLength: 200, singleLine: true })),
-  },
-  { additionalProperties: false, examples: [{ email: 'ada@example.com', name: 'Ada' }] },
-);
+import { SignupBodySchema } from './schemas.js';
 
 // No control characters: SafeString (a NUL would reach PostgreSQL).
 const VerificationTokenSchema = SafeString({ minLength: 1, maxLength: 512 });
@@ -117,17 +109,6 @@ export const signupRoutes: FastifyPluginAsync<SignupRoutesOptions> = async (fast
   await app.register(verifyEmailRoutes, { db: deps.db });
 };
 
-/** A form body as an object; a repeated field becomes an array, so the schema refuses it instead of one value winning. */
-function parseFormBody(body: string): Record<string, string | string[]> {
-  const fields = new Map<string, string | string[]>();
-  for (const [name, value] of new URLSearchParams(body)) {
-    const seen = fields.get(name);
-    fields.set(name, seen === undefined ? value : [seen, value].flat());
-  }
-  // fromEntries defines own properties: a field named __proto__ is just an unknown field.
-  return Object.fromEntries(fields);
-}
-
 function isFormPost(contentType: string | undefined): boolean {
   const [mediaType = ''] = (contentType ?? '').split(';');
   return mediaType.trim().toLowerCase() === FORM_CONTENT_TYPE;
@@ -141,7 +122,9 @@ function isFormPost(contentType: string | undefined): boolean {
 const verifyEmailRoutes: FastifyPluginAsync<{ db: Db }> = async (fastify, deps) => {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   // Registered in this plugin only: every other route, /auth/signup included, keeps refusing form bodies (415).
-  app.addContentTypeParser(FORM_CONTENT_TYPE, { parseAs: 'string' }, (_request, body, done) => done(null, parseFormBody(body as string)));
+  // fast-querystring makes a repeated field an array (the schema refuses it instead of one value winning) and
+  // returns an object without prototype (a field named __proto__ is just an unknown field).
+  await fastify.register(formbody);
 
   app.get(
     '/auth/verify-email',

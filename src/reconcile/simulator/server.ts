@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import type { TSchema } from 'typebox';
 import { Value } from 'typebox/value';
 import { HOLD_MS, simDelay, SimConfigSchema, SimPaymentSchema, SimRefFailureSchema, type ProviderSimulator } from './state.js';
+import { firstValidationError } from '../../core/schemas.js';
 
 export interface RunningSimulator {
   server: Server;
@@ -19,8 +20,7 @@ function send(reply: FastifyReply, status: number, body: unknown) {
 }
 
 function schemaError(schema: TSchema, value: unknown): string {
-  const [first] = Value.Errors(schema, value);
-  return `${first?.instancePath || 'body'} ${first?.message ?? 'is invalid'}`;
+  return firstValidationError(Value.Errors(schema, value));
 }
 
 /** Bodies are JSON whatever their content type (curl and fetch send text/plain); empty means `{}`. */
