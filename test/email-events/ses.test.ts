@@ -15,7 +15,7 @@ t.test('Amazon SES through SNS', async (t) => {
     t,
     testEnv(t, {
       ROLE: 'api',
-      EMAIL_EVENTS_SES_TOPIC_ARNS: `arn:aws:sns:eu-west-1:1:other, ${TOPIC}`,
+      EMAIL_EVENTS_SES_TOPIC_ARNS: `arn:aws:sns:eu-west-1:210987654321:other, ${TOPIC}`,
       EMAIL_EVENTS_SNS_CERT_HOST: '^(127\\.0\\.0\\.1|localhost)$',
     }),
     { emailEvents: { fetch: { ca: pki.caPem, timeoutMs: 2000, maxBytes: 64 * 1024 } } },

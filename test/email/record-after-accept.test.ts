@@ -113,7 +113,12 @@ t.test('every delivery of one job carries the same Message-ID, derived from the 
   const [first, second] = smtp.deliveries;
   t.match(first.messageId, /^<email-outbox-\d+@localhost>$/);
   t.equal(second.messageId, first.messageId, 'the retry carries the first attempt’s Message-ID');
-  const row = await errand.deps.db.selectFrom('sent_emails').select(['job_id', 'message_id']).executeTakeFirstOrThrow();
+  // SMTP accepts before the worker records the send: wait for the record, not just the delivery.
+  const row = await waitFor(
+    () => errand.deps.db.selectFrom('sent_emails').select(['job_id', 'message_id']).executeTakeFirst(),
+    15000,
+    'the send record',
+  );
   t.equal(row.message_id, first.messageId);
   t.equal(first.messageId, `<email-${row.job_id}@localhost>`);
 });
