@@ -48,7 +48,10 @@ export function skipCancelledJobs<Q extends QueueDefinition>(db: Db, definition:
   const guarded: Record<string, JobProcessor<unknown>> = {};
   for (const [name, process] of Object.entries(processors as Record<string, JobProcessor<unknown>>)) {
     guarded[name] = async (data, job, signal) => {
-      if (job.id !== undefined && (await isCancelled(job.id))) throw new UnrecoverableError(CANCELLED_REASON);
+      // PostgreSQL away: the processor meets the same outage and handles it its queue's way (the email queue pauses
+      // without spending an attempt); failing here would spend attempts instead. Every processor needs PostgreSQL first.
+      const cancelled = job.id !== undefined && (await isCancelled(job.id).catch(() => false));
+      if (cancelled) throw new UnrecoverableError(CANCELLED_REASON);
       return process(data, job, signal);
     };
   }
