@@ -15,8 +15,8 @@ import { TEST_BUNDLE_DIR, bundleMainForTests, bundleTests } from './transpile-sr
 
 const ROOT = path.join(import.meta.dirname, '..');
 
-/** Test files at once: most of a file's time is waiting (on spawned processes, failovers, timers), not CPU. */
-const CONCURRENCY = Number(process.env.TEST_CONCURRENCY ?? 5);
+/** Test files at once: most of a file's time is waiting, but 5 at once starved the CPU-bound ones (browsers, spawned errands) past their principled latency bounds on 2 cores. */
+const CONCURRENCY = Number(process.env.TEST_CONCURRENCY ?? 4);
 
 /**
  * Per file, in seconds: the slowest (a kill -9 resume, a Redis failover) take about a minute alone. 180 s is the
