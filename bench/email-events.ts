@@ -1,16 +1,13 @@
 // bench:email-events — what one receiver takes: a SendGrid Event Webhook delivery of 500 events, and an SNS (SES)
 // notification, posted over HTTP to one errand (ROLE=api) by a few concurrent clients. Every request is signed
 // before the clock starts, so the client's signing does not share the measured CPU.
-import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:https';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { loadConfig } from '../src/config.js';
 import { startErrand } from '../src/errand.js';
 import { snsStringToSign } from '../src/email/events/ses.js';
+import { makePki } from '../test/email-events/support.js';
 import {
   errandEnv,
   freshDatabaseUrl,
@@ -49,45 +46,10 @@ async function drive(
   return { requests: next, seconds: (performance.now() - started) / 1000 };
 }
 
-function pki() {
-  const dir = mkdtempSync(path.join(tmpdir(), 'errand-bench-sns-'));
-  onCleanup('remove certificates', () => rmSync(dir, { recursive: true, force: true }));
-  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-  const key = ['-newkey', 'rsa:2048', '-nodes'];
-  openssl('req', '-x509', ...key, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=bench CA');
-  openssl('req', ...key, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost');
-  writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    'server.csr',
-    '-CA',
-    'ca.pem',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-out',
-    'server.pem',
-    '-days',
-    '2',
-    '-extfile',
-    'san.ext',
-  );
-  openssl('req', '-x509', ...key, '-keyout', 'signing.key', '-out', 'signing.pem', '-days', '2', '-subj', '/CN=sns');
-  const read = (file: string) => readFileSync(path.join(dir, file), 'utf8');
-  return {
-    ca: read('ca.pem'),
-    serverKey: read('server.key'),
-    serverCert: read('server.pem'),
-    signingKey: read('signing.key'),
-    signingCert: read('signing.pem'),
-  };
-}
-
 await runScenario('email-events', async () => {
   const machine = await machineInfo();
-  const certs = pki();
+  // The test suite's certificates (own CA, server and SNS signing certificate), removed when the bench ends.
+  const certs = makePki({ teardown: (fn) => onCleanup('remove certificates', fn) });
   const certServer = createServer({ key: certs.serverKey, cert: certs.serverCert }, (_req, res) => res.end(certs.signingCert));
   await new Promise<void>((resolve) => certServer.listen(0, '127.0.0.1', resolve));
   onCleanup('close certificate server', () => new Promise((resolve) => certServer.close(resolve)));
@@ -103,7 +65,7 @@ await runScenario('email-events', async () => {
     EMAIL_EVENTS_SES_TOPIC_ARNS: TOPIC,
     EMAIL_EVENTS_SNS_CERT_HOST: '^127\\.0\\.0\\.1$',
   });
-  const errand = await startErrand(loadConfig(env), { logDestination: nullStream(), app: { emailEvents: { fetch: { ca: certs.ca } } } });
+  const errand = await startErrand(loadConfig(env), { logDestination: nullStream(), app: { emailEvents: { fetch: { ca: certs.caPem } } } });
   onCleanup('close errand', () => errand.close());
   await errand.app.listen({ port: 0, host: '127.0.0.1' });
   const base = `http://127.0.0.1:${(errand.app.server.address() as { port: number }).port}`;
