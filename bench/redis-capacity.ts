@@ -13,6 +13,7 @@ import { Cluster, type Redis } from 'ioredis';
 import { COMPLETED_JOBS_KEPT, FAILED_JOBS_KEPT } from '../src/core/job-registry.js';
 import { createRedis, type RedisClient } from '../src/core/redis.js';
 import { EMAIL_QUEUE, jobOptionsFor } from '../src/queues.js';
+import { outboxJobId } from '../src/db/outbox.js';
 import { clusterQueuePrefix, parseRedisUrl, type RedisTopology } from '../src/core/redis-url.js';
 import { startRedisCluster, probeRedis } from '../test/support/redis-topologies.js';
 import { machineInfo, onCleanup, progress, report, round, RUN_SECONDS, runScenario, sleep, startPrivateRedis } from './lib.js';
@@ -113,7 +114,7 @@ async function measure(options: {
         const id = (next += 1);
         const [name, data] =
           id % 2 === 0 ? ['email-verification', { userId: uuidFor(id) }] : ['order-tracking-link', { orderId: uuidFor(id) }];
-        await queue.add(name, data, { jobId: `outbox-${id}`, ...jobOptionsFor(EMAIL_QUEUE, name) });
+        await queue.add(name, data, { jobId: outboxJobId(String(id)), ...jobOptionsFor(EMAIL_QUEUE, name) });
         added += 1;
       }
     }),

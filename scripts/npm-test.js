@@ -5,7 +5,7 @@
 // hooks every module a file loads: ~1.5 s) and no loading of ~900 separate modules (~1.2 s) in a test process:
 // together they were about two thirds of the suite's CPU. `npm run test:coverage` runs the .test-build/ files under tap's runner.
 // The static checks (tsc, eslint, prettier) are `npm run check`, which .ci/run runs before this.
-import { readdirSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
 import { pipeline } from 'node:stream/promises';
@@ -81,6 +81,20 @@ const started = Date.now();
 let failed = false;
 const stream = run({ files: files.map((file) => path.join(ROOT, file)), concurrency: CONCURRENCY, timeout: FILE_TIMEOUT_S * 1000 });
 stream.on('test:fail', () => (failed = true));
+// Per file, the summed time of its top-level tests (its process start-up not included): the slowest are printed at
+// the end, the files to look at first when the suite grows slow.
+const secondsPerFile = new Map();
+const addTime = (event) => {
+  if (event.nesting !== 0 || !event.file) return;
+  secondsPerFile.set(event.file, (secondsPerFile.get(event.file) ?? 0) + (event.details?.duration_ms ?? 0) / 1000);
+};
+stream.on('test:pass', addTime);
+stream.on('test:fail', addTime);
 await pipeline(stream, new spec(), process.stdout, { end: false });
+const byTime = [...secondsPerFile].sort((a, b) => b[1] - a[1]);
+const slowest = byTime.slice(0, 12);
+if (process.env.TEST_TIMINGS)
+  writeFileSync(process.env.TEST_TIMINGS, byTime.map(([file, s]) => `${s.toFixed(1)} ${path.relative(ROOT, file)}\n`).join(''));
+process.stdout.write(`\n# slowest files: ${slowest.map(([file, s]) => `${path.relative(ROOT, file)} ${s.toFixed(1)} s`).join(', ')}`);
 process.stdout.write(`\n# ${files.length} test files: ${failed ? 'FAILED' : 'ok'} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
 process.exitCode = failed ? 1 : 0;

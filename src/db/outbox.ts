@@ -3,6 +3,7 @@ import type { TObject } from 'typebox';
 import type { JobNameOf, PayloadOf, QueueDefinition } from '../core/job-registry.js';
 import { activeTraceContext, type TraceContext } from '../core/tracing.js';
 import type { Database } from './schema.js';
+import { createBatcher } from './batcher.js';
 
 /**
  * The one outbox API. A job is written to the `outbox` table in the transaction (or the one statement) that makes
@@ -122,4 +123,30 @@ export function outboxInsertSql<Payload>(
             select ${job.queue.name}::text, ${job.jobName}::text, ${payloadSql(job, rows.payload)}, ${rows.traceContext}
             from ${rows.from}
             returning id, queue, job_name, payload`;
+}
+
+/** Sends a batch of freshly committed rows on (publish-after-commit: to Redis): per row, in order, an Error or nothing. */
+export type SendOutboxRows = (rows: OutboxRow[]) => Promise<(Error | undefined)[]>;
+
+/**
+ * Per row: resolves once `send` took it, rejects with the row's Error. The rows handed in during one event-loop
+ * turn (and while two earlier batches are still being sent) go to `send` together, at most `maxBatch` at a time,
+ * so concurrent requests share one write. A row not yet sent after `deadlineMs` is given up at once, so a sender
+ * that is slow to answer cannot pile rows up here; the relay publishes what this gave up.
+ */
+export function createOutboxRowSender(
+  send: SendOutboxRows,
+  options: { maxBatch: number; deadlineMs: number },
+): (row: OutboxRow) => Promise<void> {
+  const { maxBatch, deadlineMs } = options;
+  const batched = createBatcher<OutboxRow, Error | undefined>({
+    maxBatch,
+    maxInFlight: 2,
+    maxWait: { ms: deadlineMs, error: () => new Error(`not sent to Redis within ${deadlineMs} ms`) },
+    run: send,
+  });
+  return async (row) => {
+    const failure = await batched(row);
+    if (failure !== undefined) throw failure;
+  };
 }

@@ -1,12 +1,11 @@
 import type { Transaction } from 'kysely';
 import type { RedisClient } from '../core/redis.js';
 import type { Database, Db } from '../db/schema.js';
-import { insertOutboxRow, outboxJob, outboxJobId, type OutboxRow } from '../db/outbox.js';
+import { createOutboxRowSender, insertOutboxRow, outboxJob, outboxJobId, type OutboxRow } from '../db/outbox.js';
 import type { Logger } from '../core/logger.js';
 import { jobOptionsFor, queueDefinition, type JobName, type Payload, type QueueName, type Queues } from '../queues.js';
 import type { PublishedMarks } from './published-marks.js';
 import { activeTraceContext, inTraceContext, jobTelemetryFor } from '../core/tracing.js';
-import { createBatcher } from '../db/batcher.js';
 import type { Config } from '../config.js';
 import { UnknownQueueError } from './row-fault.js';
 
@@ -91,13 +90,11 @@ const asError = (err: unknown): Error => (err instanceof Error ? err : new Error
  * not wait on one round trip per row of a slow Redis). A row still waiting for its batch after `deadlineMs` is
  * given up at once, so a Redis that is slow to answer cannot pile up rows here. Each job carries the trace of the
  * request that published it (captured before the batch, which runs in another request's context).
+ * The batching itself is db/outbox.ts (createOutboxRowSender); this is what one batch does in Redis.
  */
 export function createPublisher(queues: Queues, deadlineMs: number = DEFAULT_PUBLISH_DEADLINE_MS): Publisher {
-  const batched = createBatcher<OutboxRow, Error | undefined>({
-    maxBatch: PUBLISH_BATCH_MAX,
-    maxInFlight: 2,
-    maxWait: { ms: deadlineMs, error: () => new Error(`not sent to Redis within ${deadlineMs} ms`) },
-    async run(rows) {
+  return createOutboxRowSender(
+    async (rows) => {
       const failures = new Map<OutboxRow, Error>();
       await Promise.all(
         [...groupByQueue(rows).values()].map(async (group) => {
@@ -111,11 +108,8 @@ export function createPublisher(queues: Queues, deadlineMs: number = DEFAULT_PUB
       );
       return rows.map((row) => failures.get(row));
     },
-  });
-  return async (row) => {
-    const failure = await batched(row);
-    if (failure !== undefined) throw failure;
-  };
+    { maxBatch: PUBLISH_BATCH_MAX, deadlineMs },
+  );
 }
 
 /**
