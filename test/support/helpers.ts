@@ -20,6 +20,8 @@ import { startErrand, type Errand } from '../../src/errand.js';
 import { directoryHolding } from '../../src/core/package-root.js';
 import type { Deps } from '../../src/deps.js';
 import { isQueueName } from '../../src/queues.js';
+// Fails a file whose process outlives its tests, naming what holds it (instead of running to the 180 s limit).
+import './exit-watchdog.js';
 
 type Teardown = (fn: () => unknown) => void;
 export interface T {
