@@ -3,6 +3,7 @@ import type { Writable } from 'node:stream';
 import type { Job } from 'bullmq';
 import { sql, type RawBuilder } from 'kysely';
 import type { Db, OrderStatus } from '../db/schema.js';
+import { csvSql } from './csv-sql.js';
 import { ORDERS_EXPORT_JOB, type OrdersExportPayload } from './jobs.js';
 import { checkpointRefusedError, JobCancelledError, runCancellable, runCheckpointed } from './chunks.js';
 import { batchDb, checkpointRefusal, loadOrCreateBatchJob, setBatchJobTotal, type BatchJobState } from './repository.js';
@@ -28,18 +29,6 @@ export interface ExportKey {
 export const EXPORT_COLUMNS = ['id', 'email', 'amount', 'currency', 'status', 'providerRef', 'paidAt', 'createdAt', 'updatedAt'] as const;
 const CSV_HEADER = `${EXPORT_COLUMNS.join(',')}\r\n`;
 
-/**
- * A cell a spreadsheet would run as a formula (CONTRACT.md): one starting with `=`, `+`, `-`, `@`, tab or CR
- * gets a leading `'` (OWASP's CSV-injection advice), so `=HYPERLINK(…)` typed as an email shows as text.
- */
-const FORMULA_START = /^[=+\-@\t\r]/;
-
-/** RFC 4180: a field with a comma, quote, CR or LF is quoted, its quotes doubled; a formula start is defused first. */
-export function csvField(value: string): string {
-  const cell = FORMULA_START.test(value) ? `'${value}` : value;
-  return /[",\r\n]/.test(cell) ? `"${cell.replace(/"/g, '""')}"` : cell;
-}
-
 export const EXPORT_CONTENT_TYPES: Readonly<Record<ExportFormat, string>> = {
   csv: 'text/csv; charset=utf-8',
   ndjson: 'application/x-ndjson; charset=utf-8',
@@ -47,18 +36,6 @@ export const EXPORT_CONTENT_TYPES: Readonly<Record<ExportFormat, string>> = {
 
 // Timestamps formatted by PostgreSQL (UTC, milliseconds): identical on every run, and no Date objects per row.
 const isoUtc = (column: RawBuilder<unknown>) => sql<string>`to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
-
-// Characters that make a CSV field need quotes (RFC 4180), as a bracket expression for PostgreSQL's `~`.
-const CSV_SPECIAL = '[",\r\n]';
-
-// FORMULA_START for PostgreSQL's `~` (the same characters: = + - @ tab CR).
-const CSV_FORMULA_START = '^[-=+@\t\r]';
-
-/** csvField() in SQL: a leading `'` on a formula start, then quoted, its quotes doubled, when it contains a comma, quote, CR or LF. */
-const csvSql = (value: RawBuilder<unknown>) => {
-  const cell = sql<string>`(CASE WHEN ${value} ~ ${CSV_FORMULA_START} THEN '''' || ${value} ELSE ${value} END)`;
-  return sql<string>`CASE WHEN ${value} ~ ${CSV_SPECIAL} THEN '"' || replace(${cell}, '"', '""') || '"' ELSE ${cell} END`;
-};
 
 /** A JSON string as JSON.stringify writes it: PostgreSQL escapes the same characters the same way (", \, \b \f \n \r \t, \u00xx). */
 const jsonSql = (value: RawBuilder<unknown>) => sql<string>`to_json(${value})::text`;

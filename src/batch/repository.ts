@@ -1,5 +1,6 @@
 import { sql, type ColumnType, type Generated, type Kysely, type Transaction } from 'kysely';
 import type { Database, Db } from '../db/schema.js';
+import { csvSql } from './csv-sql.js';
 
 export interface BatchJobsTable {
   job_id: string;
@@ -246,22 +247,30 @@ export async function insertChunk(
   await trx.insertInto(table).values({ job_id: chunk.jobId, seq: chunk.seq, data: chunk.data }).execute();
 }
 
-/** Rejected import rows in line order, a page at a time (keyset on line). */
-export async function* readImportErrors(db: BatchDb, jobId: string, pageSize = 1000): AsyncGenerator<{ line: string; reason: string }[]> {
+/**
+ * The rejected import rows as the errors file's lines (`line,reason` CRLF), in line order, one page of text
+ * at a time (keyset on line). PostgreSQL writes each reason's cell with csvSql, the export's expression.
+ */
+export async function* readImportErrorsCsv(db: BatchDb, jobId: string, pageSize = 1000): AsyncGenerator<string> {
   let after = 0;
   for (;;) {
-    const rows = await db
+    const page = db
       .selectFrom('batch_import_errors')
       .select(['line', 'reason'])
       .where('job_id', '=', jobId)
       .where('line', '>', String(after))
       .orderBy('line')
-      .limit(pageSize)
-      .execute();
-    if (rows.length === 0) return;
-    yield rows;
-    after = Number(rows[rows.length - 1].line);
-    if (rows.length < pageSize) return;
+      .limit(pageSize);
+    const result = await sql<{ rows: number; last: string | null; text: string | null }>`
+      WITH page AS (${page})
+      SELECT count(*)::int AS rows, max(page.line)::text AS last,
+             string_agg(page.line::text || ',' || ${csvSql(sql.ref('page.reason'))} || ${'\r\n'}::text, '' ORDER BY page.line) AS text
+        FROM page`.execute(db);
+    const chunk = result.rows[0];
+    if (chunk.rows === 0 || chunk.text === null || chunk.last === null) return;
+    yield chunk.text;
+    after = Number(chunk.last);
+    if (chunk.rows < pageSize) return;
   }
 }
 

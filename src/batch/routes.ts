@@ -10,8 +10,8 @@ import { enqueue, outboxJobId, publishAfterCommit, type OutboxDeps, type OutboxR
 import { requireBearer } from '../ops/auth.js';
 import type { Payload } from '../queues.js';
 import { BATCH_QUEUE, ORDERS_EXPORT_JOB, TRACKING_LINKS_BACKFILL_JOB, USERS_IMPORT_JOB, type BatchJobName } from './jobs.js';
-import { csvField, EXPORT_CONTENT_TYPES, type ExportFormat } from './orders-export.js';
-import { batchDb, batchTrx, findBatchJob, insertBatchJob, readChunks, readImportErrors } from './repository.js';
+import { EXPORT_CONTENT_TYPES, type ExportFormat } from './orders-export.js';
+import { batchDb, batchTrx, findBatchJob, insertBatchJob, readChunks, readImportErrorsCsv } from './repository.js';
 import { storeUsersImport, UploadRejectedError } from './import-upload.js';
 
 export interface BatchRoutesOptions extends OutboxDeps {
@@ -196,7 +196,7 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (fastif
     if (!job || job.kind !== USERS_IMPORT_JOB || job.cancelled) return sendError(reply, 404, `no import ${jobId}`);
     async function* lines() {
       yield 'line,reason\r\n';
-      for await (const page of readImportErrors(bdb, jobId)) yield page.map((e) => `${e.line},${csvField(e.reason)}\r\n`).join('');
+      yield* readImportErrorsCsv(bdb, jobId);
     }
     return reply
       .type('text/csv; charset=utf-8')

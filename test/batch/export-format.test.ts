@@ -2,11 +2,12 @@ import t from 'tap';
 import { Writable } from 'node:stream';
 import { sql } from 'kysely';
 import type { Db } from '../../src/db/schema.js';
-import { csvField, writeOrdersExport } from '../../src/batch/orders-export.js';
+import { writeOrdersExport } from '../../src/batch/orders-export.js';
+import { batchDb, readImportErrorsCsv } from '../../src/batch/repository.js';
 import { startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 
-// PostgreSQL builds the export's bytes (CSV quoting, JSON escaping, key order). These checks hold them to the
-// JavaScript formatter the export used before (csvField, JSON.stringify) on awkward text, and to (created_at, id)
+// PostgreSQL builds the export's bytes (CSV quoting, JSON escaping, key order). These checks hold them to an
+// independent JavaScript formatter (csvField below, JSON.stringify) on awkward text, and to (created_at, id)
 // order when several orders share a millisecond but not a microsecond.
 
 const ADMIN_TOKEN = 'test-admin-token-0123456789';
@@ -30,6 +31,15 @@ const AWKWARD = [
   '-x,y@example.com',
   '\r+crlead@example.com',
 ];
+
+/**
+ * The test's own CSV cell, the reference the SQL writer (src/batch/csv-sql.ts) is held to: a cell starting with
+ * = + - @ tab or CR gets a leading `'`; then RFC 4180, a cell with a comma, quote, CR or LF quoted, quotes doubled.
+ */
+function csvField(value: string): string {
+  const cell = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
+  return /[",\r\n]/.test(cell) ? `"${cell.replace(/"/g, '""')}"` : cell;
+}
 
 interface ReferenceRow {
   id: string;
@@ -207,6 +217,56 @@ t.test('no exported CSV cell starts a formula: = + - @ tab CR get a leading quot
     t.ok(byEmail.has(defused(email)), `${JSON.stringify(email)} exported as ${JSON.stringify(defused(email))}`);
     t.equal(byEmail.get(defused(email)), defused(providerRef), `providerRef ${JSON.stringify(providerRef)}`);
   }
-  t.equal(csvField('-5'), "'-5", 'csvField (import error files) defuses the same way');
-  t.equal(csvField('=a,b'), `"'=a,b"`, 'and quotes after the quote is added');
+});
+
+t.test('the import-errors file is written by the same SQL: quoted reasons, defused formula starts', async (t) => {
+  const errand = await startTestErrand(t, testEnv(t, { ROLE: 'all', ADMIN_TOKEN }));
+  const upload = await errand.app.inject({
+    method: 'POST',
+    url: '/admin/imports/users',
+    headers: { ...bearer, 'content-type': 'text/csv' },
+    payload: 'name,email,extra\r\nEve,not-an-email,\r\nGina,gina@example.com\r\n',
+  });
+  t.equal(upload.statusCode, 202, upload.body);
+  const { jobId } = upload.json<{ jobId: string }>();
+  const state = await waitFor(
+    async () => {
+      const job = await errand.app.inject({ method: 'GET', url: `/admin/jobs/batch/${jobId}`, headers: bearer });
+      const { state } = job.json<{ state: string }>();
+      return state === 'completed' || state === 'failed' ? state : undefined;
+    },
+    30000,
+    `import ${jobId} done`,
+  );
+  t.equal(state, 'completed');
+  // An importer's reason starts with its field ("email …", "name …", "row …"), never with a formula character. The
+  // download's only input is batch_import_errors, so two stored reasons stand for any that ever could.
+  await sql`INSERT INTO batch_import_errors (job_id, line, reason) VALUES (${jobId}, 100, '-5'), (${jobId}, 101, '=a,b')`.execute(
+    errand.deps.db,
+  );
+  const file = await errand.app.inject({ method: 'GET', url: `/admin/imports/${jobId}/errors`, headers: bearer });
+  t.equal(file.statusCode, 200);
+  t.equal(
+    file.body,
+    'line,reason\r\n' +
+      '2,"email must match format ""email"""\r\n' +
+      '3,"row has 2 fields, the header has 3"\r\n' +
+      "100,'-5\r\n" +
+      `101,"'=a,b"\r\n`,
+    'reasons quoted (RFC 4180), formula starts defused',
+  );
+  const reasons: [number, string][] = [
+    [2, 'email must match format "email"'],
+    [3, 'row has 2 fields, the header has 3'],
+    [100, '-5'],
+    [101, '=a,b'],
+  ];
+  t.equal(
+    file.body,
+    `line,reason\r\n${reasons.map(([line, reason]) => `${line},${csvField(reason)}\r\n`).join('')}`,
+    'as the reference writes it',
+  );
+  let paged = 'line,reason\r\n';
+  for await (const page of readImportErrorsCsv(batchDb(errand.deps.db), jobId, 1)) paged += page;
+  t.equal(paged, file.body, 'read one reason per page (keyset on line): the same lines');
 });
