@@ -55,3 +55,14 @@ export function cancelledJobsChecker(db: Db, queue: string): (jobId: string) => 
     },
   });
 }
+
+/**
+ * Retention: deletes at most `limit` cancel markers recorded before `before`. Returns how many it deleted. The table
+ * is small (admin cancels) and not indexed on `cancelled_at`: a scan that stops after `limit` rows.
+ */
+export async function deleteOldCancellations(db: Db, before: Date, limit: number): Promise<number> {
+  const result = await sql`
+    delete from cancelled_jobs where (queue, job_id) in (
+      select queue, job_id from cancelled_jobs where cancelled_at < ${before} limit ${limit} for update skip locked)`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}

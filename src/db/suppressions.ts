@@ -157,6 +157,35 @@ export async function recordEmailEvents(
 }
 
 /**
+ * Retention: deletes at most `limit` stored events received before `before`, except soft bounces that still count
+ * toward the limit (received or occurred within the last `softBounceWindowDays`, on the database's clock, as the
+ * count's own window). Returns how many it deleted.
+ */
+export async function deleteOldEmailEvents(db: Db, before: Date, softBounceWindowDays: number, limit: number): Promise<number> {
+  const result = await sql`
+    delete from email_events where (provider, event_id) in (
+      select provider, event_id from email_events
+      where received_at < ${before}
+        and (kind <> 'soft_bounce' or greatest(received_at, occurred_at) < now() - make_interval(days => ${softBounceWindowDays}))
+      limit ${limit} for update skip locked)`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
+/**
+ * Retention: deletes at most `limit` delivery tokens signed before `before`. recordEmailEvents prunes them as new ones
+ * arrive; this clears what is left when none arrive. Never one younger than TOKEN_KEEP, whatever `before` says: a
+ * replay within the accepted timestamp window must still find its token. Returns how many it deleted.
+ */
+export async function deleteOldDeliveryTokens(db: Db, before: Date, limit: number): Promise<number> {
+  const result = await sql`
+    delete from email_webhook_tokens where (provider, token) in (
+      select provider, token from email_webhook_tokens
+      where signed_at < least(${before}::timestamptz, now() - ${TOKEN_KEEP}::interval)
+      limit ${limit} for update skip locked)`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
+/**
  * The check before a send: `{reason}` when the address (any case) is suppressed, else null. One primary-key
  * lookup, prepared once per connection.
  */

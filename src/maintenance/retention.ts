@@ -1,12 +1,14 @@
 import { sql, type RawBuilder } from 'kysely';
 import { deleteExpiredBatchData } from '../batch/repository.js';
+import { deleteOldCancellations } from '../db/cancelled-jobs.js';
+import { deleteOldDeliveryTokens, deleteOldEmailEvents } from '../db/suppressions.js';
 import type { Database, Db } from '../db/schema.js';
 import type { Logger } from '../core/logger.js';
 
 /**
  * One kind of old row the retention job deletes: `deleteBatch` removes at
  * most `limit` rows older than `cutoff` in one short statement and returns
- * how many it removed. Add a table by adding a deleter to RETENTION_DELETERS.
+ * how many it removed. Add a table by adding a deleter to retentionDeleters.
  */
 export interface RetentionDeleter {
   /** Key in the job's result and label of errand_retention_deleted_rows_total. */
@@ -26,7 +28,13 @@ async function deleteOldRows(db: Db, table: keyof Database, key: string, isOld: 
   return Number(result.numAffectedRows ?? 0);
 }
 
-export const RETENTION_DELETERS: readonly RetentionDeleter[] = [
+/** What some deleters need besides the cutoff. */
+export interface RetentionPolicy {
+  /** EMAIL_SOFT_BOUNCE_WINDOW_DAYS: soft bounces this recent still count, so they stay whatever the cutoff. */
+  softBounceWindowDays: number;
+}
+
+export const retentionDeleters = (policy: RetentionPolicy): readonly RetentionDeleter[] => [
   {
     // Published only: an unpublished row is a job not yet in Redis, whatever its age.
     name: 'outbox',
@@ -54,13 +62,31 @@ export const RETENTION_DELETERS: readonly RetentionDeleter[] = [
     deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'signup_throttle', 'address_key', sql`last_queued_at < ${cutoff}`, limit),
   },
   {
+    // Bounce and complaint ids (a replay older than this is taken as new); soft bounces stay while they count toward
+    // EMAIL_SOFT_BOUNCE_LIMIT. The suppressions themselves are never pruned.
+    name: 'emailEvents',
+    deleteBatch: (db, cutoff, limit) => deleteOldEmailEvents(db, cutoff, policy.softBounceWindowDays, limit),
+  },
+  {
+    // Mailgun's one-use tokens: a replay must come within 300 s of its signature, so these are long refused anyway.
+    name: 'emailDeliveryTokens',
+    deleteBatch: (db, cutoff, limit) => deleteOldDeliveryTokens(db, cutoff, limit),
+  },
+  {
+    // Cancel markers. Safe to drop: the relay and the re-publish skip a cancelled row by its own outbox.cancelled_at (an
+    // unpublished row is never pruned), and the re-publish looks back only 60 s. Workers read the marker, for a job a
+    // racing add or a failover brought back, which runs within minutes; job ids (`outbox-<id>`) are never reused.
+    name: 'cancelledJobs',
+    deleteBatch: (db, cutoff, limit) => deleteOldCancellations(db, cutoff, limit),
+  },
+  {
     // Batch jobs untouched for the period (finished, cancelled or abandoned), with their export files and import uploads and errors.
     name: 'batchJobs',
     deleteBatch: (db, cutoff, limit) => deleteExpiredBatchData(db, cutoff, limit),
   },
 ];
 
-export interface RetentionOptions {
+export interface RetentionOptions extends RetentionPolicy {
   retentionDays: number;
   batchSize: number;
   deleters?: readonly RetentionDeleter[];
@@ -82,7 +108,7 @@ export async function runRetention(db: Db, log: Logger, options: RetentionOption
   const { rows } = await sql<{ cutoff: Date }>`select now() - make_interval(days => ${options.retentionDays}) as cutoff`.execute(db);
   const cutoff = rows[0].cutoff;
   const deleted: Record<string, number> = {};
-  for (const deleter of options.deleters ?? RETENTION_DELETERS) {
+  for (const deleter of options.deleters ?? retentionDeleters(options)) {
     deleted[deleter.name] = 0;
     for (;;) {
       options.signal?.throwIfAborted();

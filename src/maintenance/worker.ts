@@ -1,3 +1,4 @@
+import type { Config } from '../config.js';
 import type { Db } from '../db/schema.js';
 import type { Processors } from '../core/job-registry.js';
 import type { Logger } from '../core/logger.js';
@@ -9,6 +10,7 @@ export interface MaintenanceWorkerDeps {
   db: Db;
   log: Logger;
   metrics: Pick<Metrics, 'retentionDeletedRows'>;
+  config: Pick<Config, 'EMAIL_SOFT_BOUNCE_WINDOW_DAYS'>;
 }
 
 /** The `retention` job: delete what is older than the retention period; the counts are the job's result. */
@@ -21,6 +23,8 @@ export function maintenanceProcessors(
       const log = deps.log.child({ queue: MAINTENANCE_QUEUE, jobId: job.id, jobName: job.name, attempt: job.attemptsStarted });
       const summary = await runRetention(deps.db, log, {
         retentionDays,
+        // From this process's config: the receivers that count soft bounces read the same variable.
+        softBounceWindowDays: deps.config.EMAIL_SOFT_BOUNCE_WINDOW_DAYS,
         batchSize,
         ...(deleters ? { deleters } : {}),
         ...(signal ? { signal } : {}),

@@ -117,7 +117,11 @@ t.test('an order paid and emailed 40 days ago gets no second email from a backfi
   const since = '2020-01-01T00:00:00Z';
   t.same(await runBackfill(errand, since), { orders: 1, queued: 0, skipped: 1 }, 'before retention');
   const { runRetention } = await import('../../src/maintenance/retention.js');
-  const retention = await runRetention(deps.db, deps.log, { retentionDays: 30, batchSize: 100 });
+  const retention = await runRetention(deps.db, deps.log, {
+    retentionDays: 30,
+    softBounceWindowDays: deps.config.EMAIL_SOFT_BOUNCE_WINDOW_DAYS,
+    batchSize: 100,
+  });
   t.match(retention.deleted, { outbox: 1, sentEmails: 1 }, 'retention pruned the outbox row and the send record');
   t.same(await runBackfill(errand, since), { orders: 1, queued: 0, skipped: 1 }, 'after retention');
   await new Promise((resolve) => setTimeout(resolve, 300));
