@@ -14,6 +14,7 @@ t.test('prefersHtml: text/html must rank strictly above application/json', async
     ['text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8', true, "Chromium's navigation Accept"],
     ['text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8', true, "Firefox's navigation Accept"],
     ['application/json, text/html', false, 'equal q-values (both 1): a tie'],
+    ['text/html, application/json', false, 'a tie with text/html first in the header: still JSON (negotiator would pick HTML)'],
     ['text/html;q=0.5, application/json;q=0.5', false, 'equal explicit q-values'],
     ['text/html;q=0.9, application/json;q=0.8', true, 'html ranked higher by q'],
     ['application/json;q=0.9, text/html;q=0.1', false, 'json ranked higher by q'],
