@@ -5,9 +5,10 @@ import type { Db } from './db/schema.js';
 import { outboxJob } from './db/outbox.js';
 import { prepareSignupUser, type SignupUser } from './db/signup-user.js';
 import { prepareStoreVerificationToken, type StoreVerificationToken } from './db/verification-tokens.js';
-import { prepareFindOrders, type Order } from './db/orders.js';
+import { prepareFindOrders, type OrderToEmail } from './db/orders.js';
 import { prepareSettlePayment, type SettlePayment } from './db/settle-payment.js';
 import { createSentEmails, type SentEmails } from './db/sent-emails.js';
+import { createSuppressionCheck, type SuppressionCheck } from './db/suppressions.js';
 import { EMAIL_VERIFICATION_JOB, ORDER_TRACKING_LINK_JOB, emailQueue } from './email/jobs.js';
 import { createLogger, type Logger } from './core/logger.js';
 import { createQueues, type Queues } from './queues.js';
@@ -27,9 +28,10 @@ import { createSimulatorClient, ProviderSimulator } from './reconcile/simulator.
 export interface Statements {
   signupUser: SignupUser;
   storeVerificationToken: StoreVerificationToken;
-  findOrder: (id: string) => Promise<Order | undefined>;
+  findOrder: (id: string) => Promise<OrderToEmail | undefined>;
   settlePayment: SettlePayment;
   sentEmails: SentEmails;
+  findSuppression: SuppressionCheck;
 }
 
 export function createStatements(data: DataLayer): Statements {
@@ -39,6 +41,7 @@ export function createStatements(data: DataLayer): Statements {
     findOrder: prepareFindOrders(data),
     settlePayment: prepareSettlePayment(data, outboxJob(emailQueue, ORDER_TRACKING_LINK_JOB)),
     sentEmails: createSentEmails(data),
+    findSuppression: createSuppressionCheck(data),
   };
 }
 

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { createStatementBatcher } from './batch.js';
 import type { DataLayer } from './pool.js';
 import type { Db, OrderStatus } from './schema.js';
+import type { SuppressionReason } from './suppressions.js';
 
 export interface Order {
   id: string;
@@ -53,20 +54,26 @@ export async function findOrderById(db: Db, id: string): Promise<Order | undefin
   return row && toOrder(row);
 }
 
+/** An order as the tracking email reads it: with the suppression list's entry for its address (a reason), or null. */
+export type OrderToEmail = Order & { suppressed: SuppressionReason | null };
+
 /**
  * findOrderById for many concurrent callers (the tracking-link email jobs of one worker): the ids of one event-loop
  * turn share one statement (a read: no lock order). Each `id` must be a uuid, as for findOrderById: one that is not
- * would fail the whole statement (the job payload is checked for it before any job runs).
+ * would fail the whole statement (the job payload is checked for it before any job runs). The same statement says
+ * whether the suppression list holds the order's address (folded in: no round trip of its own).
  */
-export function prepareFindOrders(data: DataLayer): (id: string) => Promise<Order | undefined> {
+export function prepareFindOrders(data: DataLayer): (id: string) => Promise<OrderToEmail | undefined> {
   // Compiled once, a named prepared statement: a worker runs it for every tracking-link email.
   const selectOrders = data.prepared.compile(['ids'], (params: { ids: string[] }, db) =>
     db
       .selectFrom('orders')
       .select(ORDER_COLUMNS)
+      // orders.email is stored trimmed and lower-cased, as suppressions.email is (normaliseEmail).
+      .select(sql<SuppressionReason | null>`(select reason from suppressions where suppressions.email = orders.email)`.as('suppressed'))
       .where(sql<boolean>`id = any(${params.ids}::uuid[])`),
   );
-  return createStatementBatcher<string, Order | undefined>(data, {
+  return createStatementBatcher<string, OrderToEmail | undefined>(data, {
     maxBatch: 500,
     async run(ids) {
       const rows = await selectOrders({ ids });
@@ -74,7 +81,7 @@ export function prepareFindOrders(data: DataLayer): (id: string) => Promise<Orde
       return ids.map((id) => {
         // PostgreSQL writes uuids in lower case; a payload may carry upper case (the same order).
         const row = byId.get(id.toLowerCase());
-        return row && toOrder(row);
+        return row && { ...toOrder(row), suppressed: row.suppressed };
       });
     },
   });

@@ -1,5 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { Db } from './schema.js';
+import { createStatementBatcher } from './batch.js';
+import type { DataLayer } from './pool.js';
 
 /** What a provider's event means for errand; `ignored` is every other event type (never stored). */
 export type EmailEventKind = 'hard_bounce' | 'soft_bounce' | 'complaint' | 'ignored';
@@ -185,14 +187,44 @@ export async function deleteOldDeliveryTokens(db: Db, before: Date, limit: numbe
   return Number(result.numAffectedRows ?? 0);
 }
 
-/**
- * The check before a send: `{reason}` when the address (any case) is suppressed, else null. One primary-key
- * lookup, prepared once per connection.
- */
+/** `{reason}` when the address (any case) is suppressed, else null: one primary-key lookup (admin routes, tests). */
 export async function findSuppression(db: Db, email: string): Promise<{ reason: SuppressionReason } | null> {
-  // One primary-key lookup per email job (the worker's limiter holds it to a few a second: not worth a prepared plan).
   const row = await tables(db).selectFrom('suppressions').select('reason').where('email', '=', normaliseEmail(email)).executeTakeFirst();
   return row ? { reason: row.reason } : null;
+}
+
+/** Most addresses one check statement takes (a worker runs at most EMAIL_CONCURRENCY jobs at once). */
+const SUPPRESSION_CHECK_BATCH_MAX = 500;
+
+/** The email worker's check before a send: findSuppression's answer, for many concurrent jobs at once. */
+export type SuppressionCheck = (email: string) => Promise<{ reason: SuppressionReason } | null>;
+
+/**
+ * The check before a send for a composer whose statement does not fold it in (errand's two composers do: the token
+ * statement and the order read return the address's reason, at no extra round trip). A named prepared statement
+ * shared by concurrent jobs (DB_BATCHING), like the sent-email check. Reads only: no lock order to keep. As a
+ * statement of its own per job, the check cost the worker ~25 % of its throughput at concurrency 50
+ * (docs/BENCHMARKS.md), hence the folding.
+ */
+export function createSuppressionCheck(data: DataLayer): SuppressionCheck {
+  const selectSuppressed = data.prepared.compile(['emails'], (params: { emails: string[] }, db) =>
+    tables(db)
+      .selectFrom('suppressions')
+      .select(['email', 'reason'])
+      .where(sql<boolean>`email = any(${params.emails}::text[])`),
+  );
+  return createStatementBatcher<string, { reason: SuppressionReason } | null>(data, {
+    maxBatch: SUPPRESSION_CHECK_BATCH_MAX,
+    async run(emails) {
+      const addresses = emails.map(normaliseEmail);
+      const rows = await selectSuppressed({ emails: [...new Set(addresses)] });
+      const reasons = new Map(rows.map((row) => [row.email, row.reason]));
+      return addresses.map((address) => {
+        const reason = reasons.get(address);
+        return reason ? { reason } : null;
+      });
+    },
+  });
 }
 
 export interface SuppressionItem {

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { createStatementBatcher } from './batch.js';
 import type { DataLayer } from './pool.js';
 import type { Db } from './schema.js';
+import type { SuppressionReason } from './suppressions.js';
 
 export interface VerificationTokenRequest {
   userId: string;
@@ -16,13 +17,15 @@ export async function insertVerificationToken(db: Db, token: VerificationTokenRe
     .execute();
 }
 
-export type VerificationRecipient = { id: string; email: string; name: string | null };
+/** `suppressed`: the address's entry in the suppression list (its reason), read by the same statement; null when none. */
+export type VerificationRecipient = { id: string; email: string; name: string | null; suppressed: SuppressionReason | null };
 export type StoreVerificationToken = (token: VerificationTokenRequest) => Promise<VerificationRecipient | undefined>;
 
 /**
  * Stores a verification token for the user, only while the user exists and is unverified, and returns the
  * address to send it to: one statement (one round trip, one commit) for what the email job needs before it
- * sends. Undefined when there is nothing to send any more (user gone or already verified). Concurrent email
+ * sends, and whether the suppression list holds that address (folded in: no round trip of its own). Undefined
+ * when there is nothing to send any more (user gone or already verified). Concurrent email
  * jobs share statements, one user at most once per statement. It inserts new token rows only (no row of another
  * caller is locked), so it needs no lock order.
  */
@@ -36,7 +39,9 @@ export function prepareStoreVerificationToken(data: DataLayer): StoreVerificatio
           select * from unnest(${batch.userIds}::bigint[], ${batch.hashes}::bytea[], ${batch.expiresAts}::timestamptz[])
             as input(user_id, token_hash, expires_at)
         ), recipient as (
-          select users.id, users.email, users.name, input.token_hash, input.expires_at
+          select users.id, users.email, users.name, input.token_hash, input.expires_at,
+            -- users.email is stored trimmed and lower-cased, as suppressions.email is (normaliseEmail).
+            (select reason from suppressions where suppressions.email = users.email) as suppressed
           from input join users on users.id = input.user_id
           where users.verified_at is null
         ), stored as (
@@ -44,7 +49,7 @@ export function prepareStoreVerificationToken(data: DataLayer): StoreVerificatio
           select token_hash, id, expires_at from recipient
           returning user_id
         )
-        select recipient.id::text as id, recipient.email, recipient.name
+        select recipient.id::text as id, recipient.email, recipient.name, recipient.suppressed
         from recipient join stored on stored.user_id = recipient.id`,
   );
   const store = createStatementBatcher<VerificationTokenRequest, VerificationRecipient | undefined>(data, {

@@ -1,11 +1,10 @@
 import { RateLimitError, UnrecoverableError, type Job } from 'bullmq';
 import type { Config } from '../config.js';
-import type { Db } from '../db/schema.js';
 import { isDatabaseUnavailable } from '../core/errors.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { JobNameOf, PayloadOf, Processors, QueueDefinition } from '../core/job-registry.js';
 import { maskEmail, maskEmailsIn, type Logger } from '../core/logger.js';
-import { findSuppression, type SuppressionReason } from '../db/suppressions.js';
+import type { SuppressionCheck, SuppressionReason } from '../db/suppressions.js';
 import { inSpan } from '../core/tracing.js';
 import type { Queues } from '../queues.js';
 import { EMAIL_QUEUE, emailQueue } from './jobs.js';
@@ -19,11 +18,18 @@ export type EmailQueueDefinition = QueueDefinition<typeof EMAIL_QUEUE>;
 /** A job's result: sent, skipped (already sent, nothing to send) or suppressed (the address bounced or complained). */
 export type EmailJobResult = { sent: boolean; suppressed?: true; reason?: SuppressionReason };
 
+/**
+ * A composer's email. `suppressed`: when the composer's own statement already read the address's entry in the
+ * suppression list (folded in, so the check costs no round trip), its reason, or null for none. Left out, the
+ * worker looks the address up itself (one shared statement: deps.statements.findSuppression).
+ */
+export type ComposedEmail = OutgoingEmail & { suppressed?: SuppressionReason | null };
+
 /** Reads fresh rows for a job and returns the email to send, or null when there is nothing to send any more. */
 export type EmailComposer<N extends JobNameOf<Q>, Q extends EmailQueueDefinition = typeof emailQueue> = (
   data: PayloadOf<Q, N>,
   job: Job,
-) => Promise<OutgoingEmail | null>;
+) => Promise<ComposedEmail | null>;
 /** One composer per email job name of the registry: a new email job without its composer does not compile. */
 export type EmailComposers<Q extends EmailQueueDefinition = typeof emailQueue> = { readonly [N in JobNameOf<Q>]: EmailComposer<N, Q> };
 
@@ -31,10 +37,8 @@ export interface EmailWorkerDeps {
   config: Config;
   log: Logger;
   mailer: Mailer;
-  /** sent_emails (src/db/sent-emails.ts), built once by createDeps. */
-  statements: { sentEmails: SentEmails };
-  /** For the suppression list (src/db/suppressions.ts). */
-  db: Db;
+  /** sent_emails and the suppression list's check (src/db), built once by createDeps. */
+  statements: { sentEmails: SentEmails; findSuppression: SuppressionCheck };
   queues: Queues;
   metrics: Pick<Metrics, 'emailOutagePauses' | 'emailsSuppressed'>;
 }
@@ -137,7 +141,7 @@ async function recordUntilCommitted(deps: EmailWorkerDeps, sentEmails: SentEmail
 /** The email job processor around one composer: dedupe, compose, send, classify failures. */
 export function processEmailJob<Data>(
   deps: EmailWorkerDeps,
-  compose: (data: Data, job: Job) => Promise<OutgoingEmail | null>,
+  compose: (data: Data, job: Job) => Promise<ComposedEmail | null>,
   outages: OutagePauses = createOutagePauses(deps),
   sentEmails: SentEmails = deps.statements.sentEmails,
 ) {
@@ -151,10 +155,12 @@ export function processEmailJob<Data>(
     const composed = await compose(data, job);
     if (!composed) return { sent: false };
     // A hard bounce, a complaint or repeated soft bounces: never mail the address again (deliverability).
-    const suppression = await findSuppression(deps.db, composed.to);
+    const { suppressed: foldedCheck, ...message } = composed;
+    const suppression =
+      foldedCheck === undefined ? await deps.statements.findSuppression(message.to) : foldedCheck && { reason: foldedCheck };
     if (suppression) {
       deps.log.info(
-        { queue: EMAIL_QUEUE, jobId, jobName: job.name, recipient: maskEmail(composed.to), reason: suppression.reason },
+        { queue: EMAIL_QUEUE, jobId, jobName: job.name, recipient: maskEmail(message.to), reason: suppression.reason },
         'email suppressed',
       );
       deps.metrics.emailsSuppressed.inc();
@@ -162,7 +168,7 @@ export function processEmailJob<Data>(
     }
     // The same on every attempt of this job: a repeat is recognisable as one.
     const messageId = emailMessageId(jobId, domain);
-    const email: OutgoingEmail = { ...composed, messageId };
+    const email: OutgoingEmail = { ...message, messageId };
 
     try {
       // A span of its own: the SMTP round trip is most of an email job's time. No address in it.

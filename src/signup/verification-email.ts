@@ -25,6 +25,6 @@ export function composeVerificationEmail(deps: {
     const link = publicLink(deps.config.PUBLIC_BASE_URL, 'auth/verify-email');
     link.searchParams.set('token', token.raw);
     // The address only: the stored name is the requester's free text (see verificationEmail).
-    return verificationEmail(user.email, link.toString());
+    return { ...verificationEmail(user.email, link.toString()), suppressed: user.suppressed };
   };
 }

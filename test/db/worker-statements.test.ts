@@ -2,6 +2,7 @@ import t from 'tap';
 import { sql } from 'kysely';
 import { createDataLayer } from '../../src/db/pool.js';
 import { createSentEmails } from '../../src/db/sent-emails.js';
+import { createSuppressionCheck } from '../../src/db/suppressions.js';
 import { insertOrder, prepareFindOrders } from '../../src/db/orders.js';
 import { prepareStoreVerificationToken } from '../../src/db/verification-tokens.js';
 import { startTestErrand, testEnv } from '../support/helpers.js';
@@ -63,6 +64,68 @@ t.test('the email worker statements are named prepared statements: parsed and pl
       ['hash-2', expiresAt.getTime()],
     ],
     'each call bound its own values',
+  );
+});
+
+t.test('the check before a send: prepared once, shared by concurrent jobs, any case', async (t) => {
+  const singleData = createDataLayer(errand.config.DATABASE_URL, { poolMax: 1 });
+  t.teardown(() => singleData.destroy());
+  const findSuppression = createSuppressionCheck(singleData);
+  // Stored lower-cased, as the receivers and the admin route store them.
+  await sql`insert into suppressions (email, reason, source) values ('bounced@example.com', 'hard-bounce', 'test'), ('spam@example.com', 'complaint', 'test')`.execute(
+    singleData.db,
+  );
+  t.equal(await findSuppression('nobody@example.com'), null, 'one job alone: not suppressed');
+  t.same(
+    await Promise.all(
+      ['bounced@example.com', 'ok@example.com', 'SPAM@example.com', 'BOUNCED@EXAMPLE.COM'].map((email) => findSuppression(email)),
+    ),
+    [{ reason: 'hard-bounce' }, null, { reason: 'complaint' }, { reason: 'hard-bounce' }],
+    'four jobs at once: each its own answer, whatever the case',
+  );
+  const { rows } = await sql<{ runs: string }>`
+    select (generic_plans + custom_plans)::text as runs from pg_prepared_statements where statement like '%from "suppressions"%'`.execute(
+    singleData.db,
+  );
+  t.same(
+    rows.map((row) => Number(row.runs)),
+    [2],
+    'one prepared statement, run once for the lone job and once for the four together',
+  );
+
+  // errand's own composers need none of it: their statements answer the same question in passing.
+  const storeToken = prepareStoreVerificationToken(singleData);
+  const findOrder = prepareFindOrders(singleData);
+  const users = await singleData.db
+    .insertInto('users')
+    .values([{ email: 'bounced@example.com' }, { email: 'clean@example.com' }])
+    .returning(['id', 'email'])
+    .execute();
+  const expiresAt = new Date(Date.now() + 60_000);
+  const recipients = await Promise.all(
+    users.map((user) => storeToken({ userId: String(user.id), hash: Buffer.from(user.email), expiresAt })),
+  );
+  t.same(
+    recipients.map((recipient) => [recipient?.email, recipient?.suppressed]),
+    [
+      ['bounced@example.com', 'hard-bounce'],
+      ['clean@example.com', null],
+    ],
+    'the token statement returns the address and its suppression',
+  );
+  const orders = await Promise.all(
+    ['spam@example.com', 'clean@example.com'].map((email, i) =>
+      insertOrder(singleData.db, { email, amount: 500, currency: 'EUR', providerRef: `ref-suppression-${i}` }),
+    ),
+  );
+  const read = await Promise.all(orders.map((order) => findOrder(order.id)));
+  t.same(
+    read.map((order) => [order?.email, order?.suppressed]),
+    [
+      ['spam@example.com', 'complaint'],
+      ['clean@example.com', null],
+    ],
+    "the order read returns the order and its address's suppression",
   );
 });
 

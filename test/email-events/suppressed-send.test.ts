@@ -1,5 +1,6 @@
 import t from 'tap';
 import { putSuppression } from '../../src/db/suppressions.js';
+import { insertOrder } from '../../src/db/orders.js';
 import { startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
 
 // The worker's side of the suppression list: a suppressed address gets no email, the others still do.
@@ -40,6 +41,25 @@ t.test('a suppressed address (any case) gets no email; the job completes with {s
   t.notOk(JSON.stringify(line).includes('bounced@example.com'), 'with the address masked');
   const metrics = await app.inject({ method: 'GET', url: '/metrics' });
   t.match(metrics.body, /^errand_emails_suppressed_total 1$/m);
+});
+
+t.test('the tracking email of a paid order for a suppressed address is not sent either', async (t) => {
+  await putSuppression(deps.db, 'Buyer@Example.com');
+  const order = await insertOrder(deps.db, {
+    email: 'buyer@example.com',
+    amount: 500,
+    currency: 'EUR',
+    providerRef: 'ref-suppressed-buyer',
+  });
+  await deps.db.updateTable('orders').set({ status: 'paid', paid_at: new Date() }).where('id', '=', order.id).execute();
+  const job = await deps.queues.email.add('order-tracking-link', { orderId: order.id }, { jobId: 'tracking-suppressed' });
+  const result = await waitFor(
+    async () => ((await job.isCompleted()) ? ((await deps.queues.email.getJob(job.id!))?.returnvalue as unknown) : undefined),
+    20000,
+    'the tracking job to complete',
+  );
+  t.same(result, { sent: false, suppressed: true, reason: 'manual' }, 'completed without sending, saying why');
+  t.equal(smtp.attempts, 1, "SMTP still saw only the first test's one email");
 });
 
 t.test('lifting the suppression lets the next email go out', async (t) => {
