@@ -28,6 +28,19 @@ function profileOptions(profile: RedisProfile): RedisOptions {
     : { maxRetriesPerRequest: null };
 }
 
+/**
+ * Options of every connection, whatever its profile. RESP2, not ioredis 6's default RESP3: on a loaded machine a
+ * Cluster's producer connection whose first commands hit the 2 s command timeout stayed `ready` and timed out every
+ * later command for minutes (no email published; RESP3's handshake is the suspect, not pinned down). test/redis/cluster-failover.test.ts, 4 runs at
+ * once beside 4 CPU burners: 4 of 4 failed that way on RESP3, 8 of 8 passed on RESP2. errand uses no RESP3-only
+ * feature (BullMQ does not need it).
+ */
+const COMMON_OPTIONS: RedisOptions = { protocol: 2 };
+
+function profileOptionsWithCommon(profile: RedisProfile): RedisOptions {
+  return { ...COMMON_OPTIONS, ...profileOptions(profile) };
+}
+
 export interface CreateRedisOptions {
   /** Connect at the first command instead of now (a role that may never use the connection). */
   lazyConnect?: boolean;
@@ -35,7 +48,7 @@ export interface CreateRedisOptions {
 
 /** The one place errand opens a Redis connection: every client comes from REDIS_URL's topology and a profile. */
 export function createRedis(topology: RedisTopology, profile: RedisProfile, options: CreateRedisOptions = {}): RedisClient {
-  const { enableOfflineQueue, enableAutoPipelining, ...perConnection } = profileOptions(profile);
+  const { enableOfflineQueue, enableAutoPipelining, ...perConnection } = profileOptionsWithCommon(profile);
   const credentials = { username: topology.username, password: topology.password };
   const lazyConnect = options.lazyConnect ?? false;
   switch (topology.kind) {
