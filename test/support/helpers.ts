@@ -425,6 +425,24 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * A free port below Linux's ephemeral range (32768-60999) and the Redis topologies' ports (10000-32000, see
+ * freePortsWithBus), for a server a test stops and starts again on the same port: a port in the ephemeral range
+ * (freePort's) may meanwhile be handed to another process's outgoing connection (two suites at once: seen), and
+ * redis-server then cannot bind it again.
+ */
+export async function freePortBelowEphemeral(): Promise<number> {
+  for (;;) {
+    const port = 7000 + Math.floor(Math.random() * 3000);
+    const free = await new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+}
+
 export interface TcpProxy {
   port: number;
   /** Refuses new connections and resets open ones: the server behind it looks down. */
@@ -467,7 +485,7 @@ export interface PrivateRedis {
 
 /** A redis-server owned by one test, on its own port, so the test may kill it. Never the shared one. */
 export async function startPrivateRedis(t: T): Promise<PrivateRedis> {
-  const port = await freePort();
+  const port = await freePortBelowEphemeral();
   let child: ChildProcess | undefined;
   const redis: PrivateRedis = {
     url: `redis://127.0.0.1:${port}`,
@@ -475,8 +493,11 @@ export async function startPrivateRedis(t: T): Promise<PrivateRedis> {
       child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
         stdio: 'ignore',
       });
+      const started = child;
       await waitFor(
         async () => {
+          // One that could not bind its port exits at once: say so instead of waiting out the deadline.
+          if (started.exitCode !== null) throw new Error(`redis-server on port ${port} exited (${started.exitCode})`);
           const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
           try {
             await probe.connect();
