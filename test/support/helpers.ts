@@ -434,13 +434,17 @@ export function freePort(): Promise<number> {
 export async function freePortBelowEphemeral(): Promise<number> {
   for (;;) {
     const port = 7000 + Math.floor(Math.random() * 3000);
-    const free = await new Promise<boolean>((resolve) => {
-      const server = createServer();
-      server.once('error', () => resolve(false));
-      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-    });
-    if (free) return port;
+    if (await portIsFree(port)) return port;
   }
+}
+
+/** True when nothing listens on `port` of 127.0.0.1 now (a server may take it a moment later). */
+export function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
 }
 
 export interface TcpProxy {

@@ -1,12 +1,11 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis, type RedisOptions } from 'ioredis';
 import { EMAIL_QUEUE, type Queues } from '../../src/queues.js';
-import { sleep, waitFor, type ReceivedEmail, type T } from './helpers.js';
+import { portIsFree, sleep, waitFor, type ReceivedEmail, type T } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -23,14 +22,6 @@ function tempDir(t: T, label: string): string {
   const dir = mkdtempSync(join(tmpdir(), `errand-${label}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
 }
 
 /**
