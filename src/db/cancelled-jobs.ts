@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from './schema.js';
+import { deleteOldRows } from './old-rows.js';
 import { createBatcher } from './batcher.js';
 
 // The cancellation columns of migration 009 (outbox.cancelled_at, cancelled_jobs) are reached through `sql`.
@@ -61,8 +62,5 @@ export function cancelledJobsChecker(db: Db, queue: string): (jobId: string) => 
  * is small (admin cancels) and not indexed on `cancelled_at`: a scan that stops after `limit` rows.
  */
 export async function deleteOldCancellations(db: Db, before: Date, limit: number): Promise<number> {
-  const result = await sql`
-    delete from cancelled_jobs where (queue, job_id) in (
-      select queue, job_id from cancelled_jobs where cancelled_at < ${before} limit ${limit} for update skip locked)`.execute(db);
-  return Number(result.numAffectedRows ?? 0);
+  return deleteOldRows(db, 'cancelled_jobs', ['queue', 'job_id'], sql<boolean>`cancelled_at < ${before}`, limit);
 }

@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { Db } from './schema.js';
 import { createStatementBatcher } from './batch.js';
+import { deleteOldRows } from './old-rows.js';
 import type { DataLayer } from './pool.js';
 
 /** What a provider's event means for errand; `ignored` is every other event type (never stored). */
@@ -164,13 +165,9 @@ export async function recordEmailEvents(
  * count's own window). Returns how many it deleted.
  */
 export async function deleteOldEmailEvents(db: Db, before: Date, softBounceWindowDays: number, limit: number): Promise<number> {
-  const result = await sql`
-    delete from email_events where (provider, event_id) in (
-      select provider, event_id from email_events
-      where received_at < ${before}
-        and (kind <> 'soft_bounce' or greatest(received_at, occurred_at) < now() - make_interval(days => ${softBounceWindowDays}))
-      limit ${limit} for update skip locked)`.execute(db);
-  return Number(result.numAffectedRows ?? 0);
+  const isOld = sql<boolean>`received_at < ${before}
+    and (kind <> 'soft_bounce' or greatest(received_at, occurred_at) < now() - make_interval(days => ${softBounceWindowDays}))`;
+  return deleteOldRows(db, 'email_events', ['provider', 'event_id'], isOld, limit);
 }
 
 /**
@@ -179,12 +176,8 @@ export async function deleteOldEmailEvents(db: Db, before: Date, softBounceWindo
  * replay within the accepted timestamp window must still find its token. Returns how many it deleted.
  */
 export async function deleteOldDeliveryTokens(db: Db, before: Date, limit: number): Promise<number> {
-  const result = await sql`
-    delete from email_webhook_tokens where (provider, token) in (
-      select provider, token from email_webhook_tokens
-      where signed_at < least(${before}::timestamptz, now() - ${TOKEN_KEEP}::interval)
-      limit ${limit} for update skip locked)`.execute(db);
-  return Number(result.numAffectedRows ?? 0);
+  const isOld = sql<boolean>`signed_at < least(${before}::timestamptz, now() - ${TOKEN_KEEP}::interval)`;
+  return deleteOldRows(db, 'email_webhook_tokens', ['provider', 'token'], isOld, limit);
 }
 
 /** `{reason}` when the address (any case) is suppressed, else null: one primary-key lookup (admin routes, tests). */

@@ -1,8 +1,9 @@
-import { sql, type RawBuilder } from 'kysely';
+import { sql } from 'kysely';
 import { deleteExpiredBatchData } from '../batch/repository.js';
 import { deleteOldCancellations } from '../db/cancelled-jobs.js';
+import { deleteOldRows } from '../db/old-rows.js';
 import { deleteOldDeliveryTokens, deleteOldEmailEvents } from '../db/suppressions.js';
-import type { Database, Db } from '../db/schema.js';
+import type { Db } from '../db/schema.js';
 import type { Logger } from '../core/logger.js';
 
 /**
@@ -16,18 +17,6 @@ export interface RetentionDeleter {
   deleteBatch(db: Db, cutoff: Date, limit: number): Promise<number>;
 }
 
-// Each batch is `DELETE … WHERE key IN (SELECT key … LIMIT n)`: short statements and short locks,
-// so the live tables keep serving while a backlog of months is cleared.
-async function deleteOldRows(db: Db, table: keyof Database, key: string, isOld: RawBuilder<boolean>, limit: number) {
-  const result = await sql`
-    delete from ${sql.table(table)}
-    where ${sql.ref(key)} in (
-      -- Rows another transaction holds (a signup re-arming its throttle row) wait for the next batch: no lock waits, no deadlocks.
-      select ${sql.ref(key)} from ${sql.table(table)} where ${isOld} limit ${limit} for update skip locked
-    )`.execute(db);
-  return Number(result.numAffectedRows ?? 0);
-}
-
 /** What some deleters need besides the cutoff. */
 export interface RetentionPolicy {
   /** EMAIL_SOFT_BOUNCE_WINDOW_DAYS: soft bounces this recent still count, so they stay whatever the cutoff. */
@@ -38,28 +27,28 @@ export const retentionDeleters = (policy: RetentionPolicy): readonly RetentionDe
   {
     // Published only: an unpublished row is a job not yet in Redis, whatever its age.
     name: 'outbox',
-    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'outbox', 'id', sql`published_at < ${cutoff}`, limit),
+    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'outbox', ['id'], sql`published_at < ${cutoff}`, limit),
   },
   {
     // The no-second-send record: its job has long left Redis (completed jobs are kept 24 h).
     name: 'sentEmails',
-    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'sent_emails', 'job_id', sql`sent_at < ${cutoff}`, limit),
+    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'sent_emails', ['job_id'], sql`sent_at < ${cutoff}`, limit),
   },
   {
     // Webhook event ids: a replay older than this would be applied again, and finds its order already settled.
     name: 'paymentEvents',
-    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'payment_events', 'event_id', sql`received_at < ${cutoff}`, limit),
+    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'payment_events', ['event_id'], sql`received_at < ${cutoff}`, limit),
   },
   {
     // Used or expired before the cutoff: such a token can never verify anything again.
     name: 'verificationTokens',
     deleteBatch: (db, cutoff, limit) =>
-      deleteOldRows(db, 'email_verification_tokens', 'token_hash', sql`used_at < ${cutoff} or expires_at < ${cutoff}`, limit),
+      deleteOldRows(db, 'email_verification_tokens', ['token_hash'], sql`used_at < ${cutoff} or expires_at < ${cutoff}`, limit),
   },
   {
     // Throttle rows only matter for 60 s.
     name: 'signupThrottle',
-    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'signup_throttle', 'address_key', sql`last_queued_at < ${cutoff}`, limit),
+    deleteBatch: (db, cutoff, limit) => deleteOldRows(db, 'signup_throttle', ['address_key'], sql`last_queued_at < ${cutoff}`, limit),
   },
   {
     // Bounce and complaint ids (a replay older than this is taken as new); soft bounces stay while they count toward
