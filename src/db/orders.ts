@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { createStatementBatcher } from './batch.js';
 import type { DataLayer } from './pool.js';
 import type { Db, OrderStatus } from './schema.js';
-import type { SuppressionReason } from './suppressions.js';
+import { suppressionReasonOf, type SuppressionReason } from './suppressions.js';
 
 export interface Order {
   id: string;
@@ -69,8 +69,7 @@ export function prepareFindOrders(data: DataLayer): (id: string) => Promise<Orde
     db
       .selectFrom('orders')
       .select(ORDER_COLUMNS)
-      // orders.email is stored trimmed and lower-cased, as suppressions.email is (normaliseEmail).
-      .select(sql<SuppressionReason | null>`(select reason from suppressions where suppressions.email = orders.email)`.as('suppressed'))
+      .select(suppressionReasonOf(sql.ref('orders.email')).as('suppressed'))
       .where(sql<boolean>`id = any(${params.ids}::uuid[])`),
   );
   return createStatementBatcher<string, OrderToEmail | undefined>(data, {

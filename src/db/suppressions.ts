@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Db } from './schema.js';
 import { createStatementBatcher } from './batch.js';
 import { deleteOldRows } from './old-rows.js';
@@ -189,8 +189,17 @@ export async function findSuppression(db: Db, email: string): Promise<{ reason: 
 /** Most addresses one check statement takes (a worker runs at most EMAIL_CONCURRENCY jobs at once). */
 const SUPPRESSION_CHECK_BATCH_MAX = 500;
 
-/** The email worker's check before a send: findSuppression's answer, for many concurrent jobs at once. */
-export type SuppressionCheck = (email: string) => Promise<{ reason: SuppressionReason } | null>;
+/**
+ * The suppression reason of an address column, as a subquery another statement embeds (the check folded into a read
+ * it already makes). The column must hold addresses as stored, trimmed and lower-cased (normaliseEmail), as
+ * users.email and orders.email do.
+ */
+export function suppressionReasonOf(storedEmail: RawBuilder<unknown>): RawBuilder<SuppressionReason | null> {
+  return sql<SuppressionReason | null>`(select reason from suppressions where suppressions.email = ${storedEmail})`;
+}
+
+/** The email worker's check before a send: the address's suppression reason, or null; shared by concurrent jobs. */
+export type SuppressionCheck = (email: string) => Promise<SuppressionReason | null>;
 
 /**
  * The check before a send for a composer whose statement does not fold it in (errand's two composers do: the token
@@ -206,16 +215,13 @@ export function createSuppressionCheck(data: DataLayer): SuppressionCheck {
       .select(['email', 'reason'])
       .where(sql<boolean>`email = any(${params.emails}::text[])`),
   );
-  return createStatementBatcher<string, { reason: SuppressionReason } | null>(data, {
+  return createStatementBatcher<string, SuppressionReason | null>(data, {
     maxBatch: SUPPRESSION_CHECK_BATCH_MAX,
     async run(emails) {
       const addresses = emails.map(normaliseEmail);
       const rows = await selectSuppressed({ emails: [...new Set(addresses)] });
       const reasons = new Map(rows.map((row) => [row.email, row.reason]));
-      return addresses.map((address) => {
-        const reason = reasons.get(address);
-        return reason ? { reason } : null;
-      });
+      return addresses.map((address) => reasons.get(address) ?? null);
     },
   });
 }

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { createStatementBatcher } from './batch.js';
 import type { DataLayer } from './pool.js';
 import type { Db } from './schema.js';
-import type { SuppressionReason } from './suppressions.js';
+import { suppressionReasonOf, type SuppressionReason } from './suppressions.js';
 
 export interface VerificationTokenRequest {
   userId: string;
@@ -40,8 +40,7 @@ export function prepareStoreVerificationToken(data: DataLayer): StoreVerificatio
             as input(user_id, token_hash, expires_at)
         ), recipient as (
           select users.id, users.email, users.name, input.token_hash, input.expires_at,
-            -- users.email is stored trimmed and lower-cased, as suppressions.email is (normaliseEmail).
-            (select reason from suppressions where suppressions.email = users.email) as suppressed
+            ${suppressionReasonOf(sql.ref('users.email'))} as suppressed
           from input join users on users.id = input.user_id
           where users.verified_at is null
         ), stored as (

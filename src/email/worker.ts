@@ -155,16 +155,16 @@ export function processEmailJob<Data>(
     const composed = await compose(data, job);
     if (!composed) return { sent: false };
     // A hard bounce, a complaint or repeated soft bounces: never mail the address again (deliverability).
-    const { suppressed: foldedCheck, ...message } = composed;
-    const suppression =
-      foldedCheck === undefined ? await deps.statements.findSuppression(message.to) : foldedCheck && { reason: foldedCheck };
+    const { suppressed, ...message } = composed;
+    // The reason the address is suppressed for, or null (the SMTP failure's `reason` below is another thing).
+    const suppression = suppressed !== undefined ? suppressed : await deps.statements.findSuppression(message.to);
     if (suppression) {
       deps.log.info(
-        { queue: EMAIL_QUEUE, jobId, jobName: job.name, recipient: maskEmail(message.to), reason: suppression.reason },
+        { queue: EMAIL_QUEUE, jobId, jobName: job.name, recipient: maskEmail(message.to), reason: suppression },
         'email suppressed',
       );
       deps.metrics.emailsSuppressed.inc();
-      return { sent: false, suppressed: true, reason: suppression.reason };
+      return { sent: false, suppressed: true, reason: suppression };
     }
     // The same on every attempt of this job: a repeat is recognisable as one.
     const messageId = emailMessageId(jobId, domain);

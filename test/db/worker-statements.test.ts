@@ -80,7 +80,7 @@ t.test('the check before a send: prepared once, shared by concurrent jobs, any c
     await Promise.all(
       ['bounced@example.com', 'ok@example.com', 'SPAM@example.com', 'BOUNCED@EXAMPLE.COM'].map((email) => findSuppression(email)),
     ),
-    [{ reason: 'hard-bounce' }, null, { reason: 'complaint' }, { reason: 'hard-bounce' }],
+    ['hard-bounce', null, 'complaint', 'hard-bounce'],
     'four jobs at once: each its own answer, whatever the case',
   );
   const { rows } = await sql<{ runs: string }>`
