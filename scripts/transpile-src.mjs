@@ -136,7 +136,24 @@ export async function bundleTests(root) {
   const entryPoints = tsFiles(root, 'test')
     .filter((file) => file.endsWith('.test.ts'))
     .map((file) => path.join(testDir, file));
-  await bundle(entryPoints, testDir, path.join(root, TEST_BUNDLE_DIR), TEST_BUNDLE_EXTERNAL, MINIFIED);
+  await bundle(entryPoints, testDir, path.join(root, TEST_BUNDLE_DIR), TEST_BUNDLE_EXTERNAL, {
+    ...MINIFIED,
+    plugins: [tapPerFile(path.join(testDir, 'support', 'tap-per-file.ts'))],
+  });
+}
+
+/**
+ * A test file's `import t from 'tap'` → test/support/tap-per-file.ts, so that several files can share a process
+ * (npm-test.js groups them), each in a subtest of its own. Only the test files' own imports: the stand-in and the
+ * helpers (the exit watchdog watches the real root) still get tap itself.
+ */
+function tapPerFile(standIn) {
+  return {
+    name: 'tap-per-file',
+    setup(build) {
+      build.onResolve({ filter: /^tap$/ }, (args) => (args.importer.endsWith('.test.ts') ? { path: standIn } : undefined));
+    },
+  };
 }
 
 /** errand's own bundles keep pg and ioredis separate too: with tracing on, OpenTelemetry hooks their loading. */

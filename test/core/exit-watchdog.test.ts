@@ -3,6 +3,7 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import '../support/helpers.js';
 
 if (process.env.WATCHDOG_LEAKY_CHILD) {
@@ -14,7 +15,8 @@ if (process.env.WATCHDOG_LEAKY_CHILD) {
 } else {
   t.test('a file that leaves a server listening fails after the grace, naming it', async (t) => {
     const started = Date.now();
-    const child = spawnSync(process.execPath, [...process.execArgv, process.argv[1]], {
+    // This module's own file, not process.argv[1]: under npm test that is the group of files this one runs in.
+    const child = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
       env: { ...process.env, WATCHDOG_LEAKY_CHILD: '1', TEST_EXIT_GRACE_MS: '500', NODE_TEST_CONTEXT: '' },
       encoding: 'utf8',
       timeout: 30000,
