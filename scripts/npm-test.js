@@ -1,9 +1,14 @@
 // `npm test`: esbuild bundles each test file into .test-bundle/, and errand's entry point and the scripts into
 // .test-main/ for the tests that spawn them (a few seconds in all), then Node's built-in test runner (node:test's
-// run()) runs each bundled test file in a node process of its own, several at once, and reads the TAP that the tap
-// library prints. No TypeScript loader (tsx: ~2.3 s of CPU per file), no tap runner hooks (its process-info loader
-// hooks every module a file loads: ~1.5 s) and no loading of ~900 separate modules (~1.2 s) in a test process:
-// together they were about two thirds of the suite's CPU. `npm run test:coverage` runs the .test-build/ files under tap's runner.
+// run()) runs the bundled test files, most of them several to a node process (see groups()), four processes at
+// once, and reads the TAP that the tap library prints. No TypeScript loader (tsx: ~2.3 s of CPU per file), no tap
+// runner hooks (its process-info loader hooks every module a file loads: ~1.5 s) and no loading of ~900 separate
+// modules (~1.2 s) in a test process: together they were about two thirds of the suite's CPU.
+// `npm test` starts this with --no-opt, and the test processes inherit it (run() passes on this process's execArgv):
+// V8's optimizing compiler spent more CPU compiling than its code saved in processes that live for seconds (the
+// suite: 216 s of CPU with it, 185 s without, on 2 cores). Errands and scripts that tests spawn run as in production
+// (the flag measured no faster there: 65-72 s of CPU either way for the 13 files that spawn most).
+// `npm run test:coverage` runs the .test-build/ files under tap's runner.
 // The static checks (tsc, eslint, prettier) are `npm run check`, which .ci/run runs before this.
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -54,8 +59,8 @@ const SLOW_FIRST = [
  */
 const RUNS_ALONE = [...SLOW_FIRST, 'ops/tracing', 'email/email-worker-options', 'pages/admin-board-browser'];
 
-/** Files per shared process: each saves ~1.3 s of CPU (Node's start, the bundle's load); 5 light files take ~12 s. */
-const GROUP_SIZE = 5;
+/** Files per shared process: each saves ~1.3 s of CPU (Node's start, the bundle's load); 8 files take ~20 s. */
+const GROUP_SIZE = Number(process.env.TEST_GROUP_SIZE ?? 8);
 
 /** The bundled test files: all of them, or those named (`test/x/y.test.ts`, or a folder such as `test/payments`). */
 function testFiles(requested) {
@@ -76,7 +81,7 @@ function testFiles(requested) {
 }
 
 /**
- * The processes to run: a file of RUNS_ALONE as it is, the others in path order GROUP_SIZE at a time, each group a
+ * The processes to run: a file of RUNS_ALONE as it is, the others about GROUP_SIZE at a time, each group a
  * generated module under .test-bundle/groups/ that runs its files one after another, each file in a tap subtest named
  * after it (test/support/tap-per-file.ts makes the file's `t` that subtest). Its teardowns run before the next file.
  */
@@ -86,9 +91,12 @@ function groups(files) {
   const dir = path.join(ROOT, TEST_BUNDLE_DIR, 'groups');
   mkdirSync(dir, { recursive: true });
   const processes = files.filter(alone).map((file) => path.join(ROOT, file));
-  for (let start = 0; start < shared.length; start += GROUP_SIZE) {
-    const members = shared.slice(start, start + GROUP_SIZE).map((file) => [testSourceName(file), path.join(ROOT, file)]);
-    const group = path.join(dir, `${String(start / GROUP_SIZE + 1).padStart(2, '0')}.group.js`);
+  // Dealt out like cards rather than cut in runs of neighbours: the files that wait long (a folder's outage tests,
+  // the Redis topologies) spread over the groups, which then take about as long as each other, and none ends late.
+  const count = Math.ceil(shared.length / GROUP_SIZE);
+  for (let index = 0; index < count; index += 1) {
+    const members = shared.filter((_, position) => position % count === index).map((file) => [testSourceName(file), path.join(ROOT, file)]);
+    const group = path.join(dir, `${String(index + 1).padStart(2, '0')}.group.js`);
     writeFileSync(
       group,
       [
