@@ -4,10 +4,11 @@
 // once, and reads the TAP that the tap library prints. No TypeScript loader (tsx: ~2.3 s of CPU per file), no tap
 // runner hooks (its process-info loader hooks every module a file loads: ~1.5 s) and no loading of ~900 separate
 // modules (~1.2 s) in a test process: together they were about two thirds of the suite's CPU.
-// `npm test` starts this with --no-opt, and the test processes inherit it (run() passes on this process's execArgv):
-// V8's optimizing compiler spent more CPU compiling than its code saved in processes that live for seconds (the
-// suite: 216 s of CPU with it, 185 s without, on 2 cores). Errands and scripts that tests spawn run as in production
-// (the flag measured no faster there: 65-72 s of CPU either way for the 13 files that spawn most).
+// `npm test` starts this with --no-opt --single-threaded-gc, and the test processes inherit them (run() passes on
+// this process's execArgv): V8's optimizing compiler spent more CPU compiling than its code saved in processes that
+// live for seconds (the suite: 216 s of CPU with it, 185 s without, on 2 cores), and GC helper threads only wait for
+// a core when four processes share two (~5 % less CPU without them). Errands and scripts that tests spawn run as in
+// production (--no-opt measured no faster there: 65-72 s of CPU either way for the 13 files that spawn most).
 // `npm run test:coverage` runs the .test-build/ files under tap's runner.
 // The static checks (tsc, eslint, prettier) are `npm run check`, which .ci/run runs before this.
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
@@ -31,33 +32,23 @@ const CONCURRENCY = Number(process.env.TEST_CONCURRENCY ?? 4);
 const FILE_TIMEOUT_S = 180;
 
 /**
- * Started first, so that no minute-long file begins last and runs alone at the end (the rest follow in path order).
- * A name missing here only costs time, never a test.
+ * Files that keep a process of their own, started first in this order, so that no long file begins last and runs
+ * alone at the end; the groups follow (see groups() below). These are the longest (a group runs its files one after
+ * another: a 20-45 s file would hold the rest of its group back), the browsers', and the one that checks what the
+ * process holds globally (OpenTelemetry's registrations). A name missing here only costs time, never a test.
  */
-const SLOW_FIRST = [
+const RUNS_ALONE = [
   'batch/resume',
   'core/process',
   'redis/sentinel',
-  'hardening/email-outage',
-  'reconcile/sweep-script',
-  'reconcile/scheduler',
-  'ops/production-build',
   'pages/verify-email-browser',
   'pages/tracking-browser',
   'redis/cluster-failover',
   'reconcile/terminal-progress',
   'outbox/outbox-redis-down',
-  'ops/kill-worker',
-  'core/dotenv',
+  'pages/admin-board-browser',
+  'ops/tracing',
 ];
-
-/**
- * Files that keep a process of their own. The rest run several to a process (see groups() below); these are the
- * minute-long ones above (a group runs its files one after another, and a long file in one would hold the rest back),
- * a browser's, the limiter's spacing (its timing bounds want no neighbour in the process), and the one that checks
- * what the process holds globally (OpenTelemetry's registrations).
- */
-const RUNS_ALONE = [...SLOW_FIRST, 'ops/tracing', 'email/email-worker-options', 'pages/admin-board-browser'];
 
 /** Files per shared process: each saves ~1.3 s of CPU (Node's start, the bundle's load); 8 files take ~20 s. */
 const GROUP_SIZE = Number(process.env.TEST_GROUP_SIZE ?? 8);
@@ -74,8 +65,8 @@ function testFiles(requested) {
     ? all.filter((file) => requested.some((arg) => file === asBundled(arg) || file.startsWith(asBundled(arg) + path.sep)))
     : all;
   const rank = (file) => {
-    const index = SLOW_FIRST.findIndex((name) => file.endsWith(`${path.sep}${name}.test.js`));
-    return index === -1 ? SLOW_FIRST.length : index;
+    const index = RUNS_ALONE.findIndex((name) => file.endsWith(`${path.sep}${name}.test.js`));
+    return index === -1 ? RUNS_ALONE.length : index;
   };
   return chosen.sort((a, b) => rank(a) - rank(b));
 }
