@@ -115,13 +115,21 @@ export async function startErrand(config: Config, options: StartOptions = {}): P
     app,
     workers,
     close() {
+      // Each step logged (debug) before it starts: a shutdown that hangs says which step it hangs in.
+      const step = (name: string) => deps.log.debug({ step: name }, 'closing');
       closing ??= (async () => {
         schedulerSync?.stop();
+        step('http');
         await app.close();
+        step('workers');
         await Promise.all(workers.map((worker) => closeWorkerWithin(worker, config.SHUTDOWN_GRACE_MS, deps)));
+        step('outbox relay');
         await relay?.stop();
+        step('queue events');
         await Promise.allSettled(queueEvents.map((events) => events.close()));
+        step('queues, connections and pools');
         await deps.close();
+        step('done');
       })();
       return closing;
     },

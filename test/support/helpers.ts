@@ -402,7 +402,14 @@ export async function startTestErrand(t: T, env: Record<string, string | undefin
   const errand = await within(startErrand(config, { logDestination: logs.stream }), 60000, 'errand to start (startErrand)');
   // close() is bounded in itself (workers get SHUTDOWN_GRACE_MS); should a part of it never settle, say so here
   // rather than leave the file to the runner's per-file timeout.
-  t.teardown(() => within(errand.close(), 30000, 'errand.close() at teardown'));
+  t.teardown(() =>
+    within(errand.close(), 30000, 'errand.close() at teardown').catch((error: unknown) => {
+      // Which step of close() it hung in (errand logs each at debug): seen once after a whole-cluster outage.
+      const last = logs.lines().findLast((line) => line.msg === 'closing');
+      const step = last ? `still closing: ${String(last.step)}` : 'no closing step logged at this LOG_LEVEL';
+      throw new Error(`${(error as Error).message} (${step})`, { cause: error });
+    }),
+  );
   return { ...errand, config, logs };
 }
 
