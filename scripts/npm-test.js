@@ -4,11 +4,15 @@
 // once, and reads the TAP that the tap library prints. No TypeScript loader (tsx: ~2.3 s of CPU per file), no tap
 // runner hooks (its process-info loader hooks every module a file loads: ~1.5 s) and no loading of ~900 separate
 // modules (~1.2 s) in a test process: together they were about two thirds of the suite's CPU.
-// `npm test` starts this with --no-opt --single-threaded-gc, and the test processes inherit them (run() passes on
-// this process's execArgv): V8's optimizing compiler spent more CPU compiling than its code saved in processes that
-// live for seconds (the suite: 216 s of CPU with it, 185 s without, on 2 cores), and GC helper threads only wait for
-// a core when four processes share two (~5 % less CPU without them). Errands and scripts that tests spawn run as in
-// production (--no-opt measured no faster there: 65-72 s of CPU either way for the 13 files that spawn most).
+// `npm test` starts this with --single-threaded-gc, and the test processes inherit it (run() passes on this
+// process's execArgv): GC helper threads only wait for a core when four processes share two (~5 % less CPU without
+// them). The groups also turn V8's optimizing compiler off (--no-opt, set as they start): it spent more CPU compiling
+// than its code saved in processes that live for seconds (the suite with --no-opt everywhere: 216 s of CPU with it,
+// 185 s without, on 2 cores). Not in the files that run alone: among them are the ones that bound a request's latency
+// (outbox-redis-down, publish-deadline: < 1 s while Redis is away), and under load unoptimized code doubled those
+// latencies (four copies beside four CPU burners: 4 of 4 failed with --no-opt, 0 of 4 without). Errands and scripts
+// that tests spawn run as in production (--no-opt measured no faster there: 65-72 s of CPU for the 13 files that
+// spawn most, either way).
 // `npm run test:coverage` runs the .test-build/ files under tap's runner.
 // The static checks (tsc, eslint, prettier) are `npm run check`, which .ci/run runs before this.
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
@@ -48,6 +52,7 @@ const RUNS_ALONE = [
   'outbox/outbox-redis-down',
   'pages/admin-board-browser',
   'ops/tracing',
+  'outbox/publish-deadline',
 ];
 
 /** Files per shared process: each saves ~1.3 s of CPU (Node's start, the bundle's load); 8 files take ~20 s. */
@@ -91,7 +96,10 @@ function groups(files) {
     writeFileSync(
       group,
       [
+        "import { setFlagsFromString } from 'node:v8';",
         "import t from 'tap';",
+        // See the header: no optimizing compiler in a group (set at run time: the group is not started with it).
+        "setFlagsFromString('--no-opt');",
         `for (const [name, file] of ${JSON.stringify(members)}) {`,
         '  await t.test(name, async (fileTest) => {',
         "    globalThis[Symbol.for('errand.test.currentFileTest')] = fileTest;",
