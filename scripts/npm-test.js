@@ -58,6 +58,11 @@ const RUNS_ALONE = [
 /** Files per shared process: each saves ~1.3 s of CPU (Node's start, the bundle's load); 8 files take ~20 s. */
 const GROUP_SIZE = Number(process.env.TEST_GROUP_SIZE ?? 8);
 
+/** The file's place in RUNS_ALONE, or -1 when it runs in a group. */
+function aloneIndex(file) {
+  return RUNS_ALONE.findIndex((name) => file.endsWith(`${path.sep}${name}.test.js`));
+}
+
 /** The bundled test files: all of them, or those named (`test/x/y.test.ts`, or a folder such as `test/payments`). */
 function testFiles(requested) {
   const bundled = (file) => path.join(TEST_BUNDLE_DIR, file);
@@ -70,7 +75,7 @@ function testFiles(requested) {
     ? all.filter((file) => requested.some((arg) => file === asBundled(arg) || file.startsWith(asBundled(arg) + path.sep)))
     : all;
   const rank = (file) => {
-    const index = RUNS_ALONE.findIndex((name) => file.endsWith(`${path.sep}${name}.test.js`));
+    const index = aloneIndex(file);
     return index === -1 ? RUNS_ALONE.length : index;
   };
   return chosen.sort((a, b) => rank(a) - rank(b));
@@ -82,7 +87,7 @@ function testFiles(requested) {
  * after it (test/support/tap-per-file.ts makes the file's `t` that subtest). Its teardowns run before the next file.
  */
 function groups(files) {
-  const alone = (file) => RUNS_ALONE.some((name) => file.endsWith(`${path.sep}${name}.test.js`));
+  const alone = (file) => aloneIndex(file) !== -1;
   const shared = files.filter((file) => !alone(file)).sort();
   const dir = path.join(ROOT, TEST_BUNDLE_DIR, 'groups');
   mkdirSync(dir, { recursive: true });
