@@ -7,7 +7,7 @@ import { buildApp, type App, type AppOptions } from './app.js';
 import { prepareDatabase } from './db/migrations.js';
 import { createQueueWorker, type Processors } from './core/job-registry.js';
 import { logQueueEvents, logWorkerEvents } from './core/job-logging.js';
-import { describeRedisTopology, waitUntilConnected, warnUnlessNoEviction } from './core/redis.js';
+import { closeQueueEvents, describeRedisTopology, waitUntilConnected, warnUnlessNoEviction } from './core/redis.js';
 import { startSchedulerSync, type SchedulerSync } from './core/scheduler-sync.js';
 import { emailProcessors } from './email/worker.js';
 import { createEmailComposers } from './email/composers.js';
@@ -28,7 +28,10 @@ export interface Errand {
   close(): Promise<void>;
 }
 
-/** `worker.close()` waits for active jobs with no deadline of its own (and can hang without Redis). */
+/**
+ * `worker.close()` waits for active jobs with no deadline of its own. Without Redis, pause() and close() also wait
+ * for ever on their blocking connection's disconnect (see closeQueueEvents): then the grace period runs out.
+ */
 async function closeWorkerWithin(worker: Worker, graceMs: number, deps: Deps): Promise<void> {
   // pause() takes no new jobs and waits for the active ones; a second close() call would only return the first's promise.
   const outcome = await Promise.race([worker.pause().then(() => 'drained' as const), delay(graceMs, 'timeout' as const, { ref: false })]);
@@ -126,7 +129,7 @@ export async function startErrand(config: Config, options: StartOptions = {}): P
         step('outbox relay');
         await relay?.stop();
         step('queue events');
-        await Promise.allSettled(queueEvents.map((events) => events.close()));
+        await Promise.all(queueEvents.map(closeQueueEvents));
         step('queues, connections and pools');
         await deps.close();
         step('done');

@@ -1,3 +1,5 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import type { QueueEvents } from 'bullmq';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Logger } from './logger.js';
 import type { RedisTopology } from './redis-url.js';
@@ -120,6 +122,20 @@ export async function waitUntilConnected(redis: RedisClient, ms: number): Promis
     };
     redis.once('ready', onReady);
   });
+}
+
+/** How long a QueueEvents gets to close: it only interrupts a blocking read, a matter of milliseconds. */
+const QUEUE_EVENTS_CLOSE_MS = 1000;
+
+/**
+ * Closes a QueueEvents, waiting at most QUEUE_EVENTS_CLOSE_MS. Its close() disconnects its blocking connection and
+ * waits for ioredis' `end` event, which never comes while that connection is reconnecting (Redis away, or back but
+ * not yet reconnected to): ioredis' disconnect() then only clears the retry timer. Reproduced on one server and on a
+ * Cluster; it was the `redis/cluster` teardown hang after a whole-cluster outage. Nothing is left running past the
+ * deadline: the retry timer is cleared, and the read it abandons holds no handle.
+ */
+export async function closeQueueEvents(events: QueueEvents): Promise<void> {
+  await Promise.race([events.close().catch(() => undefined), delay(QUEUE_EVENTS_CLOSE_MS, undefined, { ref: false })]);
 }
 
 /** The servers that take writes: the cluster's masters, or the one server. */

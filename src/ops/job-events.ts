@@ -1,6 +1,6 @@
 import { QueueEvents } from 'bullmq';
 import type { Logger } from '../core/logger.js';
-import type { RedisClient } from '../core/redis.js';
+import { closeQueueEvents, type RedisClient } from '../core/redis.js';
 
 /** The events a job's stream follows, for one job id. */
 export type JobEvent = { kind: 'progress'; data: unknown } | { kind: 'completed' | 'failed' | 'removed' };
@@ -75,7 +75,7 @@ export function createJobEventHub(options: { connection: RedisClient; redis: Red
         if (subscription.count > 0) return;
         // The last subscriber: close its connection (the next one opens a fresh reader from its own "now").
         subscriptions.delete(queue);
-        await subscription.events.close().catch(() => {});
+        await closeQueueEvents(subscription.events);
       };
     },
     get openQueues() {
@@ -85,7 +85,7 @@ export function createJobEventHub(options: { connection: RedisClient; redis: Red
       const all = await Promise.allSettled([...subscriptions.values()]);
       subscriptions.clear();
       const readers = all.flatMap((result) => (result.status === 'fulfilled' ? [result.value.events] : []));
-      await Promise.all(readers.map((events) => events.close().catch(() => {})));
+      await Promise.all(readers.map(closeQueueEvents));
     },
   };
 }

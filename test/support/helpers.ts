@@ -524,7 +524,8 @@ export async function startPrivateRedis(t: T): Promise<PrivateRedis> {
       );
     },
     async kill() {
-      if (!child || child.exitCode !== null) return;
+      // Already exited: by itself (exitCode) or killed (signalCode; exitCode stays null), when no 'exit' will come again.
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((resolve) => child!.once('exit', resolve));
       child.kill('SIGKILL');
       await exited;
