@@ -34,7 +34,9 @@ t.test('npm start: src/ bundled into dist/, served from dist/main.js in the one 
 
 t.test('SIGTERM during an active job: the job completes, then the process exits 0', async (t) => {
   const smtp = await startSmtpServer(t);
-  smtp.delayReplies(1500);
+  // The server holds its answer until the stop has begun: a reply delayed by a fixed time could come before a loaded
+  // test process saw the email in flight.
+  const releaseReply = smtp.holdRepliesAfter(0);
   const errand = await spawnErrand(t, testEnv(t, { SMTP_URL: smtp.url, LOG_LEVEL: 'info' }));
 
   const res = await fetch(`${errand.baseUrl}/auth/signup`, {
@@ -47,6 +49,8 @@ t.test('SIGTERM during an active job: the job completes, then the process exits 
   // The email's data has reached the server, which is holding its answer: the job is mid-flight.
   await waitFor(() => smtp.inFlight > 0 || undefined, 15000, 'email in flight');
   errand.child.kill('SIGTERM');
+  await waitFor(() => errand.stdout.some((line) => line.includes('"msg":"stopping"')) || undefined, 15000, 'the graceful stop to begin');
+  releaseReply();
 
   const { code, signal } = await errand.exited;
   t.equal(code, 0, 'exit 0');
