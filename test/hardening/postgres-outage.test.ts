@@ -77,7 +77,19 @@ t.test('PostgreSQL unreachable inside an email job: no attempt spent, the email 
     async () => ((await metric(/errand_email_outage_pauses_total\{cause="postgres-unreachable"\} (\d+)/)) >= 5 ? true : undefined),
     30000,
     '5 pauses for PostgreSQL',
-  );
+  ).catch(async (error: Error) => {
+    // What the job met instead (seen once in a full run, not alone): its state and errand's last error lines.
+    const job = await queue.getJob('resend-during-pg-outage');
+    const errors = errand.logs
+      .lines()
+      .filter((line) => Number(line.level) >= 50)
+      .slice(-3)
+      .map(
+        (line) =>
+          `${String(line.msg)} (${JSON.stringify(line.cause ?? '')} ${String((line.err as { message?: string } | undefined)?.message ?? '')})`,
+      );
+    throw new Error(`${error.message}: job ${await job?.getState()}, attempts ${job?.attemptsMade}; last errors: ${errors.join('; ')}`);
+  });
   t.equal(await queue.getFailedCount(), 0, 'nothing failed');
   t.equal(await metric(/errand_jobs_failed_total\{queue="email",name="email-verification"\} (\d+)/), 0, 'no attempt spent');
   t.equal(smtp.received.length, 1, 'nothing sent while PostgreSQL is away');

@@ -65,6 +65,8 @@ t.test('job event streams: one Redis connection per queue, none left when client
         return reader;
       }),
     );
+    // The shared reader connects (and names its connection) after the first stream has its state: wait for it.
+    await waitFor(async () => ((await eventReaders()) > baseline ? true : undefined), 10000, 'the event reader connection');
     t.equal(await eventReaders(), baseline + 1, 'eight open streams of one queue share one event reader');
     for (const controller of controllers) controller.abort();
     await Promise.all(streams.map((reader) => reader.cancel().catch(() => undefined)));
