@@ -1,6 +1,14 @@
 import t from 'tap';
 import { createOrder, paymentEvent, sendWebhook, WEBHOOK_SECRET } from '../support/payments.js';
-import { startPrivateRedis, startSmtpServer, startTestErrand, testEnv, waitFor, waitForOutboxDrained } from '../support/helpers.js';
+import {
+  startPrivateRedis,
+  startSmtpServer,
+  startTestErrand,
+  testEnv,
+  timeOwnWork,
+  waitFor,
+  waitForOutboxDrained,
+} from '../support/helpers.js';
 
 t.test('with Redis down, signup answers 202 fast and the email goes out exactly once when Redis is back', async (t) => {
   const redis = await startPrivateRedis(t);
@@ -16,21 +24,21 @@ t.test('with Redis down, signup answers 202 fast and the email goes out exactly 
   await waitFor(() => deps.redis.status !== 'ready' || undefined, 5000, 'producer to notice');
 
   const emails = ['down1@example.com', 'down2@example.com', 'down3@example.com'];
+  // The contract's bound (within a second): the request must not wait on Redis reconnects (commandTimeout 2 s,
+  // retries 100 ms-2 s). Time this process spent waiting for a CPU is not counted (timeOwnWork): two suites at once
+  // took the first of these to 1.5 s on 2 cores, against ~20 ms alone.
+  const answeredIn = (timing: { ms: number; cpuWaitMs: number }) =>
+    `answered in ${timing.ms.toFixed(0)} ms (+${timing.cpuWaitMs.toFixed(0)} ms waiting for a CPU)`;
   for (const email of emails) {
-    const started = performance.now();
-    const res = await app.inject({ method: 'POST', url: '/auth/signup', payload: { email } });
-    const elapsed = performance.now() - started;
-    t.equal(res.statusCode, 202, `${email} accepted while Redis is down`);
-    // Principled bound: the request must not wait on Redis reconnects (commandTimeout 2 s, retries 100 ms-2 s).
-    t.ok(elapsed < 1000, `answered in ${elapsed.toFixed(0)} ms`);
+    const timing = await timeOwnWork(() => app.inject({ method: 'POST', url: '/auth/signup', payload: { email } }));
+    t.equal(timing.result.statusCode, 202, `${email} accepted while Redis is down`);
+    t.ok(timing.ms < 1000, answeredIn(timing));
   }
   // A payment webhook too: 200 at once, its tracking email waits in the outbox.
   const order = await createOrder(app, { email: 'buyer@example.com' });
-  const webhookStarted = performance.now();
-  const webhook = await sendWebhook(app, paymentEvent(order));
-  const webhookElapsed = performance.now() - webhookStarted;
-  t.equal(webhook.statusCode, 200, 'webhook accepted while Redis is down');
-  t.ok(webhookElapsed < 1000, `answered in ${webhookElapsed.toFixed(0)} ms`);
+  const webhook = await timeOwnWork(() => sendWebhook(app, paymentEvent(order)));
+  t.equal(webhook.result.statusCode, 200, 'webhook accepted while Redis is down');
+  t.ok(webhook.ms < 1000, answeredIn(webhook));
 
   const pending = await deps.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute();
   t.equal(pending.length, 4, 'jobs wait in the outbox');
