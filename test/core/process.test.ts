@@ -32,6 +32,20 @@ t.test('npm start: src/ bundled into dist/, served from dist/main.js in the one 
   t.same(await errand.exited, { code: 0, signal: null }, 'graceful stop, exit 0');
 });
 
+/**
+ * Until an email of the spawned errand is at the SMTP server. Its first job runs cold code in a fresh process: two
+ * suites at once on 2 cores took longer than 15 s once, so 30 s, and a timeout says how far the job got.
+ */
+async function emailInFlight(smtp: { inFlight: number; attempts: number }, errand: { logLines(): Record<string, unknown>[] }) {
+  await waitFor(() => smtp.inFlight > 0 || undefined, 30000, 'email in flight').catch((error: Error) => {
+    const lines = errand
+      .logLines()
+      .slice(-5)
+      .map((line) => `${String(line.msg)}${typeof line.event === 'string' ? ` (${line.event})` : ''}`);
+    throw new Error(`${error.message}: ${smtp.attempts} SMTP attempts; errand's last lines: ${lines.join('; ')}`);
+  });
+}
+
 t.test('SIGTERM during an active job: the job completes, then the process exits 0', async (t) => {
   const smtp = await startSmtpServer(t);
   // The server holds its answer until the stop has begun: a reply delayed by a fixed time could come before a loaded
@@ -47,7 +61,7 @@ t.test('SIGTERM during an active job: the job completes, then the process exits 
   t.equal(res.status, 202);
   await res.text();
   // The email's data has reached the server, which is holding its answer: the job is mid-flight.
-  await waitFor(() => smtp.inFlight > 0 || undefined, 15000, 'email in flight');
+  await emailInFlight(smtp, errand);
   errand.child.kill('SIGTERM');
   await waitFor(() => errand.stdout.some((line) => line.includes('"msg":"stopping"')) || undefined, 15000, 'the graceful stop to begin');
   releaseReply();
@@ -76,7 +90,7 @@ t.test('SIGTERM with a job that outlives the grace period still exits, within th
     body: JSON.stringify({ email: 'slow@example.com' }),
   });
   await res.text();
-  await waitFor(() => smtp.inFlight > 0 || undefined, 15000, 'email in flight');
+  await emailInFlight(smtp, errand);
   const started = Date.now();
   errand.child.kill('SIGTERM');
   const { code } = await errand.exited;
@@ -101,7 +115,7 @@ t.test('a second signal during a graceful stop exits at once with code 1', async
     body: JSON.stringify({ email: 'twice@example.com' }),
   });
   await res.text();
-  await waitFor(() => smtp.inFlight > 0 || undefined, 15000, 'email in flight');
+  await emailInFlight(smtp, errand);
   errand.child.kill('SIGTERM');
   await waitFor(() => errand.stdout.some((line) => line.includes('"msg":"stopping"')) || undefined, 15000, 'the graceful stop to begin');
   errand.child.kill('SIGTERM');

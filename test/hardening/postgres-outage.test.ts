@@ -1,7 +1,15 @@
 import t from 'tap';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { EMAIL_QUEUE } from '../../src/queues.js';
-import { freePort, freshDatabaseUrl, startSmtpServer, startTestErrand, testEnv, waitFor } from '../support/helpers.js';
+import {
+  freePort,
+  freshDatabaseUrl,
+  startSmtpServer,
+  startTestErrand,
+  testEnv,
+  waitFor,
+  waitForOutboxDrained,
+} from '../support/helpers.js';
 
 /** A TCP proxy between errand and the shared PostgreSQL: cutting it looks like PostgreSQL going away, and never touches the server. */
 async function startProxy(target: { host: string; port: number }) {
@@ -68,6 +76,9 @@ t.test('PostgreSQL unreachable inside an email job: no attempt spent, the email 
   const signup = await app.inject({ method: 'POST', url: '/auth/signup', payload: { email: 'pg@example.com' } });
   t.equal(signup.statusCode, 202);
   await smtp.waitForEmails(1);
+  // Its job done too, sent_emails row and all: cut before that commits, and the one email slot (EMAIL_CONCURRENCY 1)
+  // stays busy retrying the record until PostgreSQL is back, so the resend below never starts (seen under load).
+  await waitForOutboxDrained(deps);
   const user = await deps.db.selectFrom('users').select('id').where('email', '=', 'pg@example.com').executeTakeFirstOrThrow();
 
   await proxy.cut();
@@ -78,11 +89,11 @@ t.test('PostgreSQL unreachable inside an email job: no attempt spent, the email 
     30000,
     '5 pauses for PostgreSQL',
   ).catch(async (error: Error) => {
-    // What the job met instead (seen once in a full run, not alone): its state and errand's last error lines.
+    // What the job met instead: its state and errand's last warning and error lines.
     const job = await queue.getJob('resend-during-pg-outage');
     const errors = errand.logs
       .lines()
-      .filter((line) => Number(line.level) >= 50)
+      .filter((line) => Number(line.level) >= 40)
       .slice(-3)
       .map(
         (line) =>

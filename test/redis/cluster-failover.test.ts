@@ -53,7 +53,8 @@ t.test('kill the primary holding the queues mid-flight: every email once', async
     },
   );
   const inFlightAtKill = smtp.inFlight;
-  const activeAtKill = await deps.queues[EMAIL_QUEUE].getActiveCount();
+  // Through waitFor: under load a single read can pass the producer connection's 2 s command timeout.
+  const activeAtKill = await waitFor(() => deps.queues[EMAIL_QUEUE].getActiveCount(), 10000, 'the active job count');
   await victim.kill();
   const killTime = Date.now();
   releaseReplies();

@@ -364,19 +364,31 @@ export async function within<R>(work: Promise<R> | (() => Promise<R>), ms: numbe
 /**
  * Polls `probe` until it returns something other than undefined or false, for at most `timeoutMs` in all: a probe
  * that does not answer by then (a request or a Redis command that hangs) counts against the same deadline, so
- * waitFor always ends within about `timeoutMs`, with "timed out after <timeoutMs> waiting for <what>".
+ * waitFor always ends within about `timeoutMs`, with "timed out after <timeoutMs> waiting for <what>". A probe that
+ * fails with ioredis' "Command timed out" has not answered either and is polled again; any other error ends the wait.
  */
 export async function waitFor<T>(probe: () => T | undefined | Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   const timedOut = (detail = '') => new Error(`timed out after ${duration(timeoutMs)} waiting for ${what}${detail}`);
   const late = Symbol('late');
+  const unanswered = Symbol('unanswered');
   for (;;) {
     let timer: NodeJS.Timeout | undefined;
     const value = await Promise.race([
-      (async () => probe())(),
+      // A Redis command past its commandTimeout (a starved test process: two suites at once) is a check that did
+      // not answer, as above: poll again. Any other error ends the wait.
+      (async () => probe())().catch((error: unknown): typeof unanswered => {
+        if ((error as Error | undefined)?.message === 'Command timed out') return unanswered;
+        throw error;
+      }),
       new Promise<typeof late>((resolve) => (timer = setTimeout(resolve, Math.max(deadline - Date.now(), 1), late))),
     ]).finally(() => clearTimeout(timer));
     if (value === late) throw timedOut(' (its last check had not answered by then)');
+    if (value === unanswered) {
+      if (Date.now() >= deadline) throw timedOut(' (its last check: a Redis command timed out)');
+      await sleep(25);
+      continue;
+    }
     if (value !== undefined && value !== false) return value;
     if (Date.now() >= deadline) throw timedOut();
     await sleep(25);
