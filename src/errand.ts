@@ -36,7 +36,11 @@ async function closeWorkerWithin(worker: Worker, graceMs: number, deps: Deps): P
   // pause() takes no new jobs and waits for the active ones; a second close() call would only return the first's promise.
   const outcome = await Promise.race([worker.pause().then(() => 'drained' as const), delay(graceMs, 'timeout' as const, { ref: false })]);
   if (outcome === 'timeout') {
-    deps.log.warn({ queue: worker.name, graceMs }, 'active jobs did not finish within the grace period; forcing the worker closed');
+    // Without Redis this also happens with no job active (see above): the connection's status says which it was.
+    deps.log.warn(
+      { queue: worker.name, graceMs, redisStatus: deps.workerRedis.status },
+      'the worker did not stop within the grace period (active jobs, or Redis unreachable); forcing the worker closed',
+    );
   }
   await Promise.race([worker.close(outcome === 'timeout'), delay(1000, undefined, { ref: false })]);
 }

@@ -19,4 +19,7 @@ t.test('close() with Redis down ends within seconds', async (t) => {
     errand.logs.lines().some((line) => line.msg === 'closing' && line.step === 'done'),
     'every step of close() ran',
   );
+  const forced = errand.logs.lines().find((line) => /forcing the worker closed/.test(String(line.msg)));
+  t.not(forced?.redisStatus, 'ready', 'the forced close says Redis was not connected');
+  t.ok(forced?.redisStatus, 'and names the connection status');
 });
