@@ -64,7 +64,7 @@ export const retentionDeleters = (policy: RetentionPolicy): readonly RetentionDe
   {
     // Cancel markers. Safe to drop: the relay and the re-publish skip a cancelled row by its own outbox.cancelled_at (an
     // unpublished row is never pruned), and the re-publish looks back only 60 s. Workers read the marker, for a job a
-    // racing add or a failover brought back, which runs within minutes; job ids (`outbox-<id>`) are never reused.
+    // racing add or a failover brought back, which runs within minutes; job ids (`outboxJobId`: one per row) are never reused.
     name: 'cancelledJobs',
     deleteBatch: (db, cutoff, limit) => deleteOldCancellations(db, cutoff, limit),
   },

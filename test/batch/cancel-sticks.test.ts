@@ -52,10 +52,8 @@ t.test('a cancelled waiting export stays cancelled across a Redis reconnect (re-
   // A failover that lost the removal brings the job back as it was: the worker fails it, unrun.
   await queue.add('orders-export', { format: 'csv' }, { jobId });
   const failed = await waitFor(
-    async () => {
-      const back = await queue.getJob(jobId);
-      return back && (await back.getState()) === 'failed' ? back : undefined;
-    },
+    // The state first, then the job: a job read before it failed would carry no failedReason (seen under load).
+    async () => ((await queue.getJobState(jobId)) === 'failed' ? queue.getJob(jobId) : undefined),
     10000,
     'the re-added export failed',
   );

@@ -44,8 +44,16 @@ t.test('kill the primary holding the queues mid-flight: every email once', async
   await waitFor(() => (smtp.received.length >= 2 && smtp.inFlight > 0) || undefined, 20000, 'emails in flight').catch(
     async (error: Error) => {
       // Where the emails stopped: not published, not taken by the worker, or not sent.
-      const unpublished = await deps.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute();
-      const counts = await deps.queues[EMAIL_QUEUE].getJobCounts('wait', 'active', 'delayed', 'completed', 'failed');
+      // Each read may fail too (a starved process: the producer's 2 s command timeout): say so instead of hiding the wait.
+      const unpublished = await deps.db
+        .selectFrom('outbox')
+        .select('id')
+        .where('published_at', 'is', null)
+        .execute()
+        .catch(() => []);
+      const counts = await deps.queues[EMAIL_QUEUE].getJobCounts('wait', 'active', 'delayed', 'completed', 'failed').catch(
+        (readError: Error) => readError.message,
+      );
       throw new Error(
         `${error.message}: ${smtp.attempts} SMTP attempts, ${smtp.received.length} received, ${smtp.inFlight} in flight; ` +
           `${unpublished.length} outbox rows unpublished; email queue ${JSON.stringify(counts)}`,
