@@ -37,12 +37,14 @@ t.test('npm start: src/ bundled into dist/, served from dist/main.js in the one 
  * suites at once on 2 cores took longer than 15 s once, so 30 s, and a timeout says how far the job got.
  */
 async function emailInFlight(smtp: { inFlight: number; attempts: number }, errand: { logLines(): Record<string, unknown>[] }) {
-  await waitFor(() => smtp.inFlight > 0 || undefined, 30000, 'email in flight').catch((error: Error) => {
-    const lines = errand
-      .logLines()
-      .slice(-5)
-      .map((line) => `${String(line.msg)}${typeof line.event === 'string' ? ` (${line.event})` : ''}`);
-    throw new Error(`${error.message}: ${smtp.attempts} SMTP attempts; errand's last lines: ${lines.join('; ')}`);
+  await waitFor(() => smtp.inFlight > 0 || undefined, 30000, 'email in flight', {
+    explain: () => {
+      const lines = errand
+        .logLines()
+        .slice(-5)
+        .map((line) => `${String(line.msg)}${typeof line.event === 'string' ? ` (${line.event})` : ''}`);
+      return `${smtp.attempts} SMTP attempts; errand's last lines: ${lines.join('; ')}`;
+    },
   });
 }
 

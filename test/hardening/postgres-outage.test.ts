@@ -1,56 +1,21 @@
 import t from 'tap';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { EMAIL_QUEUE } from '../../src/queues.js';
 import {
-  freePort,
   freshDatabaseUrl,
   startSmtpServer,
+  startTcpProxy,
   startTestErrand,
   testEnv,
   waitFor,
   waitForOutboxDrained,
 } from '../support/helpers.js';
 
-/** A TCP proxy between errand and the shared PostgreSQL: cutting it looks like PostgreSQL going away, and never touches the server. */
-async function startProxy(target: { host: string; port: number }) {
-  const port = await freePort();
-  const sockets = new Set<Socket>();
-  let server: Server | undefined;
-  const open = () =>
-    new Promise<void>((resolve) => {
-      server = createServer((client) => {
-        const upstream = connect(target.port, target.host);
-        for (const socket of [client, upstream]) {
-          sockets.add(socket);
-          socket.on('close', () => sockets.delete(socket));
-          socket.on('error', () => {});
-        }
-        client.pipe(upstream).pipe(client);
-      });
-      server.listen(port, '127.0.0.1', resolve);
-      // Never what keeps the test process alive.
-      server.unref();
-    });
-  await open();
-  return {
-    port,
-    /** Refuses new connections and drops every open one. */
-    async cut() {
-      const closed = new Promise<void>((resolve) => server!.close(() => resolve()));
-      for (const socket of sockets) socket.destroy();
-      await closed;
-    },
-    restore: open,
-  };
-}
-
 const smtp = await startSmtpServer(t);
 const direct = new URL(freshDatabaseUrl(t));
-const proxy = await startProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
+// Cutting the proxy looks like PostgreSQL going away for this errand only; the shared server is never touched.
+const proxy = await startTcpProxy(t, { host: direct.hostname, port: Number(direct.port || 5432) });
 const viaProxy = new URL(direct);
 viaProxy.port = String(proxy.port);
-
-t.teardown(() => proxy.cut().catch(() => undefined));
 
 const errand = await startTestErrand(
   t,
@@ -88,19 +53,22 @@ t.test('PostgreSQL unreachable inside an email job: no attempt spent, the email 
     async () => ((await metric(/errand_email_outage_pauses_total\{cause="postgres-unreachable"\} (\d+)/)) >= 5 ? true : undefined),
     30000,
     '5 pauses for PostgreSQL',
-  ).catch(async (error: Error) => {
-    // What the job met instead: its state and errand's last warning and error lines.
-    const job = await queue.getJob('resend-during-pg-outage');
-    const errors = errand.logs
-      .lines()
-      .filter((line) => Number(line.level) >= 40)
-      .slice(-3)
-      .map(
-        (line) =>
-          `${String(line.msg)} (${JSON.stringify(line.cause ?? '')} ${String((line.err as { message?: string } | undefined)?.message ?? '')})`,
-      );
-    throw new Error(`${error.message}: job ${await job?.getState()}, attempts ${job?.attemptsMade}; last errors: ${errors.join('; ')}`);
-  });
+    {
+      // What the job met instead: its state and errand's last warning and error lines.
+      explain: async () => {
+        const job = await queue.getJob('resend-during-pg-outage');
+        const errors = errand.logs
+          .lines()
+          .filter((line) => Number(line.level) >= 40)
+          .slice(-3)
+          .map(
+            (line) =>
+              `${String(line.msg)} (${JSON.stringify(line.cause ?? '')} ${String((line.err as { message?: string } | undefined)?.message ?? '')})`,
+          );
+        return `job ${await job?.getState()}, attempts ${job?.attemptsMade}; last errors: ${errors.join('; ')}`;
+      },
+    },
+  );
   t.equal(await queue.getFailedCount(), 0, 'nothing failed');
   t.equal(await metric(/errand_jobs_failed_total\{queue="email",name="email-verification"\} (\d+)/), 0, 'no attempt spent');
   t.equal(smtp.received.length, 1, 'nothing sent while PostgreSQL is away');

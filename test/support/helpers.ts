@@ -139,7 +139,9 @@ export function freshDatabaseUrl(t: T, options: { create?: boolean } = {}): stri
  * the process's last test ends.
  */
 const emptiedDatabases: string[] = [];
-let dropsEmptiedAtEnd = false;
+rootTap.teardown(async () => {
+  for (const emptied of emptiedDatabases.splice(0)) await dropDatabase(emptied);
+});
 
 async function dropDatabase(name: string): Promise<void> {
   const client = new pg.Client({ connectionString: `${BASE_DATABASE_URL}/postgres` });
@@ -157,12 +159,6 @@ async function dropDatabase(name: string): Promise<void> {
  * keep their rows. No test changes the schema (a test that did would need a database of its own, create: false).
  */
 async function emptyDatabase(name: string): Promise<void> {
-  if (!dropsEmptiedAtEnd) {
-    dropsEmptiedAtEnd = true;
-    rootTap.teardown(async () => {
-      for (const emptied of emptiedDatabases.splice(0)) await dropDatabase(emptied);
-    });
-  }
   const client = new pg.Client({ connectionString: `${BASE_DATABASE_URL}/${name}` });
   await client.connect();
   try {
@@ -366,10 +362,24 @@ export async function within<R>(work: Promise<R> | (() => Promise<R>), ms: numbe
  * that does not answer by then (a request or a Redis command that hangs) counts against the same deadline, so
  * waitFor always ends within about `timeoutMs`, with "timed out after <timeoutMs> waiting for <what>". A probe that
  * fails with ioredis' "Command timed out" has not answered either and is polled again; any other error ends the wait.
+ * `explain`, when the wait can stop for several reasons, adds what it finds then (where the work stopped) to the
+ * timeout's message; should it fail itself (a starved process), the message says so instead.
  */
-export async function waitFor<T>(probe: () => T | undefined | Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+export async function waitFor<T>(
+  probe: () => T | undefined | Promise<T | undefined>,
+  timeoutMs: number,
+  what: string,
+  options: { explain?: () => string | Promise<string> } = {},
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  const timedOut = (detail = '') => new Error(`timed out after ${duration(timeoutMs)} waiting for ${what}${detail}`);
+  const timedOut = async (detail = '') => {
+    const explanation = options.explain
+      ? `: ${await Promise.resolve()
+          .then(options.explain)
+          .catch((error: unknown) => `(no explanation: ${(error as Error).message})`)}`
+      : '';
+    return new Error(`timed out after ${duration(timeoutMs)} waiting for ${what}${detail}${explanation}`);
+  };
   const late = Symbol('late');
   const unanswered = Symbol('unanswered');
   for (;;) {
@@ -383,14 +393,9 @@ export async function waitFor<T>(probe: () => T | undefined | Promise<T | undefi
       }),
       new Promise<typeof late>((resolve) => (timer = setTimeout(resolve, Math.max(deadline - Date.now(), 1), late))),
     ]).finally(() => clearTimeout(timer));
-    if (value === late) throw timedOut(' (its last check had not answered by then)');
-    if (value === unanswered) {
-      if (Date.now() >= deadline) throw timedOut(' (its last check: a Redis command timed out)');
-      await sleep(25);
-      continue;
-    }
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() >= deadline) throw timedOut();
+    if (value === late) throw await timedOut(' (its last check had not answered by then)');
+    if (value !== unanswered && value !== undefined && value !== false) return value;
+    if (Date.now() >= deadline) throw await timedOut(value === unanswered ? ' (its last check: a Redis command timed out)' : '');
     await sleep(25);
   }
 }
@@ -408,15 +413,15 @@ function runQueueWaitNs(): number {
  * How long `work` took, in ms, less the time this process's main thread spent runnable but waiting for a CPU
  * (/proc/self/schedstat): on a loaded machine that wait belongs to the machine, not to the code under test, while
  * every wait of the code itself (PostgreSQL, Redis, timers) still counts. For latency bounds of the contract
- * ("within a second"); on an idle machine the two times are the same. `wallMs` is the plain wall time.
+ * ("within a second"); on an idle machine the two times are the same.
  */
-export async function timeOwnWork<R>(work: () => Promise<R>): Promise<{ result: R; ms: number; wallMs: number; cpuWaitMs: number }> {
+export async function timeOwnWork<R>(work: () => Promise<R>): Promise<{ result: R; ms: number; cpuWaitMs: number }> {
   const startedWait = runQueueWaitNs();
   const started = performance.now();
   const result = await work();
   const wallMs = performance.now() - started;
   const cpuWaitMs = Math.max(0, (runQueueWaitNs() - startedWait) / 1e6);
-  return { result, ms: wallMs - cpuWaitMs, wallMs, cpuWaitMs };
+  return { result, ms: wallMs - cpuWaitMs, cpuWaitMs };
 }
 
 /** A plain delay (node:timers/promises); prefer waitFor on state, and say why when a delay is really needed. */
@@ -555,6 +560,8 @@ export interface TcpProxy {
   port: number;
   /** Refuses new connections and resets open ones: the server behind it looks down. */
   cut(): Promise<void>;
+  /** Accepts connections again, on the same port: the server behind it is back. */
+  restore(): Promise<void>;
 }
 
 /**
@@ -574,14 +581,17 @@ export async function startTcpProxy(t: T, target: { host: string; port: number }
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  // Below the ephemeral range, as for a private Redis: restore() binds this port again after a cut.
+  const port = await freePortBelowEphemeral();
+  const listen = () => new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  await listen();
   const cut = async () => {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const socket of sockets) socket.resetAndDestroy();
     await closed;
   };
   t.teardown(() => (server.listening ? cut() : undefined));
-  return { port: (server.address() as { port: number }).port, cut };
+  return { port, cut, restore: listen };
 }
 
 export interface PrivateRedis {
